@@ -1,0 +1,113 @@
+"""The public calls: `conv_transpose2d` and `conv_transpose2d_backward`, with PyTorch's semantics.
+
+They check the arrays (type, rank, dtype, shapes against each other), build the `Problem`, choose a backend, device
+and config (`autotune.dispatch`), and run the prepared kernel. NumPy arrays and torch tensors are accepted; the
+results come back as the type (and torch device) that went in.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from autotune import dispatch
+from autotune.problem import Problem
+
+_FLOAT_DTYPES = {"float16", "float32", "float64", "bfloat16"}
+
+
+def _is_tensor(a: Any) -> bool:
+    return type(a).__module__.startswith("torch") and hasattr(a, "detach")
+
+
+def _dtype_name(name: str, a: Any) -> str:
+    dtype = str(a.dtype).replace("torch.", "")
+    if dtype not in _FLOAT_DTYPES:
+        raise TypeError(f"{name} must be a floating-point array (float32, float64, float16, bfloat16), got {dtype}")
+    return dtype
+
+
+def _check_array(name: str, a: Any, ndim: int) -> str:
+    if not (isinstance(a, np.ndarray) or _is_tensor(a)):
+        raise TypeError(f"{name} must be a numpy.ndarray or a torch.Tensor, got {type(a).__name__}")
+    if a.ndim != ndim:
+        raise ValueError(f"{name} must have {ndim} dimensions {'(N, C, H, W)' if ndim == 4 else ''}, "
+                         f"got shape {tuple(a.shape)}".replace("  ", " "))
+    return _dtype_name(name, a)
+
+
+def _problem(x: Any, weight: Any, bias: Any, stride: Any, padding: Any, output_padding: Any, groups: Any,
+             dilation: Any, x_name: str = "input") -> Problem:
+    dtype = _check_array(x_name, x, 4)
+    if _check_array("weight", weight, 4) != dtype:
+        raise TypeError(f"weight dtype {weight.dtype} differs from {x_name} dtype {x.dtype}")
+    if not isinstance(groups, int) or isinstance(groups, bool) or groups < 1:
+        raise ValueError(f"groups must be a positive int, got {groups!r}")
+    N, C_in, H, W = (int(v) for v in x.shape)
+    wc_in, cog, kH, kW = (int(v) for v in weight.shape)
+    if wc_in != C_in:
+        raise ValueError(f"weight.shape[0]={wc_in} must equal the input channels {x_name}.shape[1]={C_in} "
+                         f"(weight is (C_in, C_out/groups, kH, kW))")
+    if min(weight.shape) < 1:
+        raise ValueError(f"weight must not be empty, got shape {tuple(weight.shape)}")
+    if bias is not None:
+        if _check_array("bias", bias, 1) != dtype:
+            raise TypeError(f"bias dtype {bias.dtype} differs from {x_name} dtype {x.dtype}")
+        if int(bias.shape[0]) != cog * groups:
+            raise ValueError(f"bias must have C_out={cog * groups} elements (weight.shape[1]*groups), "
+                             f"got {int(bias.shape[0])}")
+    return Problem.make(N, C_in, H, W, cog * groups, kH, kW, stride, padding, output_padding, dilation, groups,
+                        bias is not None, dtype)
+
+
+def _to_numpy(a: Any, dtype: str) -> np.ndarray:
+    if _is_tensor(a):
+        a = a.detach().cpu().numpy()
+    return np.ascontiguousarray(a, dtype=np.dtype(dtype))
+
+
+def _run(op: str, problem: Problem, arrays: tuple[Any, ...], like: Any, backend: str | None,
+         config: dict | None) -> Any:
+    """Run `op` on the first candidate that works; convert the inputs to what it takes and the output back."""
+    def convert(kernel_backend: Any) -> tuple[Any, ...]:
+        return tuple(a if a is None or kernel_backend.accepts(a) else _to_numpy(a, problem.dtype) for a in arrays)
+
+    out = dispatch.run(op, problem, convert, like, backend, config)
+    if _is_tensor(like) and not _is_tensor(out):
+        import torch  # only reached when the caller passed a tensor, so torch is installed
+        return torch.from_numpy(np.ascontiguousarray(out)).to(like.device)
+    return out
+
+
+def conv_transpose2d(input: Any, weight: Any, bias: Any = None, stride: Any = 1, padding: Any = 0,
+                     output_padding: Any = 0, groups: int = 1, dilation: Any = 1, *, backend: str | None = None,
+                     config: dict | None = None) -> Any:
+    """`torch.nn.functional.conv_transpose2d`, plus asymmetric padding `((top, bottom), (left, right))`.
+
+    `backend=None` dispatches to the fastest measured backend for this device and problem; a name forces that
+    backend; `config` forces (some of) its tunable parameters, validated against its space.
+    """
+    problem = _problem(input, weight, bias, stride, padding, output_padding, groups, dilation)
+    return _run("forward", problem, (input, weight, bias), input, backend, config)
+
+
+def conv_transpose2d_backward(grad_output: Any, input: Any, weight: Any, stride: Any = 1, padding: Any = 0,
+                              output_padding: Any = 0, groups: int = 1, dilation: Any = 1, *,
+                              output_mask: tuple[bool, bool, bool] = (True, True, True),
+                              backend: str | None = None, config: dict | None = None) -> tuple[Any, Any, Any]:
+    """Gradients (grad_input, grad_weight, grad_bias) of `conv_transpose2d` for the upstream `grad_output`.
+    Entries whose `output_mask` is False are None. `config`, if given, applies to each op that runs."""
+    if not (isinstance(output_mask, (tuple, list)) and len(output_mask) == 3):
+        raise TypeError(f"output_mask must be a tuple of three bools, got {output_mask!r}")
+    problem = _problem(input, weight, None, stride, padding, output_padding, groups, dilation)
+    dtype = _check_array("grad_output", grad_output, 4)
+    if dtype != problem.dtype:
+        raise TypeError(f"grad_output dtype {grad_output.dtype} differs from input dtype {input.dtype}")
+    if tuple(grad_output.shape) != problem.output_shape:
+        raise ValueError(f"grad_output must have the output's shape {problem.output_shape}, "
+                         f"got {tuple(grad_output.shape)}")
+    gx = _run("backward_input", problem, (grad_output, weight), input, backend, config) if output_mask[0] else None
+    gw = _run("backward_weight", problem, (grad_output, input), weight, backend, config) if output_mask[1] else None
+    gb = _run("backward_bias", problem, (grad_output,), weight, backend, config) if output_mask[2] else None
+    return gx, gw, gb

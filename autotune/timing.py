@@ -1,0 +1,54 @@
+"""The one timing loop: warm-up, then repetitions until a time budget is spent or the median is stable.
+
+Backends never time themselves; they hand over a `run` callable (Backend.runner) that either returns the seconds a
+device timer measured (OpenCL profiling events, CUDA events) or None, in which case the wall clock around the call
+is used. Nothing is built or compiled inside the loop: `run` is called once untimed first.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Timing:
+    median_s: float
+    min_s: float
+    max_s: float
+    reps: int
+
+    @property
+    def spread(self) -> float:
+        """(max - min) / median: how noisy the repetitions were."""
+        return (self.max_s - self.min_s) / self.median_s if self.median_s > 0 else 0.0
+
+
+def _once(run: Callable[[], float | None]) -> float:
+    start = time.perf_counter()
+    device_s = run()
+    wall = time.perf_counter() - start
+    return float(device_s) if device_s is not None else wall
+
+
+def measure(run: Callable[[], float | None], *, budget_s: float = 0.5, min_reps: int = 3, max_reps: int = 100,
+            warmup: int = 1, rel_tol: float = 0.02) -> Timing:
+    """Time `run`: `warmup` untimed calls, then at least `min_reps` timed ones, continuing while the budget lasts
+    and the median of the last repetitions still moves by more than `rel_tol`."""
+    for _ in range(max(warmup, 0)):
+        _once(run)
+    samples: list[float] = []
+    start = time.perf_counter()
+    previous_median = None
+    while len(samples) < max_reps:
+        samples.append(_once(run))
+        if len(samples) < min_reps:
+            continue
+        median = statistics.median(samples)
+        stable = previous_median is not None and abs(median - previous_median) <= rel_tol * median
+        if time.perf_counter() - start >= budget_s or (stable and len(samples) >= 2 * min_reps):
+            break
+        previous_median = median
+    return Timing(statistics.median(samples), min(samples), max(samples), len(samples))

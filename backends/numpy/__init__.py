@@ -1,0 +1,293 @@
+"""The `numpy` backend: BLAS GEMMs plus strided NumPy copies, tunable like every other backend.
+
+Algorithms (the `algorithm` parameter):
+- forward `col2im`: one GEMM `w^T @ x` gives every tap's contribution (Caffe's way), then each tap's slab is added
+  onto a strided window of the output (the adds are memory-bound, the GEMM wastes no multiply);
+- forward `phase`: sub-pixel decomposition: output pixels of one stride phase (oh % s, ow % s) are fed by a fixed
+  subset of taps, so each phase is one dense GEMM of an im2col of the input against those taps' weights, written
+  once into a strided view of the output: no scatter-adds, no zero multiplies;
+- backward_input / backward_weight `im2col`: one GEMM against all taps stacked; `per_tap`: one GEMM per tap,
+  accumulated (less memory).
+`batch_block` splits the batch so the temporaries stay in cache (0 = the whole batch at once).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+
+import numpy as np
+
+from autotune.devices import cpu_device_id, cpu_device_name
+from autotune.problem import Problem
+from backends.base import Backend, Config, Device, Kernel, Space
+from backends.numpy import reference
+from backends.numpy.reference import canvas_size, output_window, tap_window
+
+BATCH_BLOCKS = (0, 1, 2, 4, 8, 16)
+# Temporaries above this are pruned as "out of resources" before anything runs.
+WORKSPACE_LIMIT_BYTES = 2 << 30
+_SUPPORTED = ("float32", "float64")
+
+
+def _phase_taps(k: int, s: int, d: int, r: int) -> list[int]:
+    """Kernel taps along one axis whose canvas offset k*d falls in phase r (mod s)."""
+    return [t for t in range(k) if (t * d) % s == r]
+
+
+def _phase_rows(n_in: int, k: int, s: int, d: int, pad_begin: int, n_out: int, r: int) -> tuple[int, int]:
+    """Phase-r rows q (canvas row q*s + r) that land inside the output crop: [q0, q1)."""
+    q0 = max(0, -(-(pad_begin - r) // s))
+    q1 = (pad_begin + n_out - 1 - r) // s + 1
+    return q0, max(q0, q1)
+
+
+class NumpyBackend(Backend):
+    install_hint = "pip install numpy"
+
+    def available(self) -> tuple[bool, str]:
+        return True, ""
+
+    @functools.lru_cache(maxsize=1)  # noqa: B019 - one backend object per process
+    def devices(self) -> list[Device]:
+        return [Device(id=cpu_device_id(), name=cpu_device_name(), kind="cpu", backend=self.name or "numpy",
+                       info={"numpy": np.__version__})]
+
+    def version(self) -> str:
+        return f"numpy {np.__version__}"
+
+    def supports(self, problem: Problem, device: Device) -> str | None:
+        if problem.dtype not in _SUPPORTED:
+            return f"numpy backend computes {' and '.join(_SUPPORTED)} only, not {problem.dtype}"
+        return None
+
+    # ---- space ----------------------------------------------------------------------------------------------------
+    def space(self, op: str, problem: Problem, device: Device) -> Space:
+        if op == "backward_bias":
+            return Space({"algorithm": ("sum", "gemv")})
+        algorithms = ("phase", "col2im") if op == "forward" else ("im2col", "per_tap")
+        itemsize = np.dtype(problem.dtype).itemsize
+
+        def batch_block_useful(c: Config) -> str | None:
+            if c["batch_block"] >= problem.N:
+                return f"batch_block={c['batch_block']} >= N={problem.N} repeats batch_block=0"
+            return None
+
+        def fits(c: Config) -> str | None:
+            need = _workspace_elements(op, problem, c) * itemsize
+            if need > WORKSPACE_LIMIT_BYTES:
+                return f"out of resources: workspace {need / 2**30:.1f} GiB > {WORKSPACE_LIMIT_BYTES / 2**30:.0f} GiB"
+            return None
+
+        return Space({"algorithm": algorithms, "batch_block": BATCH_BLOCKS}, [batch_block_useful, fits])
+
+    def default_config(self, op: str, problem: Problem, device: Device) -> Config:
+        if op == "backward_bias":
+            return {"algorithm": "sum"}
+        space = self.space(op, problem, device)
+        first = {"forward": "phase"}.get(op, "im2col")
+        # The largest batch block that fits, whole batch first.
+        for algorithm in (first, *space.params["algorithm"]):
+            for block in (0, 16, 8, 4, 2, 1):
+                c = {"algorithm": algorithm, "batch_block": block}
+                if space.violation(c) is None:
+                    return c
+        return {"algorithm": first, "batch_block": 1}
+
+    # ---- kernels --------------------------------------------------------------------------------------------------
+    def prepare(self, op: str, problem: Problem, device: Device, config: Config) -> Kernel:
+        return _prepare(op, problem, tuple(sorted(config.items())))
+
+
+def _workspace_elements(op: str, p: Problem, c: Config) -> int:
+    """Elements of the largest temporary of (op, config): sizes the out-of-resources constraint."""
+    n = p.N if c["batch_block"] == 0 else min(c["batch_block"], p.N)
+    taps = p.kH * p.kW
+    Hc, Wc = canvas_size(p)
+    if op == "forward":
+        if c["algorithm"] == "col2im":
+            return n * p.C_out * taps * p.H * p.W + n * p.C_out * Hc * Wc
+        # phase: the largest phase im2col is at most ceil(k/s) taps per axis over the phase's output rows
+        th, tw = -(-p.kH // p.stride[0]), -(-p.kW // p.stride[1])
+        qh, qw = -(-p.output_size[0] // p.stride[0]), -(-p.output_size[1] // p.stride[1])
+        return n * p.C_in * th * tw * qh * qw
+    if op in ("backward_input", "backward_weight"):
+        canvas = n * p.C_out * Hc * Wc
+        cols = n * p.C_out * taps * p.H * p.W if c["algorithm"] == "im2col" else n * p.C_out * p.H * p.W
+        return canvas + cols
+    return 0
+
+
+def _batch_blocks(N: int, block: int) -> list[slice]:
+    if block <= 0 or block >= N:
+        return [slice(0, N)]
+    return [slice(i, min(i + block, N)) for i in range(0, N, block)]
+
+
+@functools.lru_cache(maxsize=256)
+def _prepare(op: str, p: Problem, config_items: tuple) -> Kernel:
+    c = dict(config_items)
+    dt = np.dtype(p.dtype)
+    if op == "backward_bias":
+        if c["algorithm"] == "gemv":
+            def bias_grad(gy: np.ndarray) -> np.ndarray:
+                g = np.ascontiguousarray(gy, dtype=dt).reshape(p.N, p.C_out, -1)
+                return (g @ np.ones(g.shape[-1], dt)).sum(axis=0)
+            return bias_grad
+        return lambda gy: np.asarray(gy, dtype=dt).sum(axis=(0, 2, 3), dtype=dt)
+    blocks = _batch_blocks(p.N, c["batch_block"])
+    body: Callable[..., None] = {("forward", "phase"): _forward_phase, ("forward", "col2im"): _forward_col2im,
+                                 ("backward_input", "im2col"): _backward_input, ("backward_input", "per_tap"): _backward_input,
+                                 ("backward_weight", "im2col"): _backward_weight,
+                                 ("backward_weight", "per_tap"): _backward_weight}[(op, c["algorithm"])]
+    stacked = c["algorithm"] == "im2col"
+
+    if op == "forward":
+        def forward(x: np.ndarray, w: np.ndarray, bias: np.ndarray | None = None) -> np.ndarray:
+            x, w = np.asarray(x, dt), np.asarray(w, dt)
+            y = np.empty(p.output_shape, dt)
+            for b in blocks:
+                body(p, x[b], w, y[b])
+            if bias is not None:
+                y += np.asarray(bias, dt)[None, :, None, None]
+            return y
+        return forward
+    if op == "backward_input":
+        def grad_input(gy: np.ndarray, w: np.ndarray) -> np.ndarray:
+            gy, w = np.asarray(gy, dt), np.asarray(w, dt)
+            gx = np.empty(p.input_shape, dt)
+            for b in blocks:
+                body(p, gy[b], w, gx[b], stacked)
+            return gx
+        return grad_input
+
+    def grad_weight(gy: np.ndarray, x: np.ndarray) -> np.ndarray:
+        gy, x = np.asarray(gy, dt), np.asarray(x, dt)
+        G = p.groups
+        gw = np.zeros((G, p.C_in // G, p.C_out // G, p.kH, p.kW), dt)
+        for b in blocks:
+            body(p, gy[b], x[b], gw, stacked)
+        return gw.reshape(p.weight_shape)
+    return grad_weight
+
+
+def _channels_first(a: np.ndarray, G: int) -> np.ndarray:
+    """(n, G*C, h, w) -> (G, C, n, h, w), contiguous: puts channels on the GEMM's reduction axis."""
+    n, C, h, w = a.shape
+    return np.ascontiguousarray(a.reshape(n, G, C // G, h, w).transpose(1, 2, 0, 3, 4))
+
+
+def _forward_phase(p: Problem, x: np.ndarray, w: np.ndarray, y: np.ndarray) -> None:
+    G, n = p.groups, x.shape[0]
+    Cig, Cog = p.C_in // G, p.C_out // G
+    (sh, sw), (dh, dw) = p.stride, p.dilation
+    (pt, _), (pl, _) = p.padding
+    Ho, Wo = p.output_size
+    xc = _channels_first(x, G)  # (G, Cig, n, H, W)
+    wg = w.reshape(G, Cig, Cog, p.kH, p.kW)
+    yg = y.reshape(n, G, Cog, Ho, Wo)
+    for rh in range(sh):
+        taps_h = _phase_taps(p.kH, sh, dh, rh)
+        q0h, q1h = _phase_rows(p.H, p.kH, sh, dh, pt, Ho, rh)
+        for rw in range(sw):
+            taps_w = _phase_taps(p.kW, sw, dw, rw)
+            q0w, q1w = _phase_rows(p.W, p.kW, sw, dw, pl, Wo, rw)
+            if q1h <= q0h or q1w <= q0w:
+                continue
+            # Output rows of this phase: canvas row q*s + r  ->  output row q*s + r - pad_top.
+            out = yg[:, :, :, q0h * sh + rh - pt::sh, q0w * sw + rw - pl::sw][..., :q1h - q0h, :q1w - q0w]
+            if not taps_h or not taps_w:
+                out[...] = 0
+                continue
+            Qh, Qw = q1h - q0h, q1w - q0w
+            # im2col: tap (th, tw) reads input row q - th*dh//sh; rows outside the input read zeros.
+            cols = np.zeros((G, len(taps_h), len(taps_w), Cig, n, Qh, Qw), x.dtype)
+            for i, th in enumerate(taps_h):
+                oh = (th * dh) // sh
+                ih0, ih1 = max(q0h - oh, 0), min(q1h - oh, p.H)
+                if ih1 <= ih0:
+                    continue
+                for j, tw in enumerate(taps_w):
+                    ow = (tw * dw) // sw
+                    iw0, iw1 = max(q0w - ow, 0), min(q1w - ow, p.W)
+                    if iw1 <= iw0:
+                        continue
+                    cols[:, i, j, :, :, ih0 + oh - q0h:ih1 + oh - q0h, iw0 + ow - q0w:iw1 + ow - q0w] = \
+                        xc[:, :, :, ih0:ih1, iw0:iw1]
+            wk = wg[:, :, :, taps_h][..., taps_w]  # (G, Cig, Cog, th, tw)
+            wk = np.ascontiguousarray(wk.transpose(0, 2, 3, 4, 1)).reshape(G, Cog, -1)
+            res = wk @ cols.reshape(G, -1, n * Qh * Qw)  # (G, Cog, n*Qh*Qw)
+            out[...] = res.reshape(G, Cog, n, Qh, Qw).transpose(2, 0, 1, 3, 4)
+
+
+def _forward_col2im(p: Problem, x: np.ndarray, w: np.ndarray, y: np.ndarray) -> None:
+    G, n = p.groups, x.shape[0]
+    Cig, Cog = p.C_in // G, p.C_out // G
+    xc = _channels_first(x, G).reshape(G, Cig, -1)  # (G, Cig, n*H*W)
+    wt = np.ascontiguousarray(w.reshape(G, Cig, Cog * p.kH * p.kW).transpose(0, 2, 1))
+    cols = (wt @ xc).reshape(G, Cog, p.kH, p.kW, n, p.H, p.W)
+    canvas = np.zeros((G, Cog, n, *canvas_size(p)), x.dtype)
+    for kh in range(p.kH):
+        for kw in range(p.kW):
+            rows, cs = tap_window(p, kh, kw)
+            canvas[..., rows, cs] += cols[:, :, kh, kw]
+    rows, cs = output_window(p)
+    y.reshape(n, G, Cog, *p.output_size)[...] = canvas[..., rows, cs].transpose(2, 0, 1, 3, 4)
+
+
+def _gy_canvas(p: Problem, gy: np.ndarray) -> np.ndarray:
+    """gy placed in the zero canvas, channels first: (G, Cog, n, Hc, Wc)."""
+    G, n = p.groups, gy.shape[0]
+    canvas = np.zeros((G, p.C_out // G, n, *canvas_size(p)), gy.dtype)
+    rows, cols = output_window(p)
+    canvas[..., rows, cols] = gy.reshape(n, G, p.C_out // G, *p.output_size).transpose(1, 2, 0, 3, 4)
+    return canvas
+
+
+def _gy_columns(p: Problem, canvas: np.ndarray) -> np.ndarray:
+    """Every tap's window of the gy canvas stacked: (G, kH*kW*Cog, n*H*W)."""
+    G, Cog, n = canvas.shape[:3]
+    cols = np.empty((G, p.kH, p.kW, Cog, n, p.H, p.W), canvas.dtype)
+    for kh in range(p.kH):
+        for kw in range(p.kW):
+            rows, cs = tap_window(p, kh, kw)
+            cols[:, kh, kw] = canvas[..., rows, cs]
+    return cols.reshape(G, -1, n * p.H * p.W)
+
+
+def _backward_input(p: Problem, gy: np.ndarray, w: np.ndarray, gx: np.ndarray, stacked: bool) -> None:
+    G, n = p.groups, gy.shape[0]
+    Cig, Cog = p.C_in // G, p.C_out // G
+    canvas = _gy_canvas(p, gy)
+    wg = w.reshape(G, Cig, Cog, p.kH, p.kW)
+    if stacked:
+        wk = np.ascontiguousarray(wg.transpose(0, 1, 3, 4, 2)).reshape(G, Cig, -1)  # (G, Cig, taps*Cog)
+        res = wk @ _gy_columns(p, canvas)
+    else:
+        res = np.zeros((G, Cig, n * p.H * p.W), gy.dtype)
+        for kh in range(p.kH):
+            for kw in range(p.kW):
+                rows, cs = tap_window(p, kh, kw)
+                res += wg[..., kh, kw] @ np.ascontiguousarray(canvas[..., rows, cs]).reshape(G, Cog, -1)
+    gx.reshape(n, G, Cig, p.H, p.W)[...] = res.reshape(G, Cig, n, p.H, p.W).transpose(2, 0, 1, 3, 4)
+
+
+def _backward_weight(p: Problem, gy: np.ndarray, x: np.ndarray, gw: np.ndarray, stacked: bool) -> None:
+    G = p.groups
+    Cig, Cog = p.C_in // G, p.C_out // G
+    canvas = _gy_canvas(p, gy)
+    xc = _channels_first(x, G).reshape(G, Cig, -1)  # (G, Cig, n*H*W)
+    if stacked:
+        cols = _gy_columns(p, canvas)  # (G, taps*Cog, nHW)
+        res = xc @ cols.transpose(0, 2, 1)  # (G, Cig, taps*Cog)
+        gw += res.reshape(G, Cig, p.kH, p.kW, Cog).transpose(0, 1, 4, 2, 3)
+        return
+    for kh in range(p.kH):
+        for kw in range(p.kW):
+            rows, cs = tap_window(p, kh, kw)
+            tap = np.ascontiguousarray(canvas[..., rows, cs]).reshape(G, Cog, -1)
+            gw[..., kh, kw] += xc @ tap.transpose(0, 2, 1)
+
+
+BACKEND = NumpyBackend
+REFERENCE = reference
