@@ -1,0 +1,200 @@
+"""Results: one CSV file per device, one row per measured trial, readable with `pandas.read_csv`.
+
+Writers append one complete line per trial under an exclusive lock and flush it, so a killed run loses at most
+the trial in flight and concurrent writers lose no row. Files are untrusted when read back: a file that cannot be
+parsed raises `ResultsFileError` naming the path and line; rows whose values are not valid are dropped with a
+reason (`read_file(..., errors=...)`).
+"""
+
+from __future__ import annotations
+
+import csv
+import fcntl
+import io
+import json
+import math
+import os
+import re
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from autotune.problem import OPS, Problem
+
+SCHEMA_VERSION = 1
+# DESIGN.md's required columns first, then ours.
+REQUIRED = ("device", "device_name", "backend", "op", "problem", "dtype", "N", "C_in", "H", "W", "C_out", "kH",
+            "kW", "config", "status", "time_s", "gflops", "max_abs_err", "timestamp")
+COLUMNS = REQUIRED + ("stride", "padding", "output_padding", "dilation", "groups", "bias", "time_min_s",
+                      "time_max_s", "reps", "reason", "study", "trial", "is_default", "backend_version",
+                      "autotune_version", "schema")
+# `ok`, or the failure kind.
+STATUSES = ("ok", "pruned", "build_error", "wrong_answer", "out_of_resources", "timeout", "crash", "error",
+            "baseline")
+ENV_VAR = "AUTOTUNE_RESULTS"
+_SLUG = re.compile(r"[a-z0-9][a-z0-9-]{0,120}")
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,63}")
+
+
+class ResultsFileError(ValueError):
+    """A results file that cannot be read: never overwritten, reported with its path and line."""
+
+
+def results_dir(arg: str | os.PathLike[str] | None = None) -> Path:
+    """--results DIR, else $AUTOTUNE_RESULTS, else a per-user data directory."""
+    if arg:
+        return Path(arg)
+    if os.environ.get(ENV_VAR):
+        return Path(os.environ[ENV_VAR])
+    import platformdirs
+    return Path(platformdirs.user_data_dir("convt-autotune")) / "results"
+
+
+def shipped_results_dir() -> Path:
+    """The `results/` shipped with the project (read after the user's own)."""
+    return Path(__file__).resolve().parent.parent / "results"
+
+
+def device_file(directory: str | os.PathLike[str], device_id: str) -> Path:
+    if not _SLUG.fullmatch(device_id):
+        raise ValueError(f"device id {device_id!r} is not a slug of lower-case letters, digits and dashes")
+    return Path(directory) / f"{device_id}.csv"
+
+
+def problem_columns(problem: Problem) -> dict[str, Any]:
+    """The columns that describe a problem (its key plus readable dimensions)."""
+    (t, b), (left, r) = problem.padding
+    return {"problem": problem.key, "dtype": problem.dtype, "N": problem.N, "C_in": problem.C_in, "H": problem.H,
+            "W": problem.W, "C_out": problem.C_out, "kH": problem.kH, "kW": problem.kW,
+            "stride": f"{problem.stride[0]}:{problem.stride[1]}", "padding": f"{t}:{b}:{left}:{r}",
+            "output_padding": f"{problem.output_padding[0]}:{problem.output_padding[1]}",
+            "dilation": f"{problem.dilation[0]}:{problem.dilation[1]}", "groups": problem.groups,
+            "bias": int(problem.bias)}
+
+
+def format_row(row: dict[str, Any]) -> str:
+    """One CSV line (with its newline) in COLUMNS order; unknown keys are an error, missing ones empty."""
+    unknown = set(row) - set(COLUMNS)
+    if unknown:
+        raise ValueError(f"unknown result column(s) {sorted(unknown)}")
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="\n").writerow(["" if row.get(c) is None else row.get(c) for c in COLUMNS])
+    return buf.getvalue()
+
+
+def append_rows(path: str | os.PathLike[str], rows: Iterable[dict[str, Any]]) -> None:
+    """Append rows under an exclusive lock, header first if the file is new or empty, then flush and fsync.
+    Refuses to append to a file whose header is not ours (it is never overwritten)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = "".join(format_row(r) for r in rows)
+    with open(path, "a+", encoding="utf-8", newline="") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            f.seek(0, os.SEEK_END)
+            if f.tell() == 0:
+                f.write(",".join(COLUMNS) + "\n")
+            else:
+                f.seek(0)
+                header = f.readline().rstrip("\r\n")
+                if header.split(",") != list(COLUMNS):
+                    raise ResultsFileError(f"{path}, line 1: header is not a results header of schema "
+                                           f"{SCHEMA_VERSION}; not appending to it")
+                f.seek(0, os.SEEK_END)
+                # A previous writer killed mid-line leaves a partial last line: end it so ours stays intact.
+                f.seek(f.tell() - 1)
+                if f.read(1) != "\n":
+                    f.write("\n")
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _row_problem(row: pd.Series) -> str | None:
+    """None if the row's values are valid, else the reason."""
+    if row["op"] not in OPS:
+        return f"op {row['op']!r} is not one of {OPS}"
+    if row["status"] not in STATUSES:
+        return f"status {row['status']!r} is unknown"
+    if not isinstance(row["backend"], str) or not _NAME.fullmatch(row["backend"]):
+        return f"backend {row['backend']!r} is not a backend name"
+    if not isinstance(row["device"], str) or not _SLUG.fullmatch(row["device"]):
+        return f"device {row['device']!r} is not a device id"
+    try:
+        Problem.from_key(row["problem"])
+    except (ValueError, TypeError) as exc:
+        return str(exc)
+    try:
+        config = json.loads(row["config"]) if isinstance(row["config"], str) and row["config"] else {}
+    except json.JSONDecodeError:
+        return "config is not JSON"
+    if not isinstance(config, dict):
+        return "config is not a JSON object"
+    if row["status"] == "ok":
+        t = row["time_s"]
+        if not isinstance(t, float) or not math.isfinite(t) or t <= 0:
+            return f"time_s {t!r} is not a positive number"
+    return None
+
+
+def read_file(path: str | os.PathLike[str], errors: list[str] | None = None) -> pd.DataFrame:
+    """Read one results file. Raises ResultsFileError (path and line) if it cannot be parsed; invalid rows are
+    dropped, and their reasons appended to `errors` when given."""
+    path = Path(path)
+    try:
+        df = pd.read_csv(path, dtype={"config": str, "problem": str, "device": str, "backend": str, "op": str,
+                                      "status": str, "reason": str}, keep_default_na=False,
+                         na_values={"time_s": [""], "gflops": [""], "max_abs_err": [""]})
+    except pd.errors.EmptyDataError:
+        return pd.DataFrame(columns=list(COLUMNS))
+    except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
+        line = re.search(r"line (\d+)", str(exc))
+        raise ResultsFileError(f"{path}, line {line.group(1) if line else '?'}: not a readable results file "
+                               f"({exc})") from None
+    missing = [c for c in REQUIRED if c not in df.columns]
+    if missing:
+        raise ResultsFileError(f"{path}, line 1: missing column(s) {', '.join(missing)}")
+    for c in ("time_s", "gflops", "max_abs_err", "time_min_s", "time_max_s"):
+        if c in df.columns:
+            df[c] = pd.to_numeric(df[c], errors="coerce").astype(float)
+    for c in ("N", "C_in", "H", "W", "C_out", "kH", "kW", "groups", "bias", "reps", "trial", "schema"):
+        if c in df.columns:
+            df[c] = pd.to_numeric(df[c], errors="coerce").astype("Int64")
+    reasons = df.apply(_row_problem, axis=1) if len(df) else pd.Series([], dtype=object)
+    bad = reasons.notna()
+    if errors is not None:
+        for idx in df.index[bad]:
+            errors.append(f"{path}, line {int(idx) + 2}: {reasons[idx]}")
+    return df.loc[~bad].reset_index(drop=True)
+
+
+def read_dirs(directories: Iterable[str | os.PathLike[str]], device: str | None = None,
+              errors: list[str] | None = None) -> pd.DataFrame:
+    """Rows of every results file in `directories` (in order, earlier first), optionally of one device. A file
+    that cannot be parsed is reported in `errors` and left as it is."""
+    frames = []
+    for order, d in enumerate(directories):
+        d = Path(d)
+        if not d.is_dir():
+            continue
+        files = [device_file(d, device)] if device else sorted(d.glob("*.csv"))
+        for f in files:
+            if not f.is_file():
+                continue
+            try:
+                df = read_file(f, errors)
+            except ResultsFileError as exc:
+                if errors is None:
+                    raise
+                errors.append(str(exc))
+                continue
+            df["source"] = str(f)
+            df["source_order"] = order
+            frames.append(df)
+    if not frames:
+        return pd.DataFrame(columns=[*COLUMNS, "source", "source_order"])
+    return pd.concat(frames, ignore_index=True)
