@@ -11,11 +11,12 @@ import itertools
 import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from autotune.problem import Problem
+if TYPE_CHECKING:  # backends must not import the autotune package at import time (it imports backends)
+    from autotune.problem import Problem
 
 Config = dict[str, Any]
 # Signatures of prepared kernels, per op (arrays are the backend's native type, see Backend.accepts):
