@@ -11,6 +11,7 @@ import sys
 # verb -> module
 COMMANDS = {
     "bench": "autotune.bench",
+    "which": "autotune.which",
 }
 
 
