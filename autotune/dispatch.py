@@ -48,7 +48,6 @@ from typing import Any, NamedTuple
 import numpy as np
 
 import backends
-from autotune import results
 from autotune.devices import cpu_device_id
 from autotune.problem import OPS, Problem, check_op
 from backends.base import Backend, Config, ConfigError, Device, Kernel, config_json
@@ -212,7 +211,7 @@ def _resolve_device(device: str | None) -> str:
         if int(index or 0) >= count:
             raise ValueError(f"device {device!r}: there is no such CUDA device here ({count} found)")
         return _gpu_device_id(int(index or 0))
-    results.device_file(".", device)  # raises ValueError if it is not a device id
+    _results().device_file(".", device)  # raises ValueError if it is not a device id
     return device
 
 
@@ -230,14 +229,20 @@ _tables: dict[str, _Table] = {}
 _lock = threading.RLock()
 
 
+def _results() -> Any:
+    from autotune import results  # lazily: it imports pandas, which `import autotune` should not pay for
+    return results
+
+
 def _dirs() -> list[Path]:
+    results = _results()
     return [results.results_dir(), results.shipped_results_dir()]
 
 
 def _signature(device_id: str) -> tuple:
     sig = []
     for d in _dirs():
-        f = results.device_file(d, device_id)
+        f = _results().device_file(d, device_id)
         try:
             st = os.stat(f)
             sig.append((str(f), st.st_mtime_ns, st.st_size))
@@ -272,7 +277,7 @@ def _backend_device(name: str, device_id: str) -> Device | None:
 def _load(device_id: str, signature: tuple) -> _Table:
     """Read and clean the results of one device (user's directory first, then the shipped one)."""
     errors: list[str] = []
-    df = results.read_dirs(_dirs(), device=device_id, errors=errors)
+    df = _results().read_dirs(_dirs(), device=device_id, errors=errors)
     ignored: list[str] = []
     known = set(backends.names())
     latest: dict[tuple, tuple[int, Any, Config]] = {}  # (backend, op, problem, config) -> (order, row, config)
