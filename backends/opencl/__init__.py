@@ -1,0 +1,393 @@
+"""The `opencl` backend: OpenCL C kernels (convt.cl) through PyOpenCL, on every OpenCL device found.
+
+- Devices: every platform and device is enumerated; each gets one context and one profiling queue, and must build
+  a trivial kernel, else it is listed in `broken()` with the driver's reason and the others are still used. A CPU
+  device maps onto this machine's CPU id (so numpy and PoCL compete in one table), a GPU onto its own id.
+- Algorithms: forward `phase` (stride-phase decomposition: each output phase is a dense stride-1 convolution with
+  only its own ceil(k/s) taps per axis, no zero multiplies, no divisibility tests) or `direct` (gather over all
+  taps with the divisibility test); backward_input is a strided conv2d of gy (the same kernel); backward_weight a
+  reduction over N*H*W split across work-groups; backward_bias a split sum.
+- Tunables (the space): work-group shape (wg_x, wg_y), register tile per work-item (tile_h x tile_w output pixels,
+  or c_tile input channels for backward_weight), co_block vectors of `vec` output channels, local-memory staging of
+  the weights, split of the reductions. Constraints come from the device (max work-group size, local memory).
+- Configs reach kernels only as integer `-D` defines, after `Space.validate`; builds are cached per (device,
+  source hash, defines). pyopencl is imported lazily, only when the backend is first asked something.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from autotune.devices import cpu_device_id, device_id
+from autotune.problem import Problem
+from backends.base import Backend, Config, Device, Kernel, Space
+
+_SOURCE_PATH = Path(__file__).with_name("convt.cl")
+_TRIVIAL = "__kernel void probe(__global float* a) { a[get_global_id(0)] += 1.0f; }"
+INSTALL_HINT = ("pip install convt-autotune[opencl] (pyopencl), and an OpenCL driver, e.g. "
+                "apt-get install pocl-opencl-icd")
+# A register tile larger than this many accumulator values spills on every CPU and GPU we know; pruned.
+MAX_ACCUMULATORS = 256
+# Fraction of a device's global memory a prepared op may claim (the driver and other buffers need the rest).
+MEMORY_FRACTION = 0.8
+
+WG_X = (1, 4, 8, 16, 32, 64, 128)
+WG_Y = (1, 2, 4)
+TILES = (1, 2, 4, 8)
+VECS = (1, 2, 4, 8, 16)
+CO_BLOCKS = (1, 2, 4)
+SPLITS = (1, 2, 4, 8, 16, 32, 64)
+
+
+def _fmt(defines: dict[str, int]) -> list[str]:
+    """Build options from defines: names are ours, values must be ints (validated config values or problem sizes)."""
+    opts = []
+    for name, value in sorted(defines.items()):
+        if not (name.isidentifier() and name.isupper()):
+            raise ValueError(f"bad define name {name!r}")
+        if type(value) not in (int, np.int64, np.int32, bool):
+            raise TypeError(f"define {name} must be an int, got {type(value).__name__}")
+        opts.append(f"-D{name}={int(value)}")
+    return opts
+
+
+class _DeviceState:
+    """One OpenCL device: its context, profiling queue and program cache (keyed by source hash and defines)."""
+
+    def __init__(self, cl: Any, handle: Any) -> None:
+        self.cl = cl
+        self.handle = handle
+        self.context = cl.Context([handle])
+        self.queue = cl.CommandQueue(self.context, properties=cl.command_queue_properties.PROFILING_ENABLE)
+        self.programs: dict[tuple, Any] = {}
+        self.lock = threading.Lock()
+        self.builds = 0  # programs actually compiled (cache misses), for tests and the tuner's statistics
+
+    def program(self, source: str, defines: dict[str, int]) -> Any:
+        key = (hashlib.sha256(source.encode()).hexdigest(), tuple(sorted(defines.items())))
+        with self.lock:
+            prog = self.programs.get(key)
+            if prog is None:
+                prog = self.cl.Program(self.context, source).build(options=_fmt(defines))
+                self.programs[key] = prog
+                self.builds += 1
+            return prog
+
+
+class Prepared:
+    """A ready op on one device: buffers allocated once, programs built once. Calling it with NumPy arrays
+    uploads them, runs, and returns the result; `upload` + `enqueue` let the runner time device work only."""
+
+    def __init__(self, state: _DeviceState, plan: Any, dtype: np.dtype, source: str) -> None:
+        cl = state.cl
+        self.state, self.plan, self.dtype = state, plan, dtype
+        mf = cl.mem_flags
+        self.buffers: dict[str, Any] = {}
+        for name, count in plan.buffers.items():
+            self.buffers[name] = cl.Buffer(state.context, mf.READ_WRITE, max(int(count), 1) * dtype.itemsize)
+        for name, array in plan.constants.items():
+            self.buffers[name] = cl.Buffer(state.context, mf.READ_ONLY | mf.COPY_HOST_PTR, hostbuf=array)
+        used = {s.program for s in plan.steps}
+        common = {"DOUBLE": int(dtype == np.float64)}
+        programs = {name: state.program(source, plan.programs.get(name, common)) for name in used}
+        self.launches = []
+        for s in plan.steps:
+            kernel = state.cl.Kernel(programs[s.program], s.kernel)
+            self.launches.append((kernel, s))
+        self.lock = threading.Lock()
+
+    def _arg(self, a: Any, bufs: dict[str, Any]) -> Any:
+        if isinstance(a, tuple):
+            return np.int32(a[1]) if a[0] == "i" else np.int64(a[1])
+        return bufs.get(a) if a in bufs else self.buffers[a]
+
+    def upload(self, inputs: tuple[Any, ...]) -> dict[str, Any]:
+        """Device buffers holding `inputs` (in the op's signature order; None for an absent bias)."""
+        cl = self.state.cl
+        out = {}
+        for name, array in zip(self.plan.inputs, inputs):
+            if array is None:
+                continue
+            a = np.ascontiguousarray(array, dtype=self.dtype)
+            out[name] = cl.Buffer(self.state.context, cl.mem_flags.READ_ONLY | cl.mem_flags.COPY_HOST_PTR,
+                                  hostbuf=a)
+        return out
+
+    def enqueue(self, bufs: dict[str, Any]) -> list[Any]:
+        queue = self.state.queue
+        events = []
+        for kernel, s in self.launches:
+            args = [self._arg(a, bufs) for a in s.args]
+            events.append(kernel(queue, s.global_size, s.local_size, *args))
+        return events
+
+    def __call__(self, *inputs: Any) -> np.ndarray:
+        if len(inputs) < len(self.plan.inputs) - (1 if self.plan.op == "forward" else 0):
+            raise TypeError(f"{self.plan.op} kernel takes {len(self.plan.inputs)} arrays, got {len(inputs)}")
+        with self.lock:  # buffers are shared state of this prepared op
+            bufs = self.upload(inputs)
+            events = self.enqueue(bufs)
+            out = np.empty(self.plan.output_shape, self.dtype)
+            self.state.cl.enqueue_copy(self.state.queue, out, self.buffers[self.plan.output], wait_for=events[-1:])
+        return out
+
+
+class OpenCLBackend(Backend):
+    install_hint = INSTALL_HINT
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._probed = False
+        self._devices: list[Device] = []
+        self._broken: list[tuple[str, str]] = []
+        self._error = ""
+        self._cl: Any = None
+        self._source: str | None = None
+        self._prepared: dict[tuple, Prepared] = {}
+
+    # ---- discovery ------------------------------------------------------------------------------------------------
+    def _import(self) -> Any:
+        import pyopencl as cl  # lazy: `import backends.opencl` must not need pyopencl
+        return cl
+
+    def _platforms(self, cl: Any) -> list[Any]:
+        """Every OpenCL platform (a seam tests monkeypatch to simulate broken drivers)."""
+        return cl.get_platforms()
+
+    def _probe(self) -> None:
+        with self._lock:
+            if self._probed:
+                return
+            self._probed = True
+            try:
+                cl = self._import()
+            except Exception as e:  # ImportError, or a pyopencl whose native part fails to load
+                self._error = f"pyopencl cannot be imported ({e}); install: {INSTALL_HINT}"
+                return
+            self._cl = cl
+            try:
+                platforms = self._platforms(cl)
+            except Exception as e:  # no ICD loader, or no platform at all
+                self._error = f"no OpenCL platform found ({e}); install a driver: {INSTALL_HINT}"
+                return
+            seen: set[str] = set()
+            for plat in platforms:
+                try:
+                    handles = plat.get_devices()
+                except Exception as e:
+                    self._broken.append((_name(plat), f"cannot list devices: {e}"))
+                    continue
+                for handle in handles:
+                    label = f"{_name(plat)} / {_name(handle)}"
+                    try:
+                        dev = self._make_device(cl, plat, handle)
+                    except Exception as e:  # the driver's own reason (build log, out of resources, ...)
+                        self._broken.append((label, f"{type(e).__name__}: {str(e).strip()[:500]}"))
+                        continue
+                    if dev.id in seen:  # a second driver for the same hardware: keep the first
+                        self._broken.append((label, f"duplicate of device {dev.id} (already served by another platform)"))
+                        continue
+                    seen.add(dev.id)
+                    self._devices.append(dev)
+            if not self._devices:
+                reasons = "; ".join(f"{n}: {r}" for n, r in self._broken) or "no OpenCL device found"
+                self._error = f"no usable OpenCL device ({reasons}); install: {INSTALL_HINT}"
+
+    def _make_device(self, cl: Any, plat: Any, handle: Any) -> Device:
+        state = _DeviceState(cl, handle)
+        # A trivial build and run proves the driver works here (PoCL's PyPI wheel fails at this point on some CPUs).
+        prog = cl.Program(state.context, _TRIVIAL).build()
+        buf = cl.Buffer(state.context, cl.mem_flags.READ_WRITE | cl.mem_flags.COPY_HOST_PTR,
+                        hostbuf=np.zeros(4, np.float32))
+        prog.probe(state.queue, (4,), None, buf).wait()
+        kind_bits = int(handle.type)
+        is_cpu = bool(kind_bits & cl.device_type.CPU)
+        is_gpu = bool(kind_bits & cl.device_type.GPU)
+        mem = int(handle.global_mem_size)
+        if is_cpu:
+            dev_id, kind = cpu_device_id(), "cpu"
+        else:
+            kind = "gpu" if is_gpu else "accelerator"
+            dev_id = device_id(kind, handle.vendor, handle.name, memory_gb=max(1, round(mem / 2**30)))
+        exts = str(handle.extensions)
+        info = {"platform": _name(plat), "device": _name(handle), "driver": str(handle.driver_version),
+                "opencl": str(handle.version), "max_work_group_size": int(handle.max_work_group_size),
+                "local_mem_size": int(handle.local_mem_size), "global_mem_size": mem,
+                "max_mem_alloc_size": int(handle.max_mem_alloc_size), "compute_units": int(handle.max_compute_units),
+                "fp64": "cl_khr_fp64" in exts or int(getattr(handle, "double_fp_config", 0) or 0) != 0}
+        return Device(id=dev_id, name=_name(handle), kind=kind, backend=self.name or "opencl", info=info,
+                      handle=state)
+
+    def available(self) -> tuple[bool, str]:
+        try:
+            self._probe()
+        except Exception as e:  # must not raise
+            return False, f"OpenCL probe failed: {e}; install: {INSTALL_HINT}"
+        return (True, "") if self._devices else (False, self._error)
+
+    def devices(self) -> list[Device]:
+        self._probe()
+        return list(self._devices)
+
+    def broken(self) -> list[tuple[str, str]]:
+        """(platform / device, reason) for every device found but not usable."""
+        self._probe()
+        return list(self._broken)
+
+    def version(self) -> str:
+        self._probe()
+        if self._cl is None:
+            return ""
+        drivers = sorted({f"{d.info['platform']} {d.info['driver']}" for d in self._devices})
+        return f"pyopencl {self._cl.VERSION_TEXT}; " + "; ".join(drivers)
+
+    def _source_text(self) -> str:
+        if self._source is None:
+            self._source = _SOURCE_PATH.read_text(encoding="utf-8")
+        return self._source
+
+    # ---- problems -------------------------------------------------------------------------------------------------
+    def supports(self, problem: Problem, device: Device) -> str | None:
+        if problem.dtype == "float64":
+            if not device.info.get("fp64"):
+                return f"device {device.name} lacks cl_khr_fp64, so float64 is not supported there"
+        elif problem.dtype != "float32":
+            return f"opencl backend computes float32 (and float64 with cl_khr_fp64), not {problem.dtype}"
+        itemsize = np.dtype(problem.dtype).itemsize
+        biggest = max(int(np.prod(s)) for s in (problem.input_shape, problem.output_shape, problem.weight_shape))
+        limit = int(device.info.get("max_mem_alloc_size", 0))
+        if limit and biggest * itemsize > limit:
+            return (f"an array of this problem needs {biggest * itemsize / 2**30:.2f} GiB, more than the device's "
+                    f"largest allocation ({limit / 2**30:.2f} GiB)")
+        return None
+
+    # ---- space ----------------------------------------------------------------------------------------------------
+    def space(self, op: str, problem: Problem, device: Device) -> Space:
+        from backends.opencl import plans
+
+        max_wg = int(device.info.get("max_work_group_size", 1))
+        local_mem = int(device.info.get("local_mem_size", 0))
+        itemsize = np.dtype(problem.dtype).itemsize if problem.dtype in ("float32", "float64") else 4
+
+        def wg_fits(c: Config) -> str | None:
+            if c["wg_x"] * c["wg_y"] > max_wg:
+                return f"work-group {c['wg_x']}x{c['wg_y']} exceeds the device's maximum {max_wg}"
+            return None
+
+        if op == "backward_bias":
+            return Space({"vec": VECS, "split": SPLITS})
+        if op == "backward_weight":
+            def regs(c: Config) -> str | None:
+                n = c["c_tile"] * c["co_block"] * c["vec"]
+                return f"register tile of {n} accumulators > {MAX_ACCUMULATORS}" if n > MAX_ACCUMULATORS else None
+            return Space({"wg_x": WG_X, "wg_y": WG_Y, "c_tile": TILES, "co_block": CO_BLOCKS, "vec": VECS,
+                          "split": SPLITS}, [wg_fits, regs])
+
+        algorithms = ("phase", "direct") if op == "forward" else ("direct",)
+
+        def regs_conv(c: Config) -> str | None:
+            n = c["tile_h"] * c["tile_w"] * c["co_block"] * c["vec"]
+            return f"register tile of {n} accumulators > {MAX_ACCUMULATORS}" if n > MAX_ACCUMULATORS else None
+
+        def local_fits(c: Config) -> str | None:
+            if not c["local"]:
+                return None
+            if c["wg_y"] != 1:
+                return "local staging shares one weight slab per work-group: needs wg_y == 1"
+            need = plans.conv_local_bytes(op, problem, c, itemsize)
+            if need > local_mem:
+                return f"local staging needs {need} bytes, device has {local_mem} bytes of local memory"
+            return None
+
+        return Space({"algorithm": algorithms, "wg_x": WG_X, "wg_y": WG_Y, "tile_h": TILES, "tile_w": TILES,
+                      "co_block": CO_BLOCKS, "vec": VECS, "local": (0, 1)}, [wg_fits, regs_conv, local_fits])
+
+    def default_config(self, op: str, problem: Problem, device: Device) -> Config:
+        return _default_config(self, op, problem, device)
+
+    # ---- kernels --------------------------------------------------------------------------------------------------
+    def prepare(self, op: str, problem: Problem, device: Device, config: Config) -> Kernel:
+        from backends.opencl import plans
+
+        state = device.handle
+        if not isinstance(state, _DeviceState):
+            raise ValueError(f"device {device.id!r} is not an OpenCL device of this backend")
+        reason = self.supports(problem, device)
+        if reason:
+            raise ValueError(f"opencl cannot run this problem on {device.name}: {reason}")
+        key = (op, problem, device.id, tuple(sorted(config.items())))
+        found = self._prepared.get(key)
+        if found is not None:
+            return found
+        dtype = np.dtype(problem.dtype)
+        plan = plans.make_plan(op, problem, dict(config), dtype == np.float64)
+        need = plan.bytes_needed(dtype.itemsize) + sum(
+            int(np.prod(s)) for s in _input_shapes(op, problem)) * dtype.itemsize
+        limit = int(device.info["global_mem_size"] * MEMORY_FRACTION)
+        biggest = max(plan.buffers.values()) * dtype.itemsize
+        if need > limit or biggest > int(device.info["max_mem_alloc_size"]):
+            raise ValueError(
+                f"problem too large for {device.name}: {op} needs {need / 2**30:.2f} GiB of device memory "
+                f"(largest buffer {biggest / 2**30:.2f} GiB); the device offers {limit / 2**30:.2f} GiB "
+                f"(largest allocation {int(device.info['max_mem_alloc_size']) / 2**30:.2f} GiB)")
+        prepared = Prepared(state, plan, dtype, self._source_text())
+        if len(self._prepared) > 64:  # bound device memory held by cached ops
+            self._prepared.pop(next(iter(self._prepared)))
+        self._prepared[key] = prepared
+        return prepared
+
+    def runner(self, kernel: Kernel, inputs: tuple[Any, ...], device: Device) -> Callable[[], float | None]:
+        if not isinstance(kernel, Prepared):
+            return super().runner(kernel, inputs, device)
+        bufs = kernel.upload(inputs)  # staged once, outside the timed loop
+
+        def run() -> float:
+            with kernel.lock:
+                events = kernel.enqueue(bufs)
+                events[-1].wait()
+            return (events[-1].profile.end - events[0].profile.start) * 1e-9
+        return run
+
+
+def _input_shapes(op: str, p: Problem) -> list[tuple[int, ...]]:
+    return {"forward": [p.input_shape, p.weight_shape, p.bias_shape], "backward_input": [p.output_shape, p.weight_shape],
+            "backward_weight": [p.output_shape, p.input_shape], "backward_bias": [p.output_shape]}[op]
+
+
+def _name(obj: Any) -> str:
+    try:
+        return str(obj.name).strip()
+    except Exception:
+        return "?"
+
+
+def _default_config(backend: OpenCLBackend, op: str, p: Problem, device: Device) -> Config:
+    """Heuristics from measurements on PoCL (see scripts/opencl_bench.py): vectorize along output channels when
+    there are enough of them, else keep vectors short and tile pixels instead."""
+    space = backend.space(op, p, device)
+    G = p.groups
+    if op == "backward_bias":
+        return space.validate({"vec": 16, "split": 8})
+    m = p.C_out // G if op in ("forward", "backward_weight") else p.C_in // G
+    vec = 16 if m >= 16 else 8 if m >= 8 else 4 if m >= 4 else 1
+    if op == "backward_weight":
+        cand = {"wg_x": 1, "wg_y": 1, "c_tile": 8, "co_block": 1, "vec": vec, "split": 8}
+    else:
+        tw = 4 if vec >= 8 else 8
+        cand = {"algorithm": "phase" if op == "forward" else "direct", "wg_x": 8, "wg_y": 1, "tile_h": 1,
+                "tile_w": tw, "co_block": 1, "vec": vec, "local": 0}
+    if space.violation(cand) is None:
+        return space.validate(cand)
+    for c in space.grid():  # a device with tiny limits: the first point that fits
+        if space.violation(c) is None:
+            return c
+    raise ValueError(f"no config of the opencl space fits {device.name} for {op}")
+
+
+BACKEND = OpenCLBackend

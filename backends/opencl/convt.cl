@@ -1,0 +1,312 @@
+// Transposed-convolution kernels for the `opencl` backend.
+//
+// Every parameter arrives as an integer -D define, written by the launcher from a config validated against the
+// backend's space and from the (validated) problem; nothing else reaches this source. All offsets are 64-bit.
+//
+// The three convolutions are written as implicit GEMMs over inputs re-laid out channels-last with a zero border
+// (kernel `pad_cl`), so the inner loops have no bounds tests:
+//   conv   : out[n, m, pixel] = sum_{tap, kc} Wt[tap, kc, m] * In[n, pixel*stride + tap offset, kc]
+//            forward (kc = C_in, m = C_out), one launch covers every stride phase (dimension 2), each phase a dense
+//            stride-1 convolution with only its own taps (no zero multiplies); DIRECT=1 is the plain gather
+//            over all taps with the divisibility test; backward_input is the same kernel (a strided conv2d of gy).
+//   wgrad  : partial[split, g, c, tap, o] = sum_{pixels in split} x[pixel, c] * gy[pixel*s + tap offset, o]
+//   bgrad  : partial[c, split] = sum gy[n, c, :, :]
+// Each work-item keeps a register tile: TH x TW pixels (or CT channels) times MB vectors of VEC output channels.
+
+#if DOUBLE
+#pragma OPENCL EXTENSION cl_khr_fp64 : enable
+typedef double T;
+#define TNAME double
+#else
+typedef float T;
+#define TNAME float
+#endif
+#define CAT_(a, b) a##b
+#define CAT(a, b) CAT_(a, b)
+
+#ifndef VEC
+#define VEC 1
+#endif
+#if VEC == 1
+typedef T VT;
+#define VLOAD(off, p) (*((p) + (off)))
+#else
+typedef CAT(TNAME, VEC) VT;
+#define VLOAD(off, p) CAT(vload, VEC)(0, (p) + (off))
+#endif
+
+// Lane i of a vector (VEC == 1: the scalar itself).
+#if VEC == 1
+#define LANE(v, i) (v)
+#else
+inline T lane_(VT v, int i) {
+    T tmp[VEC];
+    CAT(vstore, VEC)(v, 0, tmp);
+    return tmp[i];
+}
+#define LANE(v, i) lane_(v, i)
+#endif
+
+// ---- layout change: NCHW (n, G*KC, H, W) -> channels-last with a zero border (G, n, HP, WP, KCP) -----------------
+__kernel void pad_cl(__global const T* restrict src, __global T* restrict dst, int nb, int kc, int kcp, int h,
+                     int w, int hp, int wp, int pt, int pl, int groups) {
+    const long pix = get_global_id(0);  // over groups * nb * hp * wp
+    const long total = (long)groups * nb * hp * wp;
+    if (pix >= total) return;
+    const int c = (int)(pix % wp);
+    const int r = (int)((pix / wp) % hp);
+    const long gn = pix / ((long)wp * hp);
+    const int n = (int)(gn % nb);
+    const int g = (int)(gn / nb);
+    const int ih = r - pt, iw = c - pl;
+    __global T* out = dst + pix * kcp;
+    if (ih < 0 || ih >= h || iw < 0 || iw >= w) {
+        for (int k = 0; k < kcp; ++k) out[k] = (T)0;
+        return;
+    }
+    __global const T* in = src + (((long)n * groups + g) * kc * h + ih) * (long)w + iw;
+    const long plane = (long)h * w;
+    for (int k = 0; k < kc; ++k) out[k] = in[k * plane];
+    for (int k = kc; k < kcp; ++k) out[k] = (T)0;
+}
+
+// ---- gather through a precomputed index map (weight re-layouts; -1 = zero) ---------------------------------------
+__kernel void gather(__global const T* restrict src, __global const int* restrict index, __global T* restrict dst,
+                     long total) {
+    const long i = get_global_id(0);
+    if (i >= total) return;
+    const int j = index[i];
+    dst[i] = j >= 0 ? src[j] : (T)0;
+}
+
+#ifdef CONV
+// Defines: NB G KC KCP M MP HP WP HO WO RS CS RDH RDW OSH OSW NTH NTW TH TW MB VEC LOCAL_W HAS_BIAS DIRECT
+//          (DIRECT: SH SW DH DW PT PL H W)
+// phases: per phase 8 ints: Qh Qw RB CB OBH OBW nth ntw (RB/CB: padded input row/col of pixel (0,0), tap 0).
+#define MW (VEC * MB)
+#define MBLOCKS (MP / MW)
+#define SLAB (NTH * NTW * KCP * MW)
+
+__kernel void conv(__global const T* restrict X, __global const T* restrict Wt, __global const T* restrict B,
+                   __global T* restrict Y, __global const int* restrict phases) {
+    const int ph = get_global_id(2);
+    __global const int* P = phases + ph * 8;
+    const int Qh = P[0], Qw = P[1], RB = P[2], CB = P[3], OBH = P[4], OBW = P[5], nth = P[6], ntw = P[7];
+    const int tiles_w = (Qw + TW - 1) / TW, tiles_h = (Qh + TH - 1) / TH;
+    const long t = get_global_id(0);
+    const int mblk = get_global_id(1);
+    const int g = mblk / MBLOCKS;
+    const int m0 = (mblk % MBLOCKS) * MW;
+    __global const T* wbase = Wt + (((long)ph * G + g) * NTH * NTW) * (long)KCP * MP + m0;
+#if LOCAL_W
+    // The work-group's weight slab (all taps, all kc, its MW channels), staged once; LY == 1 so one slab.
+    __local T wl[SLAB];
+    {
+        const int lid = get_local_id(0), lsz = get_local_size(0);
+        if (g < G) {
+            for (int i = lid; i < SLAB; i += lsz) {
+                const int mm = i % MW;
+                const long row = i / MW;  // (tap, kc)
+                wl[i] = wbase[row * MP + mm];
+            }
+        }
+        barrier(CLK_LOCAL_MEM_FENCE);
+    }
+#define WROW(tap, k) (wl + ((long)(tap) * KCP + (k)) * MW)
+#else
+#define WROW(tap, k) (wbase + ((long)(tap) * KCP + (k)) * MP)
+#endif
+    if (g >= G || t >= (long)NB * tiles_h * tiles_w) return;
+    const int n = (int)(t / ((long)tiles_h * tiles_w));
+    const int rem = (int)(t % ((long)tiles_h * tiles_w));
+    const int a0 = (rem / tiles_w) * TH, b0 = (rem % tiles_w) * TW;
+    const long img = ((long)g * NB + n) * HP;
+
+    VT acc[TH][TW][MB];
+#pragma unroll
+    for (int i = 0; i < TH; ++i)
+#pragma unroll
+        for (int j = 0; j < TW; ++j)
+#pragma unroll
+            for (int b = 0; b < MB; ++b) acc[i][j][b] = (VT)0;
+
+    for (int jh = 0; jh < nth; ++jh) {
+        for (int jw = 0; jw < ntw; ++jw) {
+            long off[TH][TW];
+#if DIRECT
+            T msk[TH][TW];
+#endif
+#pragma unroll
+            for (int i = 0; i < TH; ++i) {
+#pragma unroll
+                for (int j = 0; j < TW; ++j) {
+                    const int a = min(a0 + i, Qh - 1), bb = min(b0 + j, Qw - 1);  // clamped: computed, not stored
+#if DIRECT
+                    // canvas position of output (a, bb) minus tap (jh, jw); it must be a multiple of the stride
+                    const int ch = a + PT - jh * DH, cw = bb + PL - jw * DW;
+                    const int ok = ch >= 0 && cw >= 0 && ch % SH == 0 && cw % SW == 0 && ch / SH < H && cw / SW < W;
+                    msk[i][j] = ok ? (T)1 : (T)0;
+                    off[i][j] = ok ? ((img + ch / SH) * WP + cw / SW) * KCP : 0;
+#else
+                    off[i][j] = ((img + (long)a * RS + RB + jh * RDH) * WP + (long)bb * CS + CB + jw * RDW) * KCP;
+#endif
+                }
+            }
+            const int tap = jh * NTW + jw;
+            for (int k = 0; k < KC; ++k) {
+                VT wv[MB];
+#pragma unroll
+                for (int b = 0; b < MB; ++b) wv[b] = VLOAD(b * VEC, WROW(tap, k));
+#pragma unroll
+                for (int i = 0; i < TH; ++i) {
+#pragma unroll
+                    for (int j = 0; j < TW; ++j) {
+#if DIRECT
+                        const VT xv = (VT)(X[off[i][j] + k] * msk[i][j]);
+#else
+                        const VT xv = (VT)(X[off[i][j] + k]);
+#endif
+#pragma unroll
+                        for (int b = 0; b < MB; ++b) acc[i][j][b] = fma(xv, wv[b], acc[i][j][b]);
+                    }
+                }
+            }
+        }
+    }
+
+    // Store: pixel (a, b) of this phase is output (a*OSH + OBH, b*OSW + OBW); vectors run over channels.
+#pragma unroll
+    for (int i = 0; i < TH; ++i) {
+        const int a = a0 + i;
+        if (a >= Qh) break;
+        const long orow = (long)a * OSH + OBH;
+#pragma unroll
+        for (int j = 0; j < TW; ++j) {
+            const int bb = b0 + j;
+            if (bb >= Qw) break;
+            const long ocol = (long)bb * OSW + OBW;
+#pragma unroll
+            for (int b = 0; b < MB; ++b) {
+#pragma unroll
+                for (int l = 0; l < VEC; ++l) {
+                    const int m = m0 + b * VEC + l;
+                    if (m < M) {
+                        T v = LANE(acc[i][j][b], l);
+#if HAS_BIAS
+                        v += B[g * M + m];
+#endif
+                        Y[((((long)n * G + g) * M + m) * HO + orow) * WO + ocol] = v;
+                    }
+                }
+            }
+        }
+    }
+}
+#endif  // CONV
+
+#ifdef WGRAD
+// Defines: NB G CI CIP CO COP H W HP WP KH KW SH SW DH DW CT MB VEC SPLIT ROWS_PER_SPLIT
+// X: x channels-last (G, NB, H, W, CIP); GY: gy channels-last with a zero border (G, NB, HP, WP, COP)
+// Out: partial (SPLIT, G, CIP, KH*KW, COP)
+#define MW (VEC * MB)
+#define OBLOCKS (COP / MW)
+#define CTILES (CIP / CT)
+__kernel void wgrad(__global const T* restrict X, __global const T* restrict GY, __global T* restrict Out) {
+    const int t0 = get_global_id(0);  // tap * CTILES + ctile
+    const int t1 = get_global_id(1);  // g * OBLOCKS + oblock
+    const int split = get_global_id(2);
+    if (t0 >= KH * KW * CTILES || t1 >= G * OBLOCKS) return;
+    const int tap = t0 / CTILES, c0 = (t0 % CTILES) * CT;
+    const int kh = tap / KW, kw = tap % KW;
+    const int g = t1 / OBLOCKS, o0 = (t1 % OBLOCKS) * MW;
+    VT acc[CT][MB];
+#pragma unroll
+    for (int i = 0; i < CT; ++i)
+#pragma unroll
+        for (int b = 0; b < MB; ++b) acc[i][b] = (VT)0;
+    const long r_begin = (long)split * ROWS_PER_SPLIT;
+    long r_end = r_begin + ROWS_PER_SPLIT;
+    if (r_end > (long)NB * H) r_end = (long)NB * H;
+    for (long r = r_begin; r < r_end; ++r) {
+        const int n = (int)(r / H), ih = (int)(r % H);
+        __global const T* xrow = X + ((((long)g * NB + n) * H + ih) * W) * CIP + c0;
+        __global const T* grow = GY + ((((long)g * NB + n) * HP + (long)ih * SH + kh * DH) * WP + kw * DW) * COP + o0;
+        for (int iw = 0; iw < W; ++iw) {
+            VT gv[MB];
+#pragma unroll
+            for (int b = 0; b < MB; ++b) gv[b] = VLOAD(b * VEC, grow + (long)iw * SW * COP);
+#pragma unroll
+            for (int i = 0; i < CT; ++i) {
+                const VT xv = (VT)(xrow[(long)iw * CIP + i]);
+#pragma unroll
+                for (int b = 0; b < MB; ++b) acc[i][b] = fma(xv, gv[b], acc[i][b]);
+            }
+        }
+    }
+    __global T* out = Out + ((((long)split * G + g) * CIP + c0) * (KH * KW) + tap) * COP + o0;
+#pragma unroll
+    for (int i = 0; i < CT; ++i)
+#pragma unroll
+        for (int b = 0; b < MB; ++b) {
+#if VEC == 1
+            out[(long)i * KH * KW * COP + b] = acc[i][b];
+#else
+            CAT(vstore, VEC)(acc[i][b], 0, out + (long)i * KH * KW * COP + b * VEC);
+#endif
+        }
+}
+
+// gw[(g*CI + c), o, kh, kw] = sum over splits of partial[split, g, c, tap, o]
+__kernel void wgrad_reduce(__global const T* restrict Part, __global T* restrict GW) {
+    const long i = get_global_id(0);
+    const long total = (long)G * CI * CO * KH * KW;
+    if (i >= total) return;
+    const int tap = (int)(i % (KH * KW));
+    const int o = (int)((i / (KH * KW)) % CO);
+    const long gc = i / ((long)KH * KW * CO);
+    const int c = (int)(gc % CI), g = (int)(gc / CI);
+    const long stride = (long)G * CIP * KH * KW * COP;
+    __global const T* p = Part + (((long)g * CIP + c) * (KH * KW) + tap) * COP + o;
+    T s = 0;
+    for (int k = 0; k < SPLIT; ++k) s += p[k * stride];
+    GW[i] = s;
+}
+#endif  // WGRAD
+
+#ifdef BGRAD
+// Defines: NB C PLANE SPLIT VEC. Part: (C, SPLIT); each work-item sums a contiguous share of the channel's
+// NB planes; bgrad_reduce adds the shares.
+#define CHUNK ((NB * (long)PLANE + SPLIT - 1) / SPLIT)
+__kernel void bgrad(__global const T* restrict GY, __global T* restrict Part) {
+    const int c = get_global_id(0), split = get_global_id(1);
+    if (c >= C || split >= SPLIT) return;
+    const long begin = (long)split * CHUNK;
+    long end = begin + CHUNK;
+    if (end > (long)NB * PLANE) end = (long)NB * PLANE;
+    VT acc = (VT)0;
+    T tail = 0;
+    long k = begin;
+    while (k < end) {
+        const long n = k / PLANE, q = k % PLANE;
+        long run = PLANE - q;
+        if (run > end - k) run = end - k;
+        __global const T* p = GY + (n * C + c) * (long)PLANE + q;
+        long v = 0;
+        for (; v + VEC <= run; v += VEC) acc += VLOAD(v, p);
+        for (; v < run; ++v) tail += p[v];
+        k += run;
+    }
+    T s = tail;
+#pragma unroll
+    for (int l = 0; l < VEC; ++l) s += LANE(acc, l);
+    Part[(long)c * SPLIT + split] = s;
+}
+
+__kernel void bgrad_reduce(__global const T* restrict Part, __global T* restrict GB) {
+    const int c = get_global_id(0);
+    if (c >= C) return;
+    T s = 0;
+    for (int k = 0; k < SPLIT; ++k) s += Part[(long)c * SPLIT + k];
+    GB[c] = s;
+}
+#endif  // BGRAD

@@ -1,0 +1,252 @@
+"""Launch plans of the `opencl` backend: the geometry of each op (stride phases, padded layouts, weight re-layout
+maps), its buffers, build defines and kernel launches. Imported only by the backend, after pyopencl loaded.
+
+Every launch sequence is: re-lay inputs channels-last with a zero border (`pad_cl`), gather the weights into the
+kernel's layout through an index map built once here (`gather`), run the main kernel, reduce split partials.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from autotune.problem import Problem
+from backends.numpy.reference import canvas_size
+
+INT32_MAX = 2**31 - 1
+
+
+def ceil_to(n: int, m: int) -> int:
+    return -(-n // m) * m
+
+
+@dataclass(frozen=True)
+class AxisPhase:
+    """One stride phase r along one axis of the forward op: its output rows q in [q0, q0+count), its taps
+    t0, t0+step, ... (ntaps of them) and the input row read by (q, tap j): q - base - j*dstep."""
+
+    r: int
+    q0: int
+    count: int
+    t0: int
+    step: int
+    ntaps: int
+    base: int
+    dstep: int
+
+
+def axis_phases(n_in: int, k: int, s: int, d: int, pad_begin: int, n_out: int) -> list[AxisPhase]:
+    g = math.gcd(s, d)
+    out = []
+    for r in range(s):
+        taps = [t for t in range(k) if (t * d) % s == r]
+        q0 = max(0, -(-(pad_begin - r) // s))
+        q1 = max(q0, (pad_begin + n_out - 1 - r) // s + 1)
+        t0 = taps[0] if taps else 0
+        out.append(AxisPhase(r, q0, q1 - q0, t0, s // g, len(taps), (t0 * d) // s, d // g))
+    return out
+
+
+def axis_padding(phases: list[AxisPhase], n_in: int) -> tuple[int, int]:
+    """(zero rows before the input, padded length) so every row any phase reads lies in the padded buffer."""
+    lo, hi = 0, n_in - 1
+    for a in phases:
+        if a.count and a.ntaps:
+            lo = min(lo, a.q0 - a.base - (a.ntaps - 1) * a.dstep)
+            hi = max(hi, a.q0 + a.count - 1 - a.base)
+    return -lo, hi - lo + 1
+
+
+@dataclass
+class Step:
+    """One kernel launch: program key (which build), kernel name, global and local sizes, arguments (buffer names
+    or scalars)."""
+
+    program: str
+    kernel: str
+    global_size: tuple[int, ...]
+    local_size: tuple[int, ...] | None
+    args: tuple[Any, ...]
+
+
+@dataclass
+class Plan:
+    """Everything a prepared op needs, before any OpenCL object exists: buffers (name -> (elements, dtype kind)),
+    host-side constant arrays, build defines per program, and the launch steps."""
+
+    op: str
+    inputs: tuple[str, ...]
+    output: str
+    output_shape: tuple[int, ...]
+    buffers: dict[str, int] = field(default_factory=dict)  # name -> element count (problem dtype)
+    constants: dict[str, np.ndarray] = field(default_factory=dict)  # name -> int32 array uploaded once
+    programs: dict[str, dict[str, int]] = field(default_factory=dict)  # name -> defines
+    steps: list[Step] = field(default_factory=list)
+
+    def bytes_needed(self, itemsize: int) -> int:
+        return sum(self.buffers.values()) * itemsize + sum(int(a.nbytes) for a in self.constants.values())
+
+
+def _wg(n: int, lx: int) -> int:
+    return ceil_to(max(n, 1), lx)
+
+
+def _pad_step(plan: Plan, src: str, dst: str, p_n: int, kc: int, kcp: int, h: int, w: int, hp: int, wp: int,
+              pt: int, pl: int, groups: int) -> None:
+    total = groups * p_n * hp * wp
+    plan.buffers[dst] = total * kcp
+    plan.steps.append(Step("common", "pad_cl", (_wg(total, 64),), (64,),
+                           (src, dst, ("i", p_n), ("i", kc), ("i", kcp), ("i", h), ("i", w), ("i", hp), ("i", wp),
+                            ("i", pt), ("i", pl), ("i", groups))))
+
+
+def _gather_step(plan: Plan, src: str, dst: str, index: np.ndarray) -> None:
+    if index.size > INT32_MAX:
+        raise ValueError(f"weight re-layout of {index.size} elements exceeds the kernel's 32-bit index map")
+    plan.constants[dst + "_index"] = np.ascontiguousarray(index, dtype=np.int32)
+    plan.buffers[dst] = int(index.size)
+    plan.steps.append(Step("common", "gather", (_wg(index.size, 64),), (64,),
+                           (src, dst + "_index", dst, ("l", int(index.size)))))
+
+
+def conv_plan(op: str, p: Problem, c: dict[str, Any], double: bool) -> Plan:
+    """forward (phase or direct) and backward_input: the `conv` kernel."""
+    G = p.groups
+    Cig, Cog = p.C_in // G, p.C_out // G
+    (sh, sw), (dh, dw) = p.stride, p.dilation
+    (pt, _), (pl, _) = p.padding
+    Ho, Wo = p.output_size
+    VEC, MB, TH, TW = c["vec"], c["co_block"], c["tile_h"], c["tile_w"]
+    MW = VEC * MB
+    w_idx = np.arange(int(np.prod(p.weight_shape)), dtype=np.int64).reshape(G, Cig, Cog, p.kH, p.kW)
+    if op == "forward":
+        plan = Plan(op, ("x", "w", "b") if p.bias else ("x", "w"), "y", p.output_shape)
+        KC, M, src, out_h, out_w = Cig, Cog, "x", Ho, Wo
+        if c["algorithm"] == "phase":
+            rows = axis_phases(p.H, p.kH, sh, dh, pt, Ho)
+            cols = axis_phases(p.W, p.kW, sw, dw, pl, Wo)
+            padt, HP = axis_padding(rows, p.H)
+            padl, WP = axis_padding(cols, p.W)
+            table, tap_h, tap_w = [], [], []
+            for a in rows:
+                for b in cols:
+                    table.append([a.count, b.count, a.q0 - a.base + padt, b.q0 - b.base + padl,
+                                  a.q0 * sh + a.r - pt, b.q0 * sw + b.r - pl, a.ntaps, b.ntaps])
+                    tap_h.append([a.t0 + j * a.step for j in range(a.ntaps)])
+                    tap_w.append([b.t0 + j * b.step for j in range(b.ntaps)])
+            RS, CS, RDH, RDW, OSH, OSW = 1, 1, -rows[0].dstep, -cols[0].dstep, sh, sw
+            direct = 0
+        else:  # direct gather over every tap, with the divisibility test
+            padt, padl, HP, WP = 0, 0, p.H, p.W
+            table = [[Ho, Wo, 0, 0, 0, 0, p.kH, p.kW]]
+            tap_h, tap_w = [list(range(p.kH))], [list(range(p.kW))]
+            RS, CS, RDH, RDW, OSH, OSW = 1, 1, 0, 0, 1, 1
+            direct = 1
+        # Wt[phase, g, jh, jw, kc, m] = w[g*Cig + kc, m, kh_j, kw_j]
+        NTH = max(1, max(len(t) for t in tap_h))
+        NTW = max(1, max(len(t) for t in tap_w))
+        MP = ceil_to(M, MW)
+        index = np.full((len(table), G, NTH, NTW, KC, MP), -1, dtype=np.int64)
+        for ph, (th, tw) in enumerate(zip(tap_h, tap_w)):
+            for jh, kh in enumerate(th):
+                for jw, kw in enumerate(tw):
+                    index[ph, :, jh, jw, :, :M] = w_idx[:, :, :, kh, kw]
+    else:  # backward_input: gx = conv2d(gy, w, stride, padding, dilation, groups): gather from the gy canvas
+        plan = Plan(op, ("gy", "w"), "gx", p.input_shape)
+        KC, M, src, out_h, out_w = Cog, Cig, "gy", p.H, p.W
+        HP, WP = canvas_size(p)
+        padt, padl = pt, pl
+        table = [[p.H, p.W, 0, 0, 0, 0, p.kH, p.kW]]
+        RS, CS, RDH, RDW, OSH, OSW = sh, sw, dh, dw, 1, 1
+        direct = 0
+        NTH, NTW = p.kH, p.kW
+        MP = ceil_to(M, MW)
+        # Wt[0, g, kh, kw, o, c] = w[g*Cig + c, o, kh, kw]
+        index = np.full((1, G, NTH, NTW, KC, MP), -1, dtype=np.int64)
+        index[0, :, :, :, :, :M] = w_idx.transpose(0, 3, 4, 2, 1)
+    src_h, src_w = (p.H, p.W) if op == "forward" else p.output_size
+    _pad_step(plan, src, "xp", p.N, KC, KC, src_h, src_w, HP, WP, padt, padl, G)
+    _gather_step(plan, "w", "wt", index)
+    plan.constants["phases"] = np.asarray(table, dtype=np.int32).reshape(-1)
+    plan.buffers[plan.output] = int(np.prod(plan.output_shape))
+    defines = dict(CONV=1, DOUBLE=int(double), NB=p.N, G=G, KC=KC, KCP=KC, M=M, MP=MP, HP=HP, WP=WP, HO=out_h,
+                   WO=out_w, RS=RS, CS=CS, RDH=RDH, RDW=RDW, OSH=OSH, OSW=OSW, NTH=NTH, NTW=NTW, TH=TH, TW=TW,
+                   MB=MB, VEC=VEC, LOCAL_W=c["local"], HAS_BIAS=int(op == "forward" and p.bias), DIRECT=direct,
+                   SH=sh, SW=sw, DH=dh, DW=dw, PT=pt, PL=pl, H=p.H, W=p.W)
+    plan.programs["main"] = defines
+    tiles = max(-(-r[0] // TH) * -(-r[1] // TW) for r in table) * p.N
+    LX, LY = c["wg_x"], c["wg_y"]
+    gsize = (_wg(tiles, LX), _wg(G * (MP // MW), LY), len(table))
+    bias = "b" if (op == "forward" and p.bias) else plan.output  # unused argument when there is no bias
+    plan.steps.append(Step("main", "conv", gsize, (LX, LY, 1), ("xp", "wt", bias, plan.output, "phases")))
+    return plan
+
+
+def conv_local_bytes(op: str, p: Problem, c: dict[str, Any], itemsize: int) -> int:
+    """Local memory the `conv` kernel stages when local=1: every tap's weights for one block of channels."""
+    G = p.groups
+    KC = p.C_in // G if op == "forward" else p.C_out // G
+    if op == "forward" and c["algorithm"] == "phase":
+        taps = (-(-p.kH // p.stride[0])) * (-(-p.kW // p.stride[1]))
+    else:
+        taps = p.kH * p.kW
+    return taps * KC * c["vec"] * c["co_block"] * itemsize
+
+
+def wgrad_rows_per_split(p: Problem, split: int) -> int:
+    return -(-(p.N * p.H) // split)
+
+
+def wgrad_plan(p: Problem, c: dict[str, Any], double: bool) -> Plan:
+    G = p.groups
+    Cig, Cog = p.C_in // G, p.C_out // G
+    VEC, MB, CT = c["vec"], c["co_block"], c["c_tile"]
+    MW = VEC * MB
+    CIP, COP = ceil_to(Cig, CT), ceil_to(Cog, MW)
+    HP, WP = canvas_size(p)
+    (pt, _), (pl, _) = p.padding
+    Ho, Wo = p.output_size
+    split = min(c["split"], p.N * p.H)
+    rows = wgrad_rows_per_split(p, split)
+    split = -(-(p.N * p.H) // rows)
+    plan = Plan("backward_weight", ("gy", "x"), "gw", p.weight_shape)
+    _pad_step(plan, "x", "xc", p.N, Cig, CIP, p.H, p.W, p.H, p.W, 0, 0, G)
+    _pad_step(plan, "gy", "gyp", p.N, Cog, COP, Ho, Wo, HP, WP, pt, pl, G)
+    taps = p.kH * p.kW
+    plan.buffers["part"] = split * G * CIP * taps * COP
+    plan.buffers["gw"] = int(np.prod(p.weight_shape))
+    plan.programs["main"] = dict(WGRAD=1, DOUBLE=int(double), NB=p.N, G=G, CI=Cig, CIP=CIP, CO=Cog, COP=COP, H=p.H,
+                                 W=p.W, HP=HP, WP=WP, KH=p.kH, KW=p.kW, SH=p.stride[0], SW=p.stride[1],
+                                 DH=p.dilation[0], DW=p.dilation[1], CT=CT, MB=MB, VEC=VEC, SPLIT=split,
+                                 ROWS_PER_SPLIT=rows)
+    LX, LY = c["wg_x"], c["wg_y"]
+    gsize = (_wg(taps * (CIP // CT), LX), _wg(G * (COP // MW), LY), split)
+    plan.steps.append(Step("main", "wgrad", gsize, (LX, LY, 1), ("xc", "gyp", "part")))
+    total = int(np.prod(p.weight_shape))
+    plan.steps.append(Step("main", "wgrad_reduce", (_wg(total, 64),), (64,), ("part", "gw")))
+    return plan
+
+
+def bgrad_plan(p: Problem, c: dict[str, Any], double: bool) -> Plan:
+    Ho, Wo = p.output_size
+    plane = Ho * Wo
+    split = max(1, min(c["split"], p.N * plane // max(c["vec"], 1) or 1))
+    plan = Plan("backward_bias", ("gy",), "gb", (p.C_out,))
+    plan.buffers["part"] = p.C_out * split
+    plan.buffers["gb"] = p.C_out
+    plan.programs["main"] = dict(BGRAD=1, DOUBLE=int(double), NB=p.N, C=p.C_out, PLANE=plane, SPLIT=split,
+                                 VEC=c["vec"])
+    plan.steps.append(Step("main", "bgrad", (p.C_out, split), None, ("gy", "part")))
+    plan.steps.append(Step("main", "bgrad_reduce", (p.C_out,), None, ("part", "gb")))
+    return plan
+
+
+def make_plan(op: str, p: Problem, c: dict[str, Any], double: bool) -> Plan:
+    if op in ("forward", "backward_input"):
+        return conv_plan(op, p, c, double)
+    if op == "backward_weight":
+        return wgrad_plan(p, c, double)
+    return bgrad_plan(p, c, double)
