@@ -15,6 +15,7 @@ import json
 import math
 import os
 import re
+import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -79,9 +80,30 @@ def format_row(row: dict[str, Any]) -> str:
     unknown = set(row) - set(COLUMNS)
     if unknown:
         raise ValueError(f"unknown result column(s) {sorted(unknown)}")
+    # `schema` is the last column: a row cut short by a killed writer lacks it, and readers drop such rows.
+    row = {**row, "schema": SCHEMA_VERSION}
     buf = io.StringIO()
     csv.writer(buf, lineterminator="\n").writerow(["" if row.get(c) is None else row.get(c) for c in COLUMNS])
     return buf.getvalue()
+
+
+def _open_locked(path: Path) -> Any:
+    """Open `path` for appending and take its exclusive lock, making sure the lock is on the file that is at
+    `path` now: another process may have moved the file aside (quarantine) while we waited for the lock."""
+    while True:
+        f = open(path, "a+", encoding="utf-8", newline="")
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            try:
+                same = os.stat(path).st_ino == os.fstat(f.fileno()).st_ino
+            except FileNotFoundError:
+                same = False
+        except BaseException:
+            f.close()
+            raise
+        if same:
+            return f
+        f.close()
 
 
 def append_rows(path: str | os.PathLike[str], rows: Iterable[dict[str, Any]]) -> None:
@@ -90,15 +112,17 @@ def append_rows(path: str | os.PathLike[str], rows: Iterable[dict[str, Any]]) ->
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     text = "".join(format_row(r) for r in rows)
-    with open(path, "a+", encoding="utf-8", newline="") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
+    with _open_locked(path) as f:
         try:
             f.seek(0, os.SEEK_END)
             if f.tell() == 0:
                 f.write(",".join(COLUMNS) + "\n")
             else:
                 f.seek(0)
-                header = f.readline().rstrip("\r\n")
+                try:
+                    header = f.readline().rstrip("\r\n")
+                except UnicodeDecodeError:
+                    header = ""
                 if header.split(",") != list(COLUMNS):
                     raise ResultsFileError(f"{path}, line 1: header is not a results header of schema "
                                            f"{SCHEMA_VERSION}; not appending to it")
@@ -134,6 +158,8 @@ def _row_problem(row: pd.Series) -> str | None:
         return "config is not JSON"
     if not isinstance(config, dict):
         return "config is not a JSON object"
+    if "schema" in row.index and (pd.isna(row["schema"]) or row["schema"] < 1):
+        return "incomplete row (no schema field: cut short by a killed writer?)"
     if row["status"] == "ok":
         t = row["time_s"]
         if not isinstance(t, float) or not math.isfinite(t) or t <= 0:
@@ -163,7 +189,9 @@ def read_file(path: str | os.PathLike[str], errors: list[str] | None = None) -> 
             df[c] = pd.to_numeric(df[c], errors="coerce").astype(float)
     for c in ("N", "C_in", "H", "W", "C_out", "kH", "kW", "groups", "bias", "reps", "trial", "schema"):
         if c in df.columns:
-            df[c] = pd.to_numeric(df[c], errors="coerce").astype("Int64")
+            v = pd.to_numeric(df[c], errors="coerce").astype(float)
+            # Untrusted text: a non-integral or huge value becomes NA instead of an exception.
+            df[c] = v.where(v.notna() & (v.abs() < 2**53) & (v == v.round())).astype("Int64")
     reasons = df.apply(_row_problem, axis=1) if len(df) else pd.Series([], dtype=object)
     bad = reasons.notna()
     if errors is not None:
@@ -198,3 +226,43 @@ def read_dirs(directories: Iterable[str | os.PathLike[str]], device: str | None 
     if not frames:
         return pd.DataFrame(columns=[*COLUMNS, "source", "source_order"])
     return pd.concat(frames, ignore_index=True)
+
+
+def quarantine_name(path: Path) -> Path:
+    """Where an unreadable results file is kept aside: `<name>.corrupt-<UTC time>` (never a `.csv`, so readers
+    skip it)."""
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    target = path.with_name(f"{path.name}.corrupt-{stamp}")
+    n = 1
+    while target.exists():
+        n += 1
+        target = path.with_name(f"{path.name}.corrupt-{stamp}-{n}")
+    return target
+
+
+def set_aside_if_unreadable(path: str | os.PathLike[str]) -> str | None:
+    """If the results file at `path` exists and cannot be read as a results file (not CSV, wrong header, missing
+    columns), rename it to `quarantine_name(path)` so that a new file is started and the old one is never
+    overwritten, and return a message naming the path, the line and where the file now is; else None.
+    Rows that are merely invalid (dropped by `read_file`) do not make a file unreadable."""
+    path = Path(path)
+    if not path.exists():
+        return None
+    if not path.is_file():
+        raise ResultsFileError(f"{path}: results path exists and is not a regular file")
+    with _open_locked(path) as f:
+        try:
+            try:
+                read_file(path)
+                f.seek(0)
+                header = f.readline().rstrip("\r\n")
+                if not header or header.split(",") == list(COLUMNS):
+                    return None
+                problem = f"{path}, line 1: header is not the results header of schema {SCHEMA_VERSION}"
+            except (ResultsFileError, UnicodeDecodeError) as exc:
+                problem = str(exc)
+            target = quarantine_name(path)
+            os.rename(path, target)
+            return f"{problem}; kept aside as {target}, a new results file is started"
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
