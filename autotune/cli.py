@@ -12,6 +12,8 @@ import sys
 COMMANDS = {
     "bench": "autotune.bench",
     "which": "autotune.which",
+    "tune": "autotune.tuner",
+    "devices": "autotune.device_table",
 }
 
 
