@@ -11,7 +11,7 @@ import sys
 # verb -> module
 COMMANDS = {
     "bench": "autotune.bench",
-    "which": "autotune.which",
+    "which": "autotune.cmd_which",
     "tune": "autotune.tuner",
     "devices": "autotune.device_table",
 }

@@ -255,7 +255,7 @@ def _warn(message: str) -> None:
     warnings.warn(f"autotune: {message}", RuntimeWarning, stacklevel=4)
 
 
-def _summarize(problems: list[str], limit: int = 5) -> str:
+def _summarize(problems: list[str], limit: int = 8) -> str:
     shown = "; ".join(problems[:limit])
     return shown + (f"; and {len(problems) - limit} more" if len(problems) > limit else "")
 

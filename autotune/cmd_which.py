@@ -1,4 +1,5 @@
-"""`autotune which`: what dispatch would run for a problem (backend, config, device) and why.
+"""`autotune which` (this module is not `autotune/which.py`: that would shadow the function
+`autotune.which` once imported): what dispatch would run for a problem (backend, config, device) and why.
 
 The problem comes from flags (`--N 1 --C-in 21 --H 32 --W 32 --C-out 21 --kernel 4 --stride 2 --padding 1`) or
 by name from a problems file or the built-in suite (`--problem fcn_score_up2 [--problems FILE]`). Pair-valued flags

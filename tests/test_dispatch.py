@@ -1,0 +1,439 @@
+"""Dispatch: the candidate chain (exact, nearest, default, fallback), untrusted results files, reloads, a backend
+that fails at call time, and `autotune which` (library and CLI). Results files are fixtures written with
+`results.append_rows` into temporary user and shipped directories."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import warnings
+
+import numpy as np
+import pytest
+
+import autotune
+import backends
+from autotune import cli, dispatch, results
+from autotune import cmd_which
+from autotune.devices import cpu_device_id
+from autotune.problem import Problem
+from backends.base import Device, config_json
+from backends.numpy import NumpyBackend, reference
+
+DEV = cpu_device_id()
+P = Problem.make(2, 8, 8, 8, 8, 4, 4, stride=2, padding=1)
+PHASE = {"algorithm": "phase", "batch_block": 0}
+COL2IM = {"algorithm": "col2im", "batch_block": 0}
+
+
+class FakeBackend(NumpyBackend):
+    """A second CPU backend for the tests: the numpy kernels under another name (and, optionally, another device
+    kind)."""
+
+    kind = "cpu"
+
+    def devices(self) -> list[Device]:
+        return [Device(id=DEV, name="fake", kind=self.kind, backend="fake")]
+
+
+class InterpreterBackend(FakeBackend):
+    kind = "interpreter"
+
+
+@pytest.fixture
+def dirs(tmp_path, monkeypatch):
+    """Empty user and shipped results directories; dispatch's caches cleared before and after."""
+    user, shipped = tmp_path / "user", tmp_path / "shipped"
+    user.mkdir()
+    shipped.mkdir()
+    monkeypatch.setenv(results.ENV_VAR, str(user))
+    monkeypatch.setattr(results, "shipped_results_dir", lambda: shipped)
+    dispatch.clear_cache()
+    yield user, shipped
+    dispatch.clear_cache()
+
+
+@pytest.fixture
+def fake(monkeypatch):
+    """Register `fake` (a working second backend) and `interp` (an interpreter-kind one) beside the real ones."""
+    instances = {"fake": FakeBackend(), "interp": InterpreterBackend()}
+    for name, b in instances.items():
+        b.name = name
+    real_names, real_get = backends.names, backends.get
+    monkeypatch.setattr(backends, "names", lambda: [*instances, *real_names()])
+    monkeypatch.setattr(backends, "get", lambda name: instances[name] if name in instances else real_get(name))
+    dispatch.clear_cache()
+    yield instances
+    dispatch.clear_cache()
+
+
+def row(p: Problem, backend: str, config: dict, time_s: float, op: str = "forward", status: str = "ok",
+        device: str = DEV, **extra) -> dict:
+    q = p.for_op(op)
+    return {"device": device, "device_name": "test cpu", "backend": backend, "op": op, **results.problem_columns(q),
+            "config": config_json(config), "status": status, "time_s": time_s if status == "ok" else None,
+            "gflops": q.flops(op) / time_s / 1e9, "max_abs_err": 0.0, "timestamp": "2026-11-21T00:00:00Z",
+            **extra}
+
+
+def write(directory, rows: list[dict]) -> None:
+    results.append_rows(results.device_file(directory, DEV), rows)
+
+
+def inputs(p: Problem, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return (rng.standard_normal(p.input_shape).astype(p.dtype), rng.standard_normal(p.weight_shape).astype(p.dtype))
+
+
+def assert_forward_correct(p: Problem, **kw) -> None:
+    x, w = inputs(p)
+    y = autotune.conv_transpose2d(x, w, stride=p.stride, padding=p.padding, output_padding=p.output_padding,
+                                  groups=p.groups, dilation=p.dilation, **kw)
+    ref = reference.forward(p, x, w)
+    np.testing.assert_allclose(y, ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max())
+
+
+# ---- the chain ------------------------------------------------------------------------------------------------------
+def test_nothing_tuned_uses_default_rule_then_fallback(dirs):
+    w = autotune.which(P)
+    assert (w.backend, w.reason, w.device) == ("numpy", "default", DEV)
+    assert w.config == NumpyBackend().default_config("forward", P, NumpyBackend().devices()[0])
+    assert "default rule" in w.source
+    assert_forward_correct(P)
+
+
+def test_fallback_for_a_dtype_numpy_does_not_compute(dirs):
+    p = Problem.make(1, 2, 3, 3, 2, 3, 3, stride=2, dtype="float16")
+    w = autotune.which(p)
+    assert (w.backend, w.reason) == ("numpy", "fallback")
+    x, wt = inputs(p)
+    y = autotune.conv_transpose2d(x, wt, stride=2)
+    assert y.dtype == np.float16
+    np.testing.assert_allclose(y.astype(np.float64), reference.forward(p, x, wt), rtol=2e-3, atol=2e-2)
+
+
+def test_exact_fastest_ok_row_wins(dirs):
+    user, _ = dirs
+    write(user, [row(P, "numpy", PHASE, 2e-3), row(P, "numpy", COL2IM, 1e-3),
+                 row(P, "numpy", {"algorithm": "phase", "batch_block": 1}, 1e-4, status="wrong_answer")])
+    w = autotune.which(P)
+    assert (w.backend, w.config, w.reason, w.time_s) == ("numpy", COL2IM, "exact", 1e-3)
+    assert str(results.device_file(user, DEV)) in w.source
+    # the chain continues with the default rule (a different config) and nothing twice
+    assert len(w.chain) == 2 and "[default]" in w.chain[1]
+    assert_forward_correct(P)
+
+
+def test_exact_orders_backends_by_time(dirs, fake):
+    user, _ = dirs
+    write(user, [row(P, "numpy", COL2IM, 2e-3), row(P, "fake", PHASE, 1e-3), row(P, "fake", COL2IM, 3e-3)])
+    chain = dispatch.choices("forward", P)
+    assert [(c.backend.name, c.reason, c.config) for c in chain][:2] == [("fake", "exact", PHASE),
+                                                                         ("numpy", "exact", COL2IM)]
+    assert chain[-1].backend.name == "numpy"
+
+
+def test_backward_ops_are_keyed_without_bias(dirs):
+    user, _ = dirs
+    pb = Problem.make(**{**P.as_args(), "bias": True})
+    write(user, [row(pb, "numpy", {"algorithm": "per_tap", "batch_block": 0}, 1e-3, op="backward_input"),
+                 row(pb, "numpy", {"algorithm": "gemv"}, 1e-5, op="backward_bias")])
+    assert autotune.which(pb, "backward_input").reason == "exact"
+    assert autotune.which(pb, "backward_input").problem == P.key  # the bias-less key
+    assert autotune.which(pb, "backward_bias").config == {"algorithm": "gemv"}
+    assert autotune.which(pb, "backward_weight").reason == "default"
+    rng = np.random.default_rng(1)
+    x, w = inputs(P)
+    gy = rng.standard_normal(P.output_shape).astype(np.float32)
+    gx, gw, gb = autotune.conv_transpose2d_backward(gy, x, w, stride=2, padding=1)
+    np.testing.assert_allclose(gx, reference.backward_input(P, gy, w), rtol=1e-4, atol=1e-3)
+    np.testing.assert_allclose(gb, reference.backward_bias(P, gy), rtol=1e-4, atol=1e-3)
+
+
+def test_user_dir_is_read_first_and_latest_row_decides(dirs):
+    user, shipped = dirs
+    # shipped: col2im fastest; the user's re-measurement of col2im (slower here) replaces it
+    write(shipped, [row(P, "numpy", COL2IM, 1e-3), row(P, "numpy", PHASE, 2e-3)])
+    write(user, [row(P, "numpy", COL2IM, 5e-3)])
+    w = autotune.which(P)
+    assert (w.config, w.time_s) == (PHASE, 2e-3) and str(shipped) in w.source
+    # a later failed check of a config withdraws it
+    write(user, [row(P, "numpy", PHASE, 1e-4), row(P, "numpy", PHASE, 1e-4, status="wrong_answer")])
+    dispatch.clear_cache()
+    w = autotune.which(P)
+    assert (w.config, w.time_s, w.reason) == (COL2IM, 5e-3, "exact")
+
+
+def test_nearest_tuned_problem(dirs):
+    user, _ = dirs
+    near = Problem.make(2, 8, 16, 16, 8, 4, 4, stride=2, padding=1)  # H, W doubled: distance 2
+    far = Problem.make(2, 64, 8, 8, 64, 4, 4, stride=2, padding=1)  # C_in, C_out x8: distance 6
+    other = Problem.make(2, 8, 8, 8, 8, 3, 3, stride=2, padding=1)  # kernel differs: distance 8
+    write(user, [row(near, "numpy", COL2IM, 1e-3), row(far, "numpy", PHASE, 1e-3),
+                 row(other, "numpy", PHASE, 1e-6)])
+    w = autotune.which(P)
+    assert (w.reason, w.config, w.tuned_problem, w.distance) == ("nearest", COL2IM, near.key, 2.0)
+    assert_forward_correct(P)
+
+
+def test_nearest_skips_configs_invalid_for_the_new_problem(dirs):
+    user, _ = dirs
+    p1 = Problem.make(1, 8, 8, 8, 8, 4, 4, stride=2, padding=1)
+    closest = Problem.make(4, 8, 8, 8, 8, 4, 4, stride=2, padding=1)  # distance 2
+    further = Problem.make(1, 8, 64, 8, 8, 4, 4, stride=2, padding=1)  # distance 3
+    assert (dispatch.distance(p1, closest), dispatch.distance(p1, further)) == (2, 3)
+    # batch_block=2 is valid for N=4 but not for N=1: the closest problem's only config cannot be borrowed
+    write(user, [row(closest, "numpy", {"algorithm": "col2im", "batch_block": 2}, 1e-3)])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # an invalid borrowed config is skipped quietly: that is normal
+        assert autotune.which(p1).reason == "default"
+    write(user, [row(further, "numpy", COL2IM, 1e-3)])
+    dispatch.clear_cache()
+    w = autotune.which(p1)
+    assert (w.reason, w.tuned_problem, w.config, w.distance) == ("nearest", further.key, COL2IM, 3)
+    write(user, [row(closest, "numpy", PHASE, 2e-3)])
+    dispatch.clear_cache()
+    w = autotune.which(p1)
+    assert (w.reason, w.tuned_problem, w.config) == ("nearest", closest.key, PHASE)
+    assert_forward_correct(p1)
+
+
+def test_distance_rule():
+    d = dispatch.distance
+    assert d(P, P) == 0
+    assert d(P, Problem.make(**{**P.as_args(), "H": 16})) == 1
+    assert d(P, Problem.make(**{**P.as_args(), "N": 8, "C_out": 4})) == 3
+    assert d(P, Problem.make(**{**P.as_args(), "kH": 3, "kW": 3})) == dispatch.PENALTY_KERNEL
+    assert d(P, Problem.make(**{**P.as_args(), "stride": 4, "padding": 0})) == \
+        dispatch.PENALTY_STRIDE + dispatch.PENALTY_PADDING
+    assert d(P, P.with_dtype("float64")) == dispatch.PENALTY_DTYPE
+    assert d(P, Problem.make(**{**P.as_args(), "groups": 8})) == dispatch.PENALTY_GROUPS_KIND
+    g2, g4 = (Problem.make(**{**P.as_args(), "groups": g}) for g in (2, 4))
+    assert d(g2, g4) == 1 and d(g2, g4) == d(g4, g2)
+
+
+def test_interpreter_devices_are_never_chosen_by_timing(dirs, fake):
+    user, _ = dirs
+    write(user, [row(P, "interp", PHASE, 1e-9), row(P, "numpy", COL2IM, 1e-3)])
+    chain = dispatch.choices("forward", P)
+    assert all(c.backend.name != "interp" for c in chain)
+    assert (chain[0].backend.name, chain[0].reason) == ("numpy", "exact")
+
+
+def test_forced_backend_and_config(dirs, fake):
+    w = autotune.which(P, backend="fake", config={"algorithm": "col2im"})
+    assert (w.backend, w.reason, w.config) == ("fake", "forced", COL2IM)
+    assert_forward_correct(P, backend="fake", config={"algorithm": "col2im"})
+    with pytest.raises(ValueError, match="backend="):
+        assert_forward_correct(P, config={"algorithm": "col2im"})
+    with pytest.raises(ValueError, match="unknown backend"):
+        assert_forward_correct(P, backend="nosuch")
+
+
+# ---- failures at call time ----------------------------------------------------------------------------------------
+def test_backend_that_raises_is_skipped_with_one_warning(dirs, fake, monkeypatch):
+    user, _ = dirs
+    write(user, [row(P, "fake", PHASE, 1e-4), row(P, "numpy", COL2IM, 1e-3)])
+
+    def broken(*args):
+        raise RuntimeError("device lost")
+    monkeypatch.setattr(fake["fake"], "prepare", lambda *a: broken)
+    with pytest.warns(RuntimeWarning, match=r"'fake'.*device lost") as record:
+        assert_forward_correct(P)
+    assert len([w for w in record if "fake" in str(w.message)]) == 1
+    assert "running the next candidate (numpy)" in str(record[0].message)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # decided once: no second warning, straight to numpy
+        assert_forward_correct(P)
+    assert dispatch.choices("forward", P)[0].backend.name == "numpy"
+
+
+def test_wrongly_shaped_result_counts_as_a_failure(dirs, fake, monkeypatch):
+    user, _ = dirs
+    write(user, [row(P, "fake", PHASE, 1e-4)])
+    monkeypatch.setattr(fake["fake"], "prepare", lambda *a: lambda x, w, b: np.zeros((1, 1, 1, 1), np.float32))
+    with pytest.warns(RuntimeWarning, match=r"'fake'.*returned shape"):
+        assert_forward_correct(P)
+
+
+def test_a_forced_backend_that_raises_reaches_the_caller(dirs, fake, monkeypatch):
+    def broken(*args):
+        raise RuntimeError("device lost")
+    monkeypatch.setattr(fake["fake"], "prepare", lambda *a: broken)
+    with pytest.raises(RuntimeError, match="device lost"):
+        assert_forward_correct(P, backend="fake")
+
+
+def test_kernels_are_prepared_lazily_and_decisions_memoized(dirs, fake, monkeypatch):
+    user, _ = dirs
+    write(user, [row(P, "fake", PHASE, 1e-4), row(P, "numpy", COL2IM, 1e-3)])
+    prepared = []
+    real = fake["fake"].prepare
+    monkeypatch.setattr(fake["fake"], "prepare", lambda *a: prepared.append(a) or real(*a))
+    for _ in range(3):
+        assert_forward_correct(P)
+    assert len(prepared) == 1
+    assert dispatch.choices("forward", P) is dispatch.choices("forward", P)
+    assert all(c._kernel is None for c in dispatch.choices("forward", P)[1:])  # never built
+
+
+# ---- untrusted files ----------------------------------------------------------------------------------------------
+def test_foreign_and_stale_rows_are_ignored_with_warnings(dirs):
+    user, _ = dirs
+    write(user, [
+        row(P, "numpy", COL2IM, 1e-6, device="gpu-nvidia-h100-80gb"),  # another device's row in this file
+        row(P, "nosuch", PHASE, 1e-6),  # unknown backend
+        row(P, "numpy", {"algorithm": "winograd", "batch_block": 0}, 1e-6),  # not in the space
+        row(P, "numpy", {"algorithm": "phase", "batch_block": "0"}, 1e-6),  # wrong type (text)
+        row(P, "numpy", {"algorithm": "phase", "batch_block": 0, "x": 1}, 1e-6),  # unknown parameter
+        row(P, "numpy", {"algorithm": "phase"}, 1e-6),  # missing parameter
+        row(P, "numpy", PHASE, 3e-3),  # the one valid row
+    ])
+    with open(results.device_file(user, DEV), "a", encoding="utf-8") as f:
+        f.write("garbage,row,with,too,few,fields\n")
+        f.write(results.format_row(row(P, "numpy", COL2IM, 1e-6)).replace(",ok,", ",bogus,"))
+        f.write(results.format_row(row(P, "numpy", COL2IM, 1e-6)).replace(P.key, "n1_not_a_key"))
+        f.write(results.format_row({**row(P, "numpy", COL2IM, 1e-6), "config": "[1, 2]"}))
+        f.write(results.format_row({**row(P, "numpy", COL2IM, 1e-6), "config": "{not json"}))
+        f.write(results.format_row(row(P, "numpy", COL2IM, -1.0)))
+    with pytest.warns(RuntimeWarning) as record:
+        w = autotune.which(P)
+    messages = "\n".join(str(r.message) for r in record)
+    assert (w.reason, w.config, w.time_s) == ("exact", PHASE, 3e-3)
+    for needle in ("another device 'gpu-nvidia-h100-80gb'", "unknown backend 'nosuch'", "winograd",
+                   "batch_block='0'", "unknown config parameter", "lacks parameter", "bogus", "not a problem key",
+                   "not a JSON object", "config is not JSON", "time_s -1.0", "op 'too'"):
+        assert needle in messages, needle
+    assert_forward_correct(P)
+
+
+@pytest.mark.parametrize("content", [b"\x00\xff\xfe binary junk\n\x00", b"a,b,c\n1,2,3\n",
+                                     b'device,backend\n"unterminated\n'], ids=["binary", "wrong-header", "broken"])
+def test_unreadable_file_is_ignored_with_a_warning(dirs, content):
+    user, shipped = dirs
+    results.device_file(user, DEV).write_bytes(content)
+    write(shipped, [row(P, "numpy", COL2IM, 1e-3)])
+    with pytest.warns(RuntimeWarning, match=str(results.device_file(user, DEV))):
+        w = autotune.which(P)
+    assert (w.reason, w.config) == ("exact", COL2IM)  # the shipped file still counts
+    assert_forward_correct(P)
+
+
+def test_reload_when_the_file_changes(dirs, monkeypatch):
+    user, _ = dirs
+    monkeypatch.setattr(dispatch, "RELOAD_CHECK_S", 0.0)
+    assert autotune.which(P).reason == "default"
+    write(user, [row(P, "numpy", COL2IM, 1e-3)])
+    assert (autotune.which(P).reason, autotune.which(P).config) == ("exact", COL2IM)
+    write(user, [row(P, "numpy", PHASE, 1e-4)])
+    assert autotune.which(P).config == PHASE
+    results.device_file(user, DEV).unlink()
+    assert autotune.which(P).reason == "default"
+
+
+def test_no_reload_within_the_check_interval(dirs, monkeypatch):
+    user, _ = dirs
+    monkeypatch.setattr(dispatch, "RELOAD_CHECK_S", 3600.0)
+    assert autotune.which(P).reason == "default"
+    write(user, [row(P, "numpy", COL2IM, 1e-3)])
+    assert autotune.which(P).reason == "default"  # not stat'ed again yet
+    monkeypatch.setattr(dispatch, "RELOAD_CHECK_S", 0.0)
+    assert autotune.which(P).reason == "exact"
+
+
+# ---- which: library and CLI ---------------------------------------------------------------------------------------
+def test_which_arguments():
+    with pytest.raises(TypeError, match="problem"):
+        autotune.which(42)
+    with pytest.raises(ValueError, match="op must be"):
+        autotune.which(P, "sideways")
+    with pytest.raises(ValueError, match="not a problem key"):
+        autotune.which("n1_garbage")
+    with pytest.raises(ValueError, match="device id"):
+        autotune.which(P, device="Not A Slug!")
+    with pytest.raises(ValueError, match="CUDA"):
+        autotune.which(P, device="cuda:7")
+    assert autotune.which(P.key).problem == P.key
+
+
+def _cli(argv: list[str], capsys) -> tuple[int, str, str]:
+    # Only this verb: the CLI imports every verb's module to build its parser.
+    orig = dict(cli.COMMANDS)
+    cli.COMMANDS.clear()
+    cli.COMMANDS["which"] = "autotune.cmd_which"
+    try:
+        rc = cli.main(["which", *argv])
+    finally:
+        cli.COMMANDS.clear()
+        cli.COMMANDS.update(orig)
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def test_cli_which_by_flags(dirs, capsys):
+    user, _ = dirs
+    write(user, [row(P, "numpy", COL2IM, 1e-3)])
+    rc, out, err = _cli(["--N", "2", "--C-in", "8", "--H", "8", "--W", "8", "--C-out", "8", "--kernel", "4",
+                         "--stride", "2", "--padding", "1", "--op", "forward", "--json", "--chain"], capsys)
+    assert rc == 0, err
+    (answer,) = [json.loads(line) for line in out.splitlines()]
+    assert (answer["backend"], answer["config"], answer["reason"], answer["problem"]) == \
+        ("numpy", COL2IM, "exact", P.key)
+    assert len(answer["chain"]) == 2
+    rc, out, err = _cli(["--N", "2", "--C-in", "8", "--H", "8", "--W", "8", "--C-out", "8", "--kernel", "4",
+                         "--stride", "2", "--padding", "1"], capsys)
+    assert rc == 0 and len(out.splitlines()) == 5 and " exact " in out and " default " in out
+
+
+def test_cli_which_by_name_and_results_flag(dirs, tmp_path, capsys, monkeypatch):
+    other = tmp_path / "other"
+    fcn = next(n.problem for n in autotune.problems.load_problems() if n.name == "fcn_score_up2")
+    results.append_rows(results.device_file(other, DEV), [row(fcn, "numpy", COL2IM, 1e-3)])
+    rc, out, err = _cli(["--problem", "fcn_score_up2", "--op", "forward", "--results", str(other)], capsys)
+    assert rc == 0, err
+    assert out.startswith(f"fcn_score_up2: {fcn.key}") and " exact " in out
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--N", "1"], "missing: --C-in"),
+    (["--problem", "nope"], "unknown problem name"),
+    (["--problem", "fcn_score_up2", "--N", "1"], "not both"),
+    (["--N", "1", "--C-in", "2", "--H", "3", "--W", "3", "--C-out", "2", "--kernel", "3", "--stride", "x"],
+     "column 'stride'"),
+    (["--N", "1", "--C-in", "2", "--H", "3", "--W", "3", "--C-out", "3", "--kernel", "3", "--groups", "2"],
+     "groups"),
+])
+def test_cli_which_errors_are_one_line(dirs, capsys, argv, message):
+    rc, out, err = _cli(argv, capsys)
+    assert rc == 2 and message in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_cli_which_prints_file_warnings(dirs, capsys):
+    user, _ = dirs
+    write(user, [row(P, "nosuch", PHASE, 1e-3)])
+    rc, out, err = _cli(["--problem", "fcn_score_up2"], capsys)
+    assert rc == 0 and "warning:" in err and "unknown backend 'nosuch'" in err
+
+
+def test_which_module_parser_has_documented_flags():
+    parser = argparse.ArgumentParser()
+    cmd_which.add_arguments(parser)
+    flags = {s for a in parser._actions for s in a.option_strings}
+    assert {"--N", "--C-in", "--H", "--W", "--C-out", "--kernel", "--stride", "--padding", "--output-padding",
+            "--dilation", "--groups", "--bias", "--dtype", "--op", "--problem", "--problems"} <= flags
+
+
+def test_cli_module_does_not_shadow_the_library_function():
+    # a submodule named `autotune.which` would rebind `autotune.which` to itself once imported
+    import importlib
+    importlib.import_module(cli.COMMANDS.get("which", "autotune.cmd_which"))
+    assert callable(autotune.which) and autotune.which is dispatch.which
+
+
+def test_import_autotune_stays_light():
+    code = "import sys, autotune; autotune.which; print(sorted(m for m in ('torch', 'pandas', 'pyopencl', " \
+           "'triton') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
