@@ -11,6 +11,8 @@ import sys
 # verb -> module
 COMMANDS = {
     "bench": "autotune.bench",
+    "explain": "autotune.explain",
+    "report": "autotune.report",
     "which": "autotune.cmd_which",
     "tune": "autotune.tuner",
     "devices": "autotune.device_table",
