@@ -169,7 +169,8 @@ def _gpu_device_id(index: int) -> str:
         from autotune.devices import device_id
         props = torch.cuda.get_device_properties(index)
         vendor = "amd" if getattr(torch.version, "hip", None) else "nvidia"
-        found = device_id("gpu", vendor, props.name, memory_gb=round(props.total_memory / 2**30))
+        # rounded up as the triton backend does: a 79.2 GiB part is an 80 GB one
+        found = device_id("gpu", vendor, props.name, memory_gb=math.ceil(props.total_memory / 2**30))
     _gpu_ids[index] = found
     return found
 

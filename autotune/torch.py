@@ -18,8 +18,17 @@ import torch
 from torch.autograd.function import once_differentiable
 
 from autotune import api
+from autotune.problem import OPS
 
 __all__ = ["ConvTranspose2d", "conv_transpose2d"]
+
+
+def _op_config(config: dict | None, op: str) -> dict | None:
+    """`config` is one config for every op, or a mapping op -> config (ops left out are dispatched or take the
+    forced backend's default)."""
+    if isinstance(config, dict) and config and set(config) <= set(OPS):
+        return config.get(op)
+    return config
 
 
 class _ConvTranspose2dFunction(torch.autograd.Function):
@@ -34,27 +43,38 @@ class _ConvTranspose2dFunction(torch.autograd.Function):
         ctx.save_for_backward(input, weight)
         return api.conv_transpose2d(input.detach(), weight.detach(), None if bias is None else bias.detach(),
                                     stride, padding, output_padding, groups, dilation, backend=backend,
-                                    config=config)
+                                    config=_op_config(config, "forward"))
 
     @staticmethod
     @once_differentiable
     def backward(ctx: Any, grad_output: torch.Tensor) -> tuple[Any, ...]:
         input, weight = ctx.saved_tensors
         need_x, need_w, need_b = ctx.needs_input_grad[:3]
-        gx = gw = gb = None
-        if need_x or need_w or (need_b and ctx.has_bias):
-            gx, gw, gb = api.conv_transpose2d_backward(
-                grad_output.contiguous(), input.detach(), weight.detach(), *ctx.args,
-                output_mask=(bool(need_x), bool(need_w), bool(need_b and ctx.has_bias)), backend=ctx.backend,
-                config=ctx.config)
-        return gx, gw, gb, None, None, None, None, None, None, None
+        mask = (bool(need_x), bool(need_w), bool(need_b and ctx.has_bias))
+        grads: list[Any] = [None, None, None]
+        gy, x, w = grad_output.contiguous(), input.detach(), weight.detach()
+        ops = ("backward_input", "backward_weight", "backward_bias")
+        configs = [_op_config(ctx.config, op) for op in ops]
+        if configs[0] == configs[1] == configs[2]:  # one call for all three
+            batches = [[0, 1, 2]]
+        else:
+            batches = [[0], [1], [2]]
+        for idx in batches:
+            sub = tuple(mask[i] if i in idx else False for i in range(3))
+            if any(sub):
+                out = api.conv_transpose2d_backward(gy, x, w, *ctx.args, output_mask=sub, backend=ctx.backend,
+                                                    config=configs[idx[0]])
+                for i in idx:
+                    if sub[i]:
+                        grads[i] = out[i]
+        return (*grads, None, None, None, None, None, None, None)
 
 
 def conv_transpose2d(input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, stride: Any = 1,
                      padding: Any = 0, output_padding: Any = 0, groups: int = 1, dilation: Any = 1, *,
                      backend: str | None = None, config: dict | None = None) -> torch.Tensor:
     """`torch.nn.functional.conv_transpose2d` with autograd, computed by this library (dispatched, or forced with
-    `backend=` / `config=`); also takes asymmetric padding `((top, bottom), (left, right))`. A 3-D (unbatched)
+    `backend=` / `config=`; `config` is one config for every op or a mapping op -> config); also takes asymmetric padding `((top, bottom), (left, right))`. A 3-D (unbatched)
     input is treated as a batch of one, as torch does."""
     for name, t in (("input", input), ("weight", weight), ("bias", bias)):
         if t is not None and not isinstance(t, torch.Tensor):
