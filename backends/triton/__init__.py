@@ -1,0 +1,432 @@
+"""The `triton` backend: Triton kernels for the four ops, tunable, GPU-native, checked on CPU through the interpreter.
+
+Devices. Each GPU that Triton's active driver (CUDA or HIP, through torch) sees is one device, id
+`gpu-<vendor>-<model>-<memory>gb`. Where there is none, the backend runs only when `TRITON_INTERPRET=1` is set (read
+at call time, not import time): it then reports one device of kind `interpreter` whose kernels run in Triton's
+CPU interpreter. That device exists for correctness: its timings say nothing about speed, which its
+`info["timing"] == "not-speed"` tells the tuner and dispatch. With `TRITON_INTERPRET=1` set, even a machine with a
+GPU gets only the interpreter device, because Triton then interprets every kernel.
+
+Arrays. Kernels take torch tensors: tensors already on the kernel's device (CPU for the interpreter) are used
+without a copy; NumPy arrays are converted and the result comes back as NumPy. `import backends.triton` imports
+neither triton nor torch.
+
+Tunable space. Each op is computed as tiles of a GEMM-shaped view of its output, BLOCK_M x BLOCK_N, reduced BLOCK_K
+at a time:
+
+| op | block_m (rows) | block_n (columns) | block_k (reduction) |
+|---|---|---|---|
+| forward | output pixels (n, oh, ow) | output channels of a group | input channels (`gemm`: channels x taps) |
+| backward_input | input pixels (n, ih, iw) | input channels of a group | output channels (`gemm`: x taps) |
+| backward_weight | input channels of a group | output channels (`gemm`: channels x taps) | pixels (n, ih, iw) |
+| backward_bias | - | channels | (n, pixel) pairs |
+
+`algorithm`: `direct` (gather: per output pixel and tap, test `(oh + p - kh*d) % s == 0`), `phase` (forward only:
+stride-phase decomposition, one program axis per phase (oh % s, ow % s), only that phase's taps run, no lane is
+masked for divisibility), `gemm` (implicit GEMM: the reduction over channels and taps flattened into one K axis,
+gathered on the fly); backward_bias is one reduction. A tile is reduced with `tl.dot` (tensor cores) when all three
+blocks are >= 16 and the dtype is not float64, else with broadcast FMAs. `num_warps`, `num_stages` are Triton's
+launch options (the interpreter ignores them, but the constraints still apply, so a config that runs in the
+interpreter also compiles for a GPU). Constraints, checked before any launch: registers of the FMA tile, shared
+memory of the pipelined dot operands, blocks larger than their extent, CUDA grid limits.
+
+Offsets: int64 when any tensor could reach 2**31 elements, int32 (faster) otherwise. float16/bfloat16 accumulate in
+float32, float64 in float64.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import math
+import os
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from autotune.devices import cpu_device_id, cpu_device_name, device_id
+from autotune.problem import Problem, check_op
+from backends.base import Backend, Config, Device, Kernel, Space, config_json
+
+INSTALL_HINT = "pip install 'convt-autotune[triton]'  (triton and torch)"
+BLOCKS_MN = (1, 2, 4, 8, 16, 32, 64, 128)
+BLOCKS_K = (1, 2, 4, 8, 16, 32, 64, 128)
+BIAS_BLOCKS_N = (1, 2, 4, 8, 16, 32, 64)
+BIAS_BLOCKS_K = (16, 32, 64, 128, 256, 512, 1024)
+NUM_WARPS = (1, 2, 4, 8)
+NUM_STAGES = (1, 2, 3, 4)
+# tl.dot's smallest operand side on NVIDIA (16 for 16-bit types; AMD takes any): below it a tile uses FMAs.
+DOT_MIN = 16
+# Register budget per thread (of 255 on NVIDIA) for the FMA path's BLOCK_M*BLOCK_N*BLOCK_K product tile and for
+# the dot accumulator: beyond it the compiler spills.
+FMA_VALUES_PER_THREAD = 128
+ACC_VALUES_PER_THREAD = 256
+# Shared memory assumed where the device does not say (the interpreter): what every GPU since Volta offers.
+DEFAULT_SHARED_BYTES = 64 * 1024
+# CUDA grid limits: x up to 2**31-1, y and z up to 65535 (HIP's are larger).
+GRID_LIMITS = (2**31 - 1, 65535, 65535)
+# Offsets are int32 while every tensor stays below this many elements (margin for a block's overshoot).
+INT32_LIMIT = 2**31 - 1 - 2**16
+_ITEMSIZE = {"float32": 4, "float64": 8, "float16": 2, "bfloat16": 2}
+_INTERPRETER_DTYPES = ("float32", "float64", "float16", "bfloat16")
+
+
+def interpreting() -> bool:
+    """Whether Triton runs kernels in its CPU interpreter (TRITON_INTERPRET=1), read now."""
+    return os.environ.get("TRITON_INTERPRET", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _is_tensor(a: Any) -> bool:
+    return type(a).__module__.startswith("torch") and hasattr(a, "data_ptr")
+
+
+def _pow2_at_least(n: int) -> int:
+    return 1 << max(0, (n - 1).bit_length())
+
+
+def needs_int64(p: Problem) -> bool:
+    """Whether some tensor of `p` (input, weight, output) could hold 2**31 elements or more."""
+    Ho, Wo = p.output_size
+    largest = max(p.N * p.C_in * p.H * p.W, p.N * p.C_out * Ho * Wo, p.C_in * (p.C_out // p.groups) * p.kH * p.kW)
+    return largest >= INT32_LIMIT
+
+
+@functools.lru_cache(maxsize=1)
+def _gpu_devices() -> tuple[Device, ...]:
+    """Every GPU of Triton's active driver, read once per process (GPUs do not come and go)."""
+    try:
+        import torch
+        from triton.runtime import driver
+        driver.active  # noqa: B018 - raises when no GPU driver is active
+    except Exception:
+        return ()
+    if not torch.cuda.is_available():
+        return ()
+    vendor = "amd" if getattr(torch.version, "hip", None) else "nvidia"
+    found = []
+    for i in range(torch.cuda.device_count()):
+        props = torch.cuda.get_device_properties(i)
+        memory_gb = math.ceil(props.total_memory / 2**30)  # marketing sizes: 79.2 GiB reads as an 80 GB part
+        info = {"index": i, "memory_gb": memory_gb, "warp_size": int(getattr(props, "warp_size", 0) or (64 if vendor == "amd" else 32)),
+                "shared_memory_bytes": int(getattr(props, "shared_memory_per_block_optin", 0) or DEFAULT_SHARED_BYTES),
+                "capability": f"{props.major}.{props.minor}", "timing": "device"}
+        found.append(Device(id=device_id("gpu", vendor, props.name, memory_gb=memory_gb), name=props.name,
+                            kind="gpu", backend="triton", info=info, handle=torch.device("cuda", i)))
+    return tuple(found)
+
+
+class TritonBackend(Backend):
+    install_hint = INSTALL_HINT
+
+    def __init__(self) -> None:
+        self._kernels: dict[tuple, Kernel] = {}
+        self._lock = threading.Lock()
+
+    # ---- where it runs --------------------------------------------------------------------------------------------
+    def available(self) -> tuple[bool, str]:
+        missing = [m for m in ("triton", "torch") if importlib.util.find_spec(m) is None]
+        if missing:
+            return False, f"{' and '.join(missing)} not installed: {INSTALL_HINT}"
+        if interpreting():
+            return True, ""
+        if not _gpu_devices():
+            return False, ("no GPU visible to Triton's active driver; set TRITON_INTERPRET=1 to run the Triton "
+                           "kernels in Triton's CPU interpreter (correct but slow, for testing)")
+        return True, ""
+
+    def devices(self) -> list[Device]:
+        if not self.available()[0]:
+            return []
+        if interpreting():
+            return [_interpreter_device(self.name or "triton")]
+        return list(_gpu_devices())
+
+    def version(self) -> str:
+        try:
+            import torch
+            import triton
+        except Exception as exc:
+            return f"unavailable ({exc})"
+        where = "interpreter" if interpreting() else (f"hip {torch.version.hip}" if torch.version.hip
+                                                     else f"cuda {torch.version.cuda}")
+        return f"triton {triton.__version__}, torch {torch.__version__}, {where}"
+
+    def supports(self, problem: Problem, device: Device) -> str | None:
+        if device.kind == "interpreter" and problem.dtype not in _INTERPRETER_DTYPES:
+            return f"the Triton interpreter computes {', '.join(_INTERPRETER_DTYPES)}, not {problem.dtype}"
+        if problem.dtype not in _ITEMSIZE:
+            return f"triton backend computes {', '.join(_ITEMSIZE)}, not {problem.dtype}"
+        Ho, Wo = problem.output_size
+        largest = max(problem.N * problem.C_in * problem.H * problem.W, problem.N * problem.C_out * Ho * Wo)
+        if largest >= 2**62:
+            return f"a tensor of {largest} elements is beyond 64-bit offsets"
+        # The grid with the largest blocks must fit the launch limits, or no config can run.
+        G = problem.groups
+        Cig, Cog = problem.C_in // G, problem.C_out // G
+        big = max(BLOCKS_MN)
+        if G * -(-max(Cig, Cog) // big) > GRID_LIMITS[1] or -(-problem.N * max(Ho * Wo, problem.H * problem.W) // big) > GRID_LIMITS[0]:
+            return (f"too large for one launch: the grid exceeds {GRID_LIMITS} programs even with "
+                    f"{big}-wide blocks")
+        return None
+
+    def accepts(self, array: Any) -> bool:
+        """NumPy arrays (converted by the kernels) and torch tensors already on one of this backend's devices."""
+        if isinstance(array, np.ndarray):
+            return True
+        if not _is_tensor(array):
+            return False
+        kind = array.device.type
+        if interpreting():
+            return kind == "cpu"
+        return any(d.handle == array.device for d in _gpu_devices())
+
+    # ---- what can be tuned ----------------------------------------------------------------------------------------
+    def space(self, op: str, problem: Problem, device: Device) -> Space:
+        check_op(op)
+        p = problem
+        warp = int(device.info.get("warp_size", 32))
+        shared = int(device.info.get("shared_memory_bytes", DEFAULT_SHARED_BYTES))
+        itemsize = _ITEMSIZE.get(p.dtype, 4)
+        if op == "backward_bias":
+            Ho, Wo = p.output_size
+
+            def bias_fits(c: Config) -> str | None:
+                if c["block_n"] * c["block_k"] > FMA_VALUES_PER_THREAD * warp * c["num_warps"]:
+                    return (f"register pressure: block_n*block_k={c['block_n'] * c['block_k']} values over "
+                            f"{warp * c['num_warps']} threads")
+                return None
+
+            def bias_extent(c: Config) -> str | None:
+                return (_too_big("block_n", c["block_n"], p.C_out, 1)
+                        or _too_big("block_k", c["block_k"], p.N * Ho * Wo, min(BIAS_BLOCKS_K)))
+
+            def bias_stages(c: Config) -> str | None:
+                return "num_stages > 1 only pipelines tl.dot operands" if c["num_stages"] != 1 else None
+
+            return Space({"algorithm": ("reduce",), "block_n": BIAS_BLOCKS_N, "block_k": BIAS_BLOCKS_K,
+                          "num_warps": NUM_WARPS, "num_stages": (1,)}, [bias_fits, bias_extent, bias_stages])
+
+        algorithms = ("direct", "phase", "gemm") if op == "forward" else ("direct", "gemm")
+
+        def fits(c: Config) -> str | None:
+            bm, bn, bk, threads = c["block_m"], c["block_n"], c["block_k"], warp * c["num_warps"]
+            if _uses_dot(p, c):
+                if bm * bn > ACC_VALUES_PER_THREAD * threads:
+                    return f"register pressure: accumulator {bm}x{bn} over {threads} threads"
+                need = (bm * bk + bk * bn) * itemsize * c["num_stages"]
+                if need > shared:
+                    return f"out of resources: {need} bytes of shared memory for the dot operands > {shared}"
+                return None
+            if bm * bn * bk > FMA_VALUES_PER_THREAD * threads:
+                return f"register pressure: FMA tile {bm}x{bk}x{bn} over {threads} threads"
+            if c["num_stages"] != 1:
+                return "num_stages > 1 only pipelines tl.dot operands; the FMA path takes num_stages=1"
+            return None
+
+        def extents(c: Config) -> str | None:
+            m, n, k = _extents(op, p, c["algorithm"])
+            return (_too_big("block_m", c["block_m"], m, DOT_MIN) or _too_big("block_n", c["block_n"], n, DOT_MIN)
+                    or _too_big("block_k", c["block_k"], k, DOT_MIN))
+
+        def grid_limits(c: Config) -> str | None:
+            grid = _grid(op, p, c)
+            for axis, (size, limit) in enumerate(zip(grid, GRID_LIMITS)):
+                if size > limit:
+                    return f"grid axis {axis} has {size} programs > {limit}"
+            return None
+
+        return Space({"algorithm": algorithms, "block_m": BLOCKS_MN, "block_n": BLOCKS_MN, "block_k": BLOCKS_K,
+                      "num_warps": NUM_WARPS, "num_stages": NUM_STAGES}, [extents, fits, grid_limits])
+
+    def default_config(self, op: str, problem: Problem, device: Device) -> Config:
+        space = self.space(op, problem, device)
+        if op == "backward_bias":
+            candidates = [{"algorithm": "reduce", "block_n": bn, "block_k": bk, "num_warps": 4, "num_stages": 1}
+                          for bn in (16, 8, 4, 2, 1) for bk in (256, 128, 64, 32, 16)]
+        else:
+            first = "phase" if op == "forward" and max(problem.stride) > 1 else "gemm"
+            candidates = [{"algorithm": a, "block_m": bm, "block_n": bn, "block_k": bk, "num_warps": w,
+                           "num_stages": s}
+                          for a in (first, "gemm", "direct") if a in space.params["algorithm"]
+                          for bn in (64, 32, 16, 8, 4, 2, 1) for bk in (32, 16, 8, 4, 2, 1)
+                          for bm in (64, 128, 32, 16, 8, 4, 2, 1) for w, s in ((4, 2), (4, 1), (8, 1), (2, 1), (1, 1))]
+        for c in candidates:
+            if space.violation(c) is None:
+                return c
+        raise ValueError(f"no triton config fits {op} {problem.key} on {device.id}")
+
+    # ---- kernels --------------------------------------------------------------------------------------------------
+    def prepare(self, op: str, problem: Problem, device: Device, config: Config) -> Kernel:
+        check_op(op)
+        ok, why = self.available()
+        if not ok:
+            raise RuntimeError(f"triton backend is not available here: {why}")
+        reason = self.supports(problem, device)
+        if reason:
+            raise ValueError(f"triton backend cannot run {problem.key}: {reason}")
+        key = (op, problem, device.id, config_json(config), interpreting())
+        with self._lock:
+            kernel = self._kernels.get(key)
+            if kernel is None:
+                kernel = self._kernels[key] = _build(op, problem, device, dict(config))
+        return kernel
+
+    def runner(self, kernel: Kernel, inputs: tuple[Any, ...], device: Device) -> Callable[[], float | None]:
+        """Inputs are staged on the device once; on a GPU each call is timed with CUDA events (synchronized), in the
+        interpreter by the wall clock (correctness only, see the module docstring)."""
+        import torch
+        staged = tuple(None if a is None else (a if _is_tensor(a) else torch.from_numpy(np.ascontiguousarray(a)))
+                       .to(device.handle if device.kind == "gpu" else "cpu") for a in inputs)
+        if device.kind != "gpu":
+            def run_wall() -> None:
+                kernel(*staged)
+            return run_wall
+
+        def run_events() -> float:
+            with torch.cuda.device(device.handle):
+                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                start.record()
+                kernel(*staged)
+                end.record()
+                end.synchronize()
+                return start.elapsed_time(end) / 1e3
+        return run_events
+
+
+def _interpreter_device(name: str) -> Device:
+    import torch
+    return Device(id=f"interpreter-{cpu_device_id()}", name=f"Triton interpreter on {cpu_device_name()}",
+                  kind="interpreter", backend=name,
+                  info={"timing": "not-speed", "note": "Triton's CPU interpreter: for correctness, not speed",
+                        "warp_size": 32, "shared_memory_bytes": DEFAULT_SHARED_BYTES},
+                  handle=torch.device("cpu"))
+
+
+def _too_big(name: str, block: int, extent: int, floor: int) -> str | None:
+    """A block more than the next power of two above its extent only adds masked lanes (below `floor` is kept so
+    tl.dot stays reachable)."""
+    if block > max(floor, _pow2_at_least(extent)):
+        return f"{name}={block} exceeds its extent {extent}"
+    return None
+
+
+def _uses_dot(p: Problem, c: Config) -> bool:
+    return min(c["block_m"], c["block_n"], c["block_k"]) >= DOT_MIN and p.dtype != "float64"
+
+
+def _extents(op: str, p: Problem, algorithm: str) -> tuple[int, int, int]:
+    """(rows, columns, reduction) lengths of `op`'s GEMM view, per program (see the table in the docstring)."""
+    G, taps = p.groups, p.kH * p.kW
+    Cig, Cog = p.C_in // G, p.C_out // G
+    Ho, Wo = p.output_size
+    if op == "forward":
+        if algorithm == "phase":
+            sh, sw = p.stride
+            return p.N * -(-Ho // sh) * -(-Wo // sw), Cog, Cig
+        return p.N * Ho * Wo, Cog, Cig * (taps if algorithm == "gemm" else 1)
+    if op == "backward_input":
+        return p.N * p.H * p.W, Cig, Cog * (taps if algorithm == "gemm" else 1)
+    return Cig, Cog * (taps if algorithm == "gemm" else 1), p.N * p.H * p.W
+
+
+def _grid(op: str, p: Problem, c: Config) -> tuple[int, ...]:
+    if op == "backward_bias":
+        return (-(-p.C_out // c["block_n"]),)
+    G = p.groups
+    m, n, _ = _extents(op, p, c["algorithm"])
+    rows, cols = -(-m // c["block_m"]), -(-n // c["block_n"])
+    if op == "backward_weight":
+        return (G * rows, cols, 1 if c["algorithm"] == "gemm" else p.kH * p.kW)
+    return (rows, G * cols, p.stride[0] * p.stride[1] if c["algorithm"] == "phase" else 1)
+
+
+def _build(op: str, p: Problem, device: Device, c: Config) -> Kernel:
+    """The prepared kernel: checks and stages its arguments, allocates the output, launches, converts back."""
+    import torch
+
+    from backends.triton import kernels
+
+    if kernels.INTERPRETED != interpreting():
+        raise RuntimeError("TRITON_INTERPRET changed after the Triton kernels were imported; Triton fixes the mode "
+                           "when a kernel is defined, so set it before the first call")
+    tdtype = getattr(torch, p.dtype)
+    target = device.handle if device.kind == "gpu" else torch.device("cpu")
+    grid = _grid(op, p, c)
+    Ho, Wo = p.output_size
+    meta: dict[str, Any] = dict(IDX=kernels.tl.int64 if needs_int64(p) else kernels.tl.int32,
+                                ACC=kernels.tl.float64 if p.dtype == "float64" else kernels.tl.float32,
+                                num_warps=c["num_warps"], num_stages=c["num_stages"])
+    shapes = dict(N=p.N, C_IN=p.C_in, H=p.H, W=p.W, C_OUT=p.C_out, HO=Ho, WO=Wo, KH=p.kH, KW=p.kW,
+                  SH=p.stride[0], SW=p.stride[1], PT=p.padding[0][0], PL=p.padding[1][0],
+                  DH=p.dilation[0], DW=p.dilation[1], G=p.groups)
+    if op == "backward_bias":
+        meta.update(N=p.N, C_OUT=p.C_out, HWO=Ho * Wo, BLOCK_N=c["block_n"], BLOCK_K=c["block_k"])
+    else:
+        meta.update(shapes, USE_DOT=_uses_dot(p, c), BLOCK_M=c["block_m"], BLOCK_N=c["block_n"],
+                    BLOCK_K=c["block_k"])
+    if op == "forward":
+        if c["algorithm"] == "gemm":
+            fn = kernels.forward_gemm_kernel
+        else:
+            fn = kernels.forward_tap_kernel
+            meta["PHASE"] = c["algorithm"] == "phase"
+    elif op == "backward_input":
+        fn, meta["GEMM"] = kernels.backward_input_kernel, c["algorithm"] == "gemm"
+    elif op == "backward_weight":
+        fn, meta["GEMM"] = kernels.backward_weight_kernel, c["algorithm"] == "gemm"
+    else:
+        fn = kernels.backward_bias_kernel
+    launcher = fn[grid]
+    names = {"forward": ("input", "weight", "bias"), "backward_input": ("grad_output", "weight"),
+             "backward_weight": ("grad_output", "input"), "backward_bias": ("grad_output",)}[op]
+    shapes_in = {"input": p.input_shape, "weight": p.weight_shape, "bias": p.bias_shape,
+                 "grad_output": p.output_shape}
+    out_shape = {"forward": p.output_shape, "backward_input": p.input_shape, "backward_weight": p.weight_shape,
+                 "backward_bias": p.bias_shape}[op]
+
+    def stage(name: str, a: Any) -> Any:
+        """A contiguous tensor of the problem's dtype on the target device; no copy when it already is one."""
+        if isinstance(a, np.ndarray):
+            if p.dtype == "bfloat16" or a.dtype != np.dtype(p.dtype):  # NumPy has no bfloat16
+                raise TypeError(f"{name} must have dtype {p.dtype}, got numpy {a.dtype}")
+            t = torch.from_numpy(np.ascontiguousarray(a) if a.flags.writeable else np.array(a))
+        elif _is_tensor(a):
+            if a.device != target:
+                raise ValueError(f"{name} is on {a.device}, but this kernel runs on {target}")
+            t = a
+        else:
+            raise TypeError(f"{name} must be a numpy.ndarray or a torch.Tensor, got {type(a).__name__}")
+        if t.dtype != tdtype:
+            raise TypeError(f"{name} must have dtype {p.dtype}, got {str(t.dtype).replace('torch.', '')}")
+        if tuple(t.shape) != shapes_in[name]:
+            raise ValueError(f"{name} must have shape {shapes_in[name]}, got {tuple(t.shape)}")
+        return t.to(target).contiguous()
+
+    def kernel(*args: Any) -> Any:
+        if len(args) != len(names) and not (op == "forward" and len(args) == 2):
+            raise TypeError(f"{op} kernel takes ({', '.join(names)}), got {len(args)} arguments")
+        as_numpy = isinstance(args[0], np.ndarray)
+        bias = args[2] if op == "forward" and len(args) == 3 else None
+        if op == "forward" and (bias is not None) != p.bias:
+            raise ValueError(f"bias must be {'given' if p.bias else 'None'} for problem {p.key}")
+        tensors = [stage(n, a) for n, a in zip(names, args) if a is not None]
+        out = torch.empty(out_shape, dtype=tdtype, device=target)
+        if op == "forward":
+            x, w = tensors[0], tensors[1]
+            args_ = (x, w, tensors[2] if p.bias else x, out)  # x stands in for the absent bias (never read)
+            extra = {"HAS_BIAS": p.bias}
+        else:
+            args_, extra = (*tensors, out), {}
+        if device.kind == "gpu":
+            with torch.cuda.device(target):
+                launcher(*args_, **meta, **extra)
+        else:
+            launcher(*args_, **meta, **extra)
+        return out.cpu().numpy() if as_numpy else out
+
+    return kernel
+
+
+BACKEND = TritonBackend
