@@ -37,8 +37,39 @@ def _check_array(name: str, a: Any, ndim: int) -> str:
     return _dtype_name(name, a)
 
 
+# Problems of calls already checked, keyed by everything the checks read: a repeated call skips them (dispatch's
+# per-call budget is microseconds). Only plain ints and tuples of them are keys, so `True` never passes for `1`.
+_problems: dict[tuple, Problem] = {}
+_PROBLEMS_MAX = 4096
+
+
+def _plain(v: Any) -> Any:
+    if type(v) is int:
+        return v
+    if type(v) is tuple and all(type(e) is int or (type(e) is tuple and all(type(u) is int for u in e)) for e in v):
+        return v
+    raise TypeError  # not a cache key: take the checked path
+
+
 def _problem(x: Any, weight: Any, bias: Any, stride: Any, padding: Any, output_padding: Any, groups: Any,
              dilation: Any, x_name: str = "input") -> Problem:
+    try:
+        key = (type(x), x.shape, x.dtype, type(weight), weight.shape, weight.dtype,
+               None if bias is None else (type(bias), bias.shape, bias.dtype), _plain(stride), _plain(padding),
+               _plain(output_padding), _plain(groups), _plain(dilation), x_name)
+        found = _problems.get(key)
+    except (AttributeError, TypeError):  # not arrays, or arguments that are not plain ints/tuples
+        key, found = None, None
+    if found is not None:
+        return found
+    problem = _checked_problem(x, weight, bias, stride, padding, output_padding, groups, dilation, x_name)
+    if key is not None and len(_problems) < _PROBLEMS_MAX:
+        _problems[key] = problem
+    return problem
+
+
+def _checked_problem(x: Any, weight: Any, bias: Any, stride: Any, padding: Any, output_padding: Any, groups: Any,
+                     dilation: Any, x_name: str = "input") -> Problem:
     dtype = _check_array(x_name, x, 4)
     if _check_array("weight", weight, 4) != dtype:
         raise TypeError(f"weight dtype {weight.dtype} differs from {x_name} dtype {x.dtype}")

@@ -56,6 +56,7 @@ FALLBACK = "numpy"
 REASONS = ("exact", "nearest", "default", "fallback", "forced")
 # At most this often (seconds) the results files are stat'ed to see whether they changed.
 RELOAD_CHECK_S = 1.0
+_BY_ID_MAX = 4096
 
 # distance(): penalties for differences that change which algorithm wins, beyond the size ratios.
 PENALTY_KERNEL = 8.0
@@ -97,6 +98,11 @@ class Choice:
         if self._kernel is None:
             self._kernel = self.backend.prepare(self.op, self.problem, self.device, self.config)
         return self._kernel
+
+    @functools.cached_property
+    def expected_shape(self) -> tuple[int, ...]:
+        """The shape a correct result has: anything else counts as the backend failing."""
+        return _expected_shape(self.op, self.problem)
 
     @property
     def config_text(self) -> str:
@@ -224,6 +230,10 @@ class _Table:
     rows: dict[str, dict[str, list[_Row]]]  # op -> problem key -> usable ok rows, fastest first
     devices: dict[str, Device]  # backend name -> its (non-interpreter) device of this id
     decisions: dict[tuple, list[Choice]] = field(default_factory=dict)
+    # (id(problem), op, backend) -> (problem, decision): hashing a Problem costs microseconds, an id does not; the
+    # entry holds the problem, so its id cannot be reused while the entry exists. api.py hands the same Problem
+    # object to repeated identical calls.
+    by_id: dict[tuple, tuple[Problem, list[Choice]]] = field(default_factory=dict)
 
 
 _tables: dict[str, _Table] = {}
@@ -542,7 +552,20 @@ def run(op: str, problem: Problem, convert: Callable[[Backend], tuple[Any, ...]]
         backend: str | None, config: Config | None) -> Any:
     """Run `op` on the first candidate that succeeds. `convert` turns the caller's arrays into what a backend
     takes; `like` is the array whose device decides (the input, or the weight for weight/bias gradients)."""
-    candidates = choices(op, problem, backend, config, device_of(like))
+    device_id = device_of(like)
+    if config is None:
+        table = _table(device_id)
+        fast_key = (id(problem), op, backend)
+        hit = table.by_id.get(fast_key)
+        if hit is not None and hit[0] is problem:
+            candidates = hit[1]
+        else:
+            candidates = choices(op, problem, backend, config, device_id)
+            if len(table.by_id) >= _BY_ID_MAX:
+                table.by_id.clear()
+            table.by_id[fast_key] = (problem, candidates)
+    else:
+        candidates = choices(op, problem, backend, config, device_id)
     if backend is not None:
         choice = candidates[0]
         return choice.kernel(*convert(choice.backend))
@@ -550,10 +573,8 @@ def run(op: str, problem: Problem, convert: Callable[[Backend], tuple[Any, ...]]
         choice = candidates[0]
         try:
             out = choice.kernel(*convert(choice.backend))
-            shape = tuple(out.shape)
-            expected = _expected_shape(op, choice.problem)
-            if shape != expected:
-                raise RuntimeError(f"returned shape {shape}, expected {expected}")
+            if tuple(out.shape) != choice.expected_shape:
+                raise RuntimeError(f"returned shape {tuple(out.shape)}, expected {choice.expected_shape}")
             return out
         except Exception as exc:  # a failing backend must not take the call down while others remain
             if len(candidates) == 1:

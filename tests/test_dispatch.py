@@ -232,6 +232,19 @@ def test_forced_backend_and_config(dirs, fake):
         assert_forward_correct(P, backend="nosuch")
 
 
+def test_repeated_calls_skip_checks_only_for_identical_arguments(dirs):
+    x, w = inputs(P)
+    y = autotune.conv_transpose2d(x, w, stride=2, padding=1)
+    assert autotune.api._problem(x, w, None, 2, 1, 0, 1, 1) is autotune.api._problem(x, w, None, 2, 1, 0, 1, 1)
+    with pytest.raises(TypeError, match="stride"):
+        autotune.conv_transpose2d(x, w, stride=True, padding=1)  # True == 1 must not hit the cache
+    with pytest.raises(TypeError, match="weight dtype"):
+        autotune.conv_transpose2d(x, w.astype(np.float64), stride=2, padding=1)
+    with pytest.raises(ValueError, match="output_padding"):
+        autotune.conv_transpose2d(x, w, stride=2, padding=1, output_padding=2)
+    np.testing.assert_array_equal(autotune.conv_transpose2d(x, w, stride=[2, 2], padding=(1, 1)), y)
+
+
 # ---- failures at call time ----------------------------------------------------------------------------------------
 def test_backend_that_raises_is_skipped_with_one_warning(dirs, fake, monkeypatch):
     user, _ = dirs
