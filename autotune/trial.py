@@ -266,7 +266,7 @@ class Worker:
         self.proc: subprocess.Popen[bytes] | None = None
         self._buf = b""
         self._log = None
-        self.restarts = 0
+        self.starts = 0  # workers started: more than one means restarts after crashes or time-outs
 
     # A worker dies with the tuner: its stdin closes, `for line in sys.stdin` ends.
     def _start(self) -> None:
@@ -274,6 +274,7 @@ class Worker:
         self.proc = subprocess.Popen([sys.executable, "-m", "autotune.trial"], stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, stderr=self._log, close_fds=True)
         self._buf = b""
+        self.starts += 1
         ready = self._read_line(time.monotonic() + STARTUP_TIMEOUT_S)
         if ready is None or "ready" not in ready:
             tail = self._stderr_tail()
@@ -324,7 +325,6 @@ class Worker:
         if self.proc is None or self.proc.poll() is not None:
             if self.proc is not None:
                 self.stop()
-                self.restarts += 1
             self._start()
         assert self.proc is not None and self.proc.stdin is not None
         if self._log is not None:  # the stderr tail should be this trial's

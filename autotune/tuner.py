@@ -183,6 +183,7 @@ def make_storage(url: str) -> Any:
     kwargs: dict[str, Any] = {}
     if url.startswith("sqlite"):
         kwargs = {"connect_args": {"timeout": 120}}  # several tuner processes on one file wait for its lock
+        _sqlite_wal(url)
     elif url.startswith("postgresql"):
         kwargs = {"pool_pre_ping": True}
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -195,10 +196,38 @@ def make_storage(url: str) -> Any:
                          optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1)}
             else:
                 retry = {"failed_trial_callback": optuna.storages.RetryFailedTrialCallback(max_retry=1)}
-            return RDBStorage(url, engine_kwargs=kwargs, heartbeat_interval=30, grace_period=120, **retry)
+            storage = RDBStorage(url, engine_kwargs=kwargs, heartbeat_interval=30, grace_period=120, **retry)
     except Exception as exc:
         raise ValueError(f"cannot open the study storage {url!r}: {type(exc).__name__}: "
                          f"{str(exc).splitlines()[0] if str(exc) else ''}") from None
+    if url.startswith("sqlite"):
+        from sqlalchemy import event
+
+        # Optuna commits a dozen times per trial; with WAL, synchronous=NORMAL commits without an fsync each
+        # (still safe when the process is killed; only a power cut may lose the last trials' state).
+        def _pragmas(dbapi_connection: Any, _record: Any) -> None:
+            dbapi_connection.execute("PRAGMA synchronous=NORMAL")
+
+        event.listen(storage.engine, "connect", _pragmas)
+        storage.engine.dispose()  # connections opened while creating the tables lack the pragma
+    return storage
+
+
+def _sqlite_wal(url: str) -> None:
+    """Put a SQLite storage file in WAL mode (persistent in the file): readers and the writer of several tuner
+    processes no longer block each other."""
+    import sqlite3
+    from sqlalchemy.engine import make_url
+
+    database = make_url(url).database
+    if not database or database == ":memory:":
+        return
+    Path(database).parent.mkdir(parents=True, exist_ok=True)
+    con = sqlite3.connect(database, timeout=120)
+    try:
+        con.execute("PRAGMA journal_mode=WAL")
+    finally:
+        con.close()
 
 
 def make_sampler(kind: str, space: Any, seed: int | None) -> Any:
@@ -276,6 +305,12 @@ class _State:
     default_s: float | None
 
 
+def _info(trial: Any) -> dict[str, Any]:
+    """What a trial did (see _StudyRunner.objective); empty for a trial still running or killed mid-way."""
+    info = trial.user_attrs.get("info")
+    return info if isinstance(info, dict) else {}
+
+
 def _same(a: dict[str, Any], b: dict[str, Any]) -> bool:
     return a.keys() == b.keys() and all(type(a[k]) is type(b[k]) and a[k] == b[k] for k in a)
 
@@ -298,21 +333,24 @@ class _StudyRunner:
     def state(self) -> _State:
         trials = self.finished()
         ok = [t.value for t in trials if t.value is not None]
-        default = [t.value for t in trials if t.value is not None and t.user_attrs.get("is_default")]
-        return _State(total=len(trials), measured=sum(1 for t in trials if t.user_attrs.get("measured")),
+        default = [t.value for t in trials if t.value is not None and _info(t).get("is_default")]
+        return _State(total=len(trials), measured=sum(1 for t in trials if _info(t).get("measured")),
                       distinct=len({json.dumps(t.params, sort_keys=True) for t in trials}),
                       distinct_measured=len({json.dumps(t.params, sort_keys=True) for t in trials
-                                             if t.user_attrs.get("measured")}),
+                                             if _info(t).get("measured")}),
                       best_s=min(ok) if ok else None, default_s=default[0] if default else None)
 
     def done(self, s: _State) -> bool:
-        """Enough configs measured, or every point of the space tried, or every feasible one measured, or the
-        sampler keeps proposing known points (it has converged; grid sampling is exempt: it ends by itself)."""
+        """Enough configs measured, or every point of the space tried; except with grid sampling (exhaustive:
+        every point, pruned ones too, is visited and recorded), also when every feasible point has been measured
+        or the sampler keeps proposing known points (it has converged)."""
         if s.measured >= self.options.trials or s.distinct >= self.plan.space.size:
             return True
+        if self.options.sampler == "grid":
+            return False
         if self.plan.feasible is not None and s.distinct_measured >= self.plan.feasible:
             return True
-        return self.options.sampler != "grid" and s.total >= 4 * self.options.trials + 20
+        return s.total >= 4 * self.options.trials + 20
 
     def write_row(self, trial: Any, config: dict[str, Any], outcome: dict[str, Any]) -> None:
         from backends.base import config_json
@@ -343,16 +381,17 @@ class _StudyRunner:
         self.rows_written += 1
 
     def objective(self, trial: Any) -> float:
+        """One trial. What it did is stored as user attributes in one write (each write is a transaction):
+        is_default, status, reason, measured (ran in the worker: what --trials counts), recorded (appended a
+        results row), duplicate_of (a repeated point, answered from that trial), pid."""
         import optuna
         p = self.plan
         config = {name: trial.suggest_categorical(name, list(values)) for name, values in p.space.params.items()}
-        is_default = _same(config, p.default)
-        trial.set_user_attr("is_default", is_default)
-        trial.set_user_attr("pid", os.getpid())
+        info: dict[str, Any] = {"is_default": _same(config, p.default), "pid": os.getpid()}
         for old in self.finished():  # a repeated point: answer from the earlier trial, do not run it again
-            if old.params == config and all(type(old.params[k]) is type(config[k]) for k in config):
-                trial.set_user_attr("duplicate_of", old.number)
-                trial.set_user_attr("status", old.user_attrs.get("status", "ok"))
+            if _same(old.params, config):
+                info.update(duplicate_of=old.number, status=_info(old).get("status", "ok"))
+                trial.set_user_attr("info", info)
                 if old.value is None:
                     raise optuna.TrialPruned(f"same as trial {old.number}")
                 return float(old.value)
@@ -364,14 +403,15 @@ class _StudyRunner:
                        "config": config, "budget_s": self.options.timing_budget_s, "seed": 0}
             outcome = self.worker.run(request, self.options.trial_timeout_s)
             self.progress.trials_run += 1
-            trial.set_user_attr("measured", True)
+            info["measured"] = True
         if outcome.get("status") not in results.STATUSES:
             outcome = {"status": "error", "reason": f"unknown trial status {outcome.get('status')!r}"}
         self.write_row(trial, config, outcome)
-        trial.set_user_attr("status", outcome["status"])
-        trial.set_user_attr("recorded", True)
+        info.update(status=outcome["status"], recorded=True)
         if outcome["status"] != "ok":
-            trial.set_user_attr("reason", str(outcome.get("reason", ""))[:500])
+            info["reason"] = str(outcome.get("reason", ""))[:500]
+        trial.set_user_attr("info", info)
+        if outcome["status"] != "ok":
             # Pruned (not failed) so that TPE learns to avoid it: TPE ignores FAIL trials.
             raise optuna.TrialPruned(f"{outcome['status']}: {outcome.get('reason', '')}")
         return float(outcome["time_s"])
