@@ -42,6 +42,23 @@ class InterpreterBackend(FakeBackend):
     kind = "interpreter"
 
 
+GPU = "gpu-test-fake-1gb"
+
+
+class FakeGpuBackend(NumpyBackend):
+    """Pretends to run on CUDA device 0 (its kernels are numpy's): for the GPU rules without a GPU."""
+
+    def devices(self) -> list[Device]:
+        return [Device(id=GPU, name="fake gpu", kind="gpu", backend="fakegpu", info={"index": 0})]
+
+
+class CudaLike:
+    """Stands in for a CUDA tensor where only the device is looked at."""
+
+    class device:
+        type, index = "cuda", 0
+
+
 @pytest.fixture
 def dirs(tmp_path, monkeypatch):
     """Empty user and shipped results directories; dispatch's caches cleared before and after."""
@@ -58,7 +75,7 @@ def dirs(tmp_path, monkeypatch):
 @pytest.fixture
 def fake(monkeypatch):
     """Register `fake` (a working second backend) and `interp` (an interpreter-kind one) beside the real ones."""
-    instances = {"fake": FakeBackend(), "interp": InterpreterBackend()}
+    instances = {"fake": FakeBackend(), "interp": InterpreterBackend(), "fakegpu": FakeGpuBackend()}
     for name, b in instances.items():
         b.name = name
     real_names, real_get = backends.names, backends.get
@@ -220,6 +237,19 @@ def test_interpreter_devices_are_never_chosen_by_timing(dirs, fake):
     chain = dispatch.choices("forward", P)
     assert all(c.backend.name != "interp" for c in chain)
     assert (chain[0].backend.name, chain[0].reason) == ("numpy", "exact")
+
+
+def test_gpu_inputs_use_the_gpu_device_and_its_default_rule(dirs, fake):
+    assert dispatch.device_of(CudaLike()) == GPU
+    assert dispatch.device_of(np.zeros(1)) == DEV
+    w = autotune.which(P, device=GPU)
+    # on a GPU the first registered backend with a device of that id runs its default config; numpy last
+    assert (w.backend, w.reason, w.device) == ("fakegpu", "default", GPU)
+    assert "[fallback]" in w.chain[-1] and w.chain[-1].startswith("numpy")
+    user, _ = dirs
+    results.append_rows(results.device_file(user, GPU), [row(P, "fakegpu", COL2IM, 1e-5, device=GPU)])
+    dispatch.clear_cache()
+    assert (autotune.which(P, device=GPU).reason, autotune.which(P).reason) == ("exact", "default")
 
 
 def test_forced_backend_and_config(dirs, fake):
