@@ -69,6 +69,8 @@ DEFAULT_SHARED_BYTES = 64 * 1024
 GRID_LIMITS = (2**31 - 1, 65535, 65535)
 # Offsets are int32 while every tensor stays below this many elements (margin for a block's overshoot).
 INT32_LIMIT = 2**31 - 1 - 2**16
+# Interpreted tile steps allowed per launch (about a second each 20-40 steps on a small CPU).
+INTERPRETER_MAX_STEPS = 64
 _ITEMSIZE = {"float32": 4, "float64": 8, "float16": 2, "bfloat16": 2}
 _INTERPRETER_DTYPES = ("float32", "float64", "float16", "bfloat16")
 
@@ -202,11 +204,11 @@ class TritonBackend(Backend):
                 return (_too_big("block_n", c["block_n"], p.C_out, 1)
                         or _too_big("block_k", c["block_k"], p.N * Ho * Wo, min(BIAS_BLOCKS_K)))
 
-            def bias_stages(c: Config) -> str | None:
-                return "num_stages > 1 only pipelines tl.dot operands" if c["num_stages"] != 1 else None
-
+            constraints = [bias_fits, bias_extent]
+            if device.kind == "interpreter":
+                constraints.append(functools.partial(_interpreter_budget, op, p))
             return Space({"algorithm": ("reduce",), "block_n": BIAS_BLOCKS_N, "block_k": BIAS_BLOCKS_K,
-                          "num_warps": NUM_WARPS, "num_stages": (1,)}, [bias_fits, bias_extent, bias_stages])
+                          "num_warps": NUM_WARPS, "num_stages": (1,)}, constraints)
 
         algorithms = ("direct", "phase", "gemm") if op == "forward" else ("direct", "gemm")
 
@@ -237,8 +239,14 @@ class TritonBackend(Backend):
                     return f"grid axis {axis} has {size} programs > {limit}"
             return None
 
+        constraints = [extents, fits, grid_limits]
+        if device.kind == "interpreter":
+            constraints.append(functools.partial(_interpreter_budget, op, p))
+            if p.dtype == "bfloat16":
+                constraints.append(lambda c: "the Triton interpreter's tl.dot reads bfloat16 as raw bits (wrong "
+                                             "sums); bfloat16 takes the FMA path there" if _uses_dot(p, c) else None)
         return Space({"algorithm": algorithms, "block_m": BLOCKS_MN, "block_n": BLOCKS_MN, "block_k": BLOCKS_K,
-                      "num_warps": NUM_WARPS, "num_stages": NUM_STAGES}, [extents, fits, grid_limits])
+                      "num_warps": NUM_WARPS, "num_stages": NUM_STAGES}, constraints)
 
     def default_config(self, op: str, problem: Problem, device: Device) -> Config:
         space = self.space(op, problem, device)
@@ -266,7 +274,7 @@ class TritonBackend(Backend):
         reason = self.supports(problem, device)
         if reason:
             raise ValueError(f"triton backend cannot run {problem.key}: {reason}")
-        key = (op, problem, device.id, config_json(config), interpreting())
+        key = (op, problem, device.id, config_json(config), interpreting(), needs_int64(problem))
         with self._lock:
             kernel = self._kernels.get(key)
             if kernel is None:
@@ -312,6 +320,36 @@ def _too_big(name: str, block: int, extent: int, floor: int) -> str | None:
     return None
 
 
+def interpreter_steps(op: str, p: Problem, c: Config) -> int:
+    """How many tile steps (program starts plus inner-loop iterations, each a few dozen interpreted tensor ops of
+    ~1 ms) a launch takes in Triton's interpreter."""
+    programs = math.prod(_grid(op, p, c))
+    taps = p.kH * p.kW
+    G = p.groups
+    Cig, Cog = p.C_in // G, p.C_out // G
+    bk = c["block_k"]
+    if op == "backward_bias":
+        inner = -(-p.N * p.output_size[0] * p.output_size[1] // bk)
+    elif op == "backward_weight":
+        inner = -(-p.N * p.H * p.W // bk)
+    elif c["algorithm"] == "gemm":
+        inner = -(-(Cig if op == "forward" else Cog) * taps // bk)
+    elif c["algorithm"] == "phase":  # each phase runs its share of the taps
+        inner = max(1, -(-taps // (p.stride[0] * p.stride[1]))) * -(-Cig // bk)
+    else:
+        inner = taps * -(-(Cig if op == "forward" else Cog) // bk)
+    return programs * (1 + inner)
+
+
+def _interpreter_budget(op: str, p: Problem, c: Config) -> str | None:
+    """The interpreter device is for correctness: configs that would interpret for minutes are pruned there (this
+    only narrows the GPU's space, so every config valid here is valid on a GPU)."""
+    steps = interpreter_steps(op, p, c)
+    if steps > INTERPRETER_MAX_STEPS:
+        return f"too slow for the interpreter: {steps} tile steps > {INTERPRETER_MAX_STEPS}"
+    return None
+
+
 def _uses_dot(p: Problem, c: Config) -> bool:
     return min(c["block_m"], c["block_n"], c["block_k"]) >= DOT_MIN and p.dtype != "float64"
 
@@ -340,6 +378,27 @@ def _grid(op: str, p: Problem, c: Config) -> tuple[int, ...]:
     if op == "backward_weight":
         return (G * rows, cols, 1 if c["algorithm"] == "gemm" else p.kH * p.kW)
     return (rows, G * cols, p.stride[0] * p.stride[1] if c["algorithm"] == "phase" else 1)
+
+
+def to_tensor(name: str, a: Any, shape: tuple[int, ...], dtype: str, target: Any) -> Any:
+    """`a` as a contiguous torch tensor of `dtype` and `shape` on `target`: a tensor that already is one is returned
+    as is, a NumPy array is wrapped without a copy where the device is the CPU; anything else is a clear error."""
+    import torch
+    if isinstance(a, np.ndarray):
+        if dtype == "bfloat16" or a.dtype != np.dtype(dtype):  # NumPy has no bfloat16
+            raise TypeError(f"{name} must have dtype {dtype}, got numpy {a.dtype}")
+        t = torch.from_numpy(np.ascontiguousarray(a) if a.flags.writeable else np.array(a))
+    elif _is_tensor(a):
+        if a.device != target:
+            raise ValueError(f"{name} is on {a.device}, but this kernel runs on {target}")
+        t = a
+    else:
+        raise TypeError(f"{name} must be a numpy.ndarray or a torch.Tensor, got {type(a).__name__}")
+    if t.dtype != getattr(torch, dtype):
+        raise TypeError(f"{name} must have dtype {dtype}, got {str(t.dtype).replace('torch.', '')}")
+    if tuple(t.shape) != tuple(shape):
+        raise ValueError(f"{name} must have shape {tuple(shape)}, got {tuple(t.shape)}")
+    return t.to(target).contiguous()
 
 
 def _build(op: str, p: Problem, device: Device, c: Config) -> Kernel:
@@ -386,24 +445,6 @@ def _build(op: str, p: Problem, device: Device, c: Config) -> Kernel:
     out_shape = {"forward": p.output_shape, "backward_input": p.input_shape, "backward_weight": p.weight_shape,
                  "backward_bias": p.bias_shape}[op]
 
-    def stage(name: str, a: Any) -> Any:
-        """A contiguous tensor of the problem's dtype on the target device; no copy when it already is one."""
-        if isinstance(a, np.ndarray):
-            if p.dtype == "bfloat16" or a.dtype != np.dtype(p.dtype):  # NumPy has no bfloat16
-                raise TypeError(f"{name} must have dtype {p.dtype}, got numpy {a.dtype}")
-            t = torch.from_numpy(np.ascontiguousarray(a) if a.flags.writeable else np.array(a))
-        elif _is_tensor(a):
-            if a.device != target:
-                raise ValueError(f"{name} is on {a.device}, but this kernel runs on {target}")
-            t = a
-        else:
-            raise TypeError(f"{name} must be a numpy.ndarray or a torch.Tensor, got {type(a).__name__}")
-        if t.dtype != tdtype:
-            raise TypeError(f"{name} must have dtype {p.dtype}, got {str(t.dtype).replace('torch.', '')}")
-        if tuple(t.shape) != shapes_in[name]:
-            raise ValueError(f"{name} must have shape {shapes_in[name]}, got {tuple(t.shape)}")
-        return t.to(target).contiguous()
-
     def kernel(*args: Any) -> Any:
         if len(args) != len(names) and not (op == "forward" and len(args) == 2):
             raise TypeError(f"{op} kernel takes ({', '.join(names)}), got {len(args)} arguments")
@@ -411,7 +452,7 @@ def _build(op: str, p: Problem, device: Device, c: Config) -> Kernel:
         bias = args[2] if op == "forward" and len(args) == 3 else None
         if op == "forward" and (bias is not None) != p.bias:
             raise ValueError(f"bias must be {'given' if p.bias else 'None'} for problem {p.key}")
-        tensors = [stage(n, a) for n, a in zip(names, args) if a is not None]
+        tensors = [to_tensor(n, a, shapes_in[n], p.dtype, target) for n, a in zip(names, args) if a is not None]
         out = torch.empty(out_shape, dtype=tdtype, device=target)
         if op == "forward":
             x, w = tensors[0], tensors[1]
