@@ -295,6 +295,8 @@ def _load(device_id: str, signature: tuple) -> _Table:
     foreign: dict[str, int] = {}
     unknown: dict[str, int] = {}
     for row in df.itertuples(index=False):
+        if row.status == "baseline":  # a reference timing (e.g. PyTorch's own), never a candidate
+            continue
         if row.device != device_id:
             foreign[row.device] = foreign.get(row.device, 0) + 1
             continue

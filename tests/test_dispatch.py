@@ -90,7 +90,7 @@ def row(p: Problem, backend: str, config: dict, time_s: float, op: str = "forwar
         device: str = DEV, **extra) -> dict:
     q = p.for_op(op)
     return {"device": device, "device_name": "test cpu", "backend": backend, "op": op, **results.problem_columns(q),
-            "config": config_json(config), "status": status, "time_s": time_s if status == "ok" else None,
+            "config": config_json(config), "status": status, "time_s": time_s if status in ("ok", "baseline") else None,
             "gflops": q.flops(op) / time_s / 1e9, "max_abs_err": 0.0, "timestamp": "2026-11-21T00:00:00Z",
             **extra}
 
@@ -333,6 +333,7 @@ def test_foreign_and_stale_rows_are_ignored_with_warnings(dirs):
         row(P, "numpy", {"algorithm": "phase", "batch_block": 0, "x": 1}, 1e-6),  # unknown parameter
         row(P, "numpy", {"algorithm": "phase"}, 1e-6),  # missing parameter
         row(P, "numpy", PHASE, 3e-3),  # the one valid row
+        row(P, "torch", {}, 1e-9, status="baseline"),  # a baseline timing: silently not a candidate
     ])
     with open(results.device_file(user, DEV), "a", encoding="utf-8") as f:
         f.write("garbage,row,with,too,few,fields\n")
@@ -345,6 +346,7 @@ def test_foreign_and_stale_rows_are_ignored_with_warnings(dirs):
         w = autotune.which(P)
     messages = "\n".join(str(r.message) for r in record)
     assert (w.reason, w.config, w.time_s) == ("exact", PHASE, 3e-3)
+    assert "'torch'" not in messages
     for needle in ("another device 'gpu-nvidia-h100-80gb'", "unknown backend 'nosuch'", "winograd",
                    "batch_block='0'", "unknown config parameter", "lacks parameter", "bogus", "not a problem key",
                    "not a JSON object", "config is not JSON", "time_s -1.0", "op 'too'"):
