@@ -285,10 +285,24 @@ def _backend_device(name: str, device_id: str) -> Device | None:
     return None
 
 
+_COLUMNS = ("device", "backend", "op", "problem", "config", "status", "time_s", "timestamp", "study", "trial",
+            "source", "source_order")
+
+
 def _load(device_id: str, signature: tuple) -> _Table:
-    """Read and clean the results of one device (user's directory first, then the shipped one)."""
+    """The results of one device (user's directory first, then the shipped one); anything unreadable is ignored
+    with a warning, never raised: a broken file must not break calls."""
+    try:
+        return _read(device_id, signature)
+    except Exception as exc:  # e.g. a file without read permission
+        _warn(f"results for device {device_id}: not used ({type(exc).__name__}: {exc})")
+        return _Table(signature, time.monotonic(), {op: {} for op in OPS}, {})
+
+
+def _read(device_id: str, signature: tuple) -> _Table:
     errors: list[str] = []
     df = _results().read_dirs(_dirs(), device=device_id, errors=errors)
+    df = df[[c for c in _COLUMNS if c in df.columns]]  # only what is used: extra columns cannot get in the way
     ignored: list[str] = []
     known = set(backends.names())
     latest: dict[tuple, tuple[int, Any, Config]] = {}  # (backend, op, problem, config) -> (order, row, config)
@@ -475,12 +489,33 @@ def _fallback(op: str, problem: Problem) -> Choice:
         if backend.supports(problem, device) is None else (None, "")
     if config is not None:
         return Choice(backend, device, config, "fallback", op, problem, "fallback: numpy, always last")
-    from backends.numpy import reference  # dtypes the numpy backend does not compute: the reference, cast back
+    return Choice(_ReferenceBackend(), device, {}, "fallback", op, problem,
+                  "fallback: the float64 numpy reference, cast back", _kernel=_reference_kernel(op, problem))
 
-    def ref_kernel(*inputs: Any) -> np.ndarray:
-        return reference.run(op, problem, inputs).astype(problem.dtype)
-    return Choice(backend, device, {}, "fallback", op, problem, "fallback: the float64 numpy reference, cast back",
-                  _kernel=ref_kernel)
+
+class _ReferenceBackend(Backend):
+    """The last resort for dtypes the numpy backend does not compute (float16, bfloat16): the reference. Named
+    `numpy`; it takes arrays and tensors as they are, so that bfloat16 tensors never meet NumPy's dtypes."""
+
+    name = FALLBACK
+
+    def accepts(self, array: Any) -> bool:
+        return True
+
+
+def _reference_kernel(op: str, problem: Problem) -> Kernel:
+    from backends.numpy import reference
+
+    def run(*inputs: Any) -> Any:
+        tensor = next((a for a in inputs if a is not None and not isinstance(a, np.ndarray)), None)
+        arrays = tuple(None if a is None else np.asarray(a, np.float64) if isinstance(a, np.ndarray)
+                       else a.detach().cpu().double().numpy() for a in inputs)
+        out = reference.run(op, problem, arrays)
+        if tensor is None:
+            return out.astype(problem.dtype)
+        import torch  # a tensor came in, so torch is installed
+        return torch.from_numpy(out).to(device=tensor.device, dtype=getattr(torch, problem.dtype))
+    return run
 
 
 def _forced(op: str, problem: Problem, name: str, config: Config | None, device_id: str) -> Choice:

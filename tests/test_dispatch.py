@@ -366,6 +366,15 @@ def test_unreadable_file_is_ignored_with_a_warning(dirs, content):
     assert_forward_correct(P)
 
 
+def test_a_results_read_that_raises_is_a_warning_not_a_failed_call(dirs, monkeypatch):
+    def unreadable(*args, **kw):
+        raise PermissionError("[Errno 13] Permission denied: 'cpu.csv'")
+    monkeypatch.setattr(results, "read_dirs", unreadable)
+    with pytest.warns(RuntimeWarning, match="Permission denied"):
+        assert autotune.which(P).reason == "default"
+    assert_forward_correct(P)
+
+
 def test_reload_when_the_file_changes(dirs, monkeypatch):
     user, _ = dirs
     monkeypatch.setattr(dispatch, "RELOAD_CHECK_S", 0.0)

@@ -134,6 +134,25 @@ def test_forced_backend_and_double_backward():
         att.conv_transpose2d(np.zeros((1, 2, 3, 3), np.float32), mod.weight)
 
 
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_half_precision_tensors_fall_back_to_the_reference(dtype):
+    """No CPU backend computes these: the numpy fallback runs the reference and returns the dtype that came in."""
+    dt = getattr(torch, dtype)
+    gen = torch.Generator().manual_seed(2)
+    x = torch.randn(1, 2, 4, 4, generator=gen).to(dt).requires_grad_(True)
+    w = torch.randn(2, 3, 3, 3, generator=gen).to(dt).requires_grad_(True)
+    assert autotune.which(autotune.Problem.make(1, 2, 4, 4, 3, 3, 3, 2, dtype=dtype)).reason == "fallback"
+    y = att.conv_transpose2d(x, w, stride=2)
+    assert y.dtype == dt and y.shape == (1, 3, 9, 9)
+    y_ref = F.conv_transpose2d(x.double(), w.double(), stride=2)
+    torch.testing.assert_close(y.double(), y_ref, rtol=2e-2, atol=5e-2)
+    gx, gw = torch.autograd.grad(y.float().sum(), (x, w))
+    gx_ref, gw_ref = torch.autograd.grad(y_ref.sum(), (x, w))
+    assert gx.dtype == dt and gw.dtype == dt
+    torch.testing.assert_close(gx.double(), gx_ref.double(), rtol=2e-2, atol=5e-2)
+    torch.testing.assert_close(gw.double(), gw_ref.double(), rtol=2e-2, atol=1e-1)
+
+
 def _available_backends() -> list[str]:
     return [n for n in backends.names() if backends.get(n).available()[0]]
 
