@@ -82,6 +82,8 @@ def format_row(row: dict[str, Any]) -> str:
         raise ValueError(f"unknown result column(s) {sorted(unknown)}")
     # `schema` is the last column: a row cut short by a killed writer lacks it, and readers drop such rows.
     row = {**row, "schema": SCHEMA_VERSION}
+    # One line per row, always: line breaks inside values (an error message) become spaces.
+    row = {k: " ".join(v.splitlines()) if isinstance(v, str) else v for k, v in row.items()}
     buf = io.StringIO()
     csv.writer(buf, lineterminator="\n").writerow(["" if row.get(c) is None else row.get(c) for c in COLUMNS])
     return buf.getvalue()

@@ -187,19 +187,25 @@ def make_storage(url: str) -> Any:
     elif url.startswith("postgresql"):
         kwargs = {"pool_pre_ping": True}
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    retry: dict[str, Any] = {}
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # heartbeats are "experimental" in Optuna, and stable since 2.8
-            if hasattr(optuna.storages, "RetryHeartbeatStaleTrialCallback"):
-                retry = {"heartbeat_stale_trial_callback":
-                         optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1)}
-            else:
-                retry = {"failed_trial_callback": optuna.storages.RetryFailedTrialCallback(max_retry=1)}
-            storage = RDBStorage(url, engine_kwargs=kwargs, heartbeat_interval=30, grace_period=120, **retry)
-    except Exception as exc:
-        raise ValueError(f"cannot open the study storage {url!r}: {type(exc).__name__}: "
-                         f"{str(exc).splitlines()[0] if str(exc) else ''}") from None
+    for attempt in range(4):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # heartbeats are "experimental" in Optuna, and stable since 2.8
+                if hasattr(optuna.storages, "RetryHeartbeatStaleTrialCallback"):
+                    retry = {"heartbeat_stale_trial_callback":
+                             optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1)}
+                else:
+                    retry = {"failed_trial_callback": optuna.storages.RetryFailedTrialCallback(max_retry=1)}
+                storage = RDBStorage(url, engine_kwargs=kwargs, heartbeat_interval=30, grace_period=120, **retry)
+            break
+        except Exception as exc:
+            # Several processes creating the tables of a new database at once: all but one lose the race
+            # (IntegrityError); the tables exist a moment later.
+            if attempt < 3 and type(exc).__name__ in ("IntegrityError", "ProgrammingError", "OperationalError"):
+                time.sleep(0.5 + attempt)
+                continue
+            raise ValueError(f"cannot open the study storage {url!r}: {type(exc).__name__}: "
+                             f"{str(exc).splitlines()[0] if str(exc) else ''}") from None
     if url.startswith("sqlite"):
         from sqlalchemy import event
 

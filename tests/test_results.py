@@ -1,0 +1,149 @@
+"""Results files: whole rows under concurrent appends, rows cut short by a killed writer, untrusted contents, and
+unreadable files set aside (never overwritten)."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from autotune import results
+from autotune.problem import Problem
+
+P = Problem.make(2, 3, 5, 5, 4, 3, 3, stride=2, padding=1)
+
+
+def row(i: int = 0, **over: object) -> dict:
+    base = {"device": "cpu-test-1c", "device_name": "Test CPU, 1 core", "backend": "numpy", "op": "forward",
+            **results.problem_columns(P), "config": '{"algorithm":"phase","batch_block":0}', "status": "ok",
+            "time_s": 1e-3 * (i + 1), "gflops": 1.5, "max_abs_err": 1e-7, "timestamp": "2026-11-21T00:00:00Z",
+            "reason": None, "trial": i, "is_default": int(i == 0)}
+    return {**base, **over}
+
+
+def test_roundtrip_and_single_header(tmp_path: Path) -> None:
+    path = results.device_file(tmp_path, "cpu-test-1c")
+    results.append_rows(path, [row(0)])
+    results.append_rows(path, [row(1), row(2, status="wrong_answer", time_s=None, reason='bad, "quoted"\nline')])
+    text = path.read_text()
+    assert text.count("device,device_name") == 1 and text.count("\n") == 4  # header + 3 rows, one line each
+    df = results.read_file(path)
+    assert len(df) == 3 and list(df.columns) == list(results.COLUMNS)
+    assert df["time_s"].tolist()[:2] == [1e-3, 2e-3] and pd.isna(df["time_s"][2])
+    assert (df["schema"] == results.SCHEMA_VERSION).all()
+    assert df["device_name"][0] == "Test CPU, 1 core" and df["problem"][0] == P.key
+
+
+def test_unknown_column_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="unknown result column"):
+        results.append_rows(tmp_path / "x.csv", [row(0, color="red")])
+
+
+def test_device_ids_must_be_slugs(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="slug"):
+        results.device_file(tmp_path, "../../etc/passwd")
+
+
+def test_row_cut_short_by_a_kill_is_dropped_and_the_next_append_is_whole(tmp_path: Path) -> None:
+    path = tmp_path / "cpu-test-1c.csv"
+    results.append_rows(path, [row(0), row(1)])
+    whole = results.format_row(row(2))
+    with open(path, "a") as f:  # a writer killed in the middle of its line, here in the time_s field
+        f.write(whole[:whole.index("0.003") + 4])
+    assert len(pd.read_csv(path)) == 3  # pandas reads it...
+    errors: list[str] = []
+    df = results.read_file(path, errors)  # ...and the reader drops the partial row, saying where
+    assert len(df) == 2 and len(errors) == 1 and "line 4" in errors[0] and "incomplete" in errors[0]
+    results.append_rows(path, [row(3)])
+    df = results.read_file(path)
+    assert df["trial"].tolist() == [0, 1, 3]
+
+
+def test_foreign_header_is_never_appended_to(tmp_path: Path) -> None:
+    path = tmp_path / "cpu-test-1c.csv"
+    path.write_text("a,b,c\n1,2,3\n")
+    with pytest.raises(results.ResultsFileError, match="line 1"):
+        results.append_rows(path, [row(0)])
+    assert path.read_text() == "a,b,c\n1,2,3\n"
+
+
+def test_unparsable_file_names_path_and_line(tmp_path: Path) -> None:
+    path = tmp_path / "cpu-test-1c.csv"
+    results.append_rows(path, [row(0), row(1)])
+    with open(path, "a") as f:
+        f.write("x," * 50 + "\n")
+    with pytest.raises(results.ResultsFileError, match=rf"{path.name}, line 4"):
+        results.read_file(path)
+    errors: list[str] = []
+    assert results.read_dirs([tmp_path], errors=errors).empty and "line 4" in errors[0]
+
+
+@pytest.mark.parametrize("content", ["x," * 50 + "\n", "\x00\xff\xfe binary", None])
+def test_unreadable_file_is_set_aside(tmp_path: Path, content: str | None) -> None:
+    path = tmp_path / "cpu-test-1c.csv"
+    if content is None:  # readable CSV, but not our header: not appendable, so also kept aside
+        path.write_text("device,status\ncpu-x,ok\n")
+    else:
+        results.append_rows(path, [row(0)])
+        with open(path, "ab") as f:
+            f.write(content.encode("latin-1"))
+    before = path.read_bytes()
+    note = results.set_aside_if_unreadable(path)
+    assert note and str(path) in note and "line" in note and "kept aside" in note
+    (aside,) = tmp_path.glob("cpu-test-1c.csv.corrupt-*")
+    assert aside.read_bytes() == before and not path.exists()
+    results.append_rows(path, [row(5)])  # a new file is started
+    assert results.read_file(path)["trial"].tolist() == [5]
+    assert results.read_dirs([tmp_path])["trial"].tolist() == [5]  # the kept-aside file is not read as results
+
+
+def test_readable_file_is_left_alone(tmp_path: Path) -> None:
+    path = tmp_path / "cpu-test-1c.csv"
+    assert results.set_aside_if_unreadable(path) is None  # absent
+    results.append_rows(path, [row(0, op="sideways")])  # an invalid row is dropped on reading, not a corrupt file
+    assert results.set_aside_if_unreadable(path) is None and path.exists()
+    assert list(tmp_path.iterdir()) == [path]
+
+
+def test_untrusted_values_are_dropped_with_reasons(tmp_path: Path) -> None:
+    path = tmp_path / "cpu-test-1c.csv"
+    results.append_rows(path, [row(0), row(1, op="sideways"), row(2, status="great"), row(3, problem="n1_evil"),
+                               row(4, config="{not json"), row(5, time_s=-1.0), row(6, device="Bad Device"),
+                               row(7, N="1.5"), row(8, trial="1e300")])
+    errors: list[str] = []
+    df = results.read_file(path, errors)
+    assert len(df) == 3 and len(errors) == 6
+    # A non-integral or huge integer field becomes NA instead of raising.
+    assert df["N"].isna().sum() == 1 and df["trial"].isna().sum() == 1
+    assert {e.split(": ", 1)[0].rsplit(" ", 1)[-1] for e in errors} == {"3", "4", "5", "6", "7", "8"}
+
+
+def _append_many(path: str, worker: int, n: int) -> None:
+    for i in range(n):
+        results.append_rows(path, [row(worker * 1000 + i)])
+
+
+def test_concurrent_appends_lose_no_row(tmp_path: Path) -> None:
+    path = tmp_path / "cpu-test-1c.csv"
+    ctx = multiprocessing.get_context("fork")
+    procs = [ctx.Process(target=_append_many, args=(str(path), w, 60)) for w in range(4)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+        assert p.exitcode == 0
+    errors: list[str] = []
+    df = results.read_file(path, errors)
+    assert errors == [] and len(df) == 240 and df["trial"].is_unique
+    assert path.read_text().count("device,device_name") == 1
+
+
+def test_results_dir_precedence(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(results.ENV_VAR, str(tmp_path / "env"))
+    assert results.results_dir(tmp_path / "arg") == tmp_path / "arg"
+    assert results.results_dir() == tmp_path / "env"
+    monkeypatch.delenv(results.ENV_VAR)
+    assert results.results_dir().name == "results" and os.fspath(results.results_dir()) != "results"
