@@ -59,8 +59,9 @@ def problem_from_args(args: argparse.Namespace) -> tuple[str, Problem]:
         raise ValueError("--problems FILE needs --problem NAME")
     missing = [f for f in _SHAPE_FLAGS if getattr(args, f) is None]
     if missing:
-        raise ValueError(f"give --problem NAME, or the flags {' '.join('--' + f.replace('_', '-') for f in _SHAPE_FLAGS)}"
-                         f" (missing: {', '.join('--' + f.replace('_', '-') for f in missing)})")
+        def flags(names: list[str] | tuple[str, ...]) -> str:
+            return ", ".join("--" + f.replace("_", "-") for f in names)
+        raise ValueError(f"give --problem NAME, or the flags {flags(_SHAPE_FLAGS)} (missing: {flags(missing)})")
     kernel = args.kernel.split(":")
     if len(kernel) not in (1, 2):
         raise ValueError(f"--kernel: expected K or KH:KW, got {args.kernel!r}")

@@ -73,9 +73,10 @@ class _ConvTranspose2dFunction(torch.autograd.Function):
 def conv_transpose2d(input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, stride: Any = 1,
                      padding: Any = 0, output_padding: Any = 0, groups: int = 1, dilation: Any = 1, *,
                      backend: str | None = None, config: dict | None = None) -> torch.Tensor:
-    """`torch.nn.functional.conv_transpose2d` with autograd, computed by this library (dispatched, or forced with
-    `backend=` / `config=`; `config` is one config for every op or a mapping op -> config); also takes asymmetric padding `((top, bottom), (left, right))`. A 3-D (unbatched)
-    input is treated as a batch of one, as torch does."""
+    """`torch.nn.functional.conv_transpose2d` with autograd, computed by this library: dispatched, or forced with
+    `backend=` / `config=` (`config` is one config for every op, or a mapping op -> config). Also takes asymmetric
+    padding `((top, bottom), (left, right))`. A 3-D (unbatched) input is treated as a batch of one, as torch
+    does."""
     for name, t in (("input", input), ("weight", weight), ("bias", bias)):
         if t is not None and not isinstance(t, torch.Tensor):
             raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
