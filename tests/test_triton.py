@@ -1,0 +1,311 @@
+"""Triton backend specifics: every algorithm and both reduction paths against the reference, constraints and config
+validation, devices (the interpreter where there is no GPU), NumPy/torch in and out, int64 offsets, laziness.
+
+Kernels run in Triton's CPU interpreter here (TRITON_INTERPRET=1, as scripts/test.sh sets): shapes are tiny and the
+configs few. The GPU space is checked through a stand-in GPU `Device` (space and constraints need no GPU)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import backends
+from autotune.devices import cpu_device_id
+from autotune.problem import OPS, Problem
+from backends.base import ConfigError, Device
+from backends.numpy import reference
+from conftest import assert_close, inputs_for, require
+
+triton_backend = pytest.importorskip("backends.triton")  # the package itself imports neither triton nor torch
+
+# groups, dilation, output_padding, asymmetric padding and a bias at once; tiny for the interpreter.
+PROBLEM = Problem.make(N=2, C_in=4, H=3, W=4, C_out=6, kH=3, kW=2, stride=(2, 3), padding=((2, 0), (1, 2)),
+                       output_padding=(1, 2), dilation=(1, 2), groups=2, bias=True)
+FAKE_GPU = Device(id="gpu-nvidia-test-80gb", name="test GPU", kind="gpu", backend="triton",
+                  info={"warp_size": 32, "shared_memory_bytes": 227 * 1024})
+
+
+@pytest.fixture(scope="module")
+def tb():
+    b = backends.get("triton")
+    ok, why = b.available()
+    require(ok, f"triton backend ({why}); tests run it with TRITON_INTERPRET=1")
+    return b
+
+
+@pytest.fixture(scope="module")
+def dev(tb):
+    return tb.devices()[0]
+
+
+def run(tb, dev, op, p, config, inputs=None):
+    inputs = inputs_for(op, p, seed=3) if inputs is None else inputs
+    config = tb.space(op, p, dev).validate(config)
+    return tb.prepare(op, p, dev, config)(*inputs), inputs
+
+
+# ---- the tunable space: each algorithm, dot and FMA reductions, against the reference -------------------------------
+
+def cheapest(tb, dev, op, p, algorithm, dot):
+    """The valid config of `algorithm` that interprets fastest, reducing with tl.dot or with FMAs."""
+    space = tb.space(op, p, dev)
+    valid = [c for c in space.grid() if c["algorithm"] == algorithm and space.violation(c) is None
+             and triton_backend._uses_dot(p, c) == dot]
+    assert valid, f"{op}: no valid {algorithm} config with dot={dot}"
+    return min(valid, key=lambda c: (triton_backend.interpreter_steps(op, p, c), -c["block_k"], c["num_warps"]))
+
+
+@pytest.mark.parametrize("op", ["forward", "backward_input", "backward_weight"])
+def test_every_algorithm_and_reduction_path(tb, dev, op):
+    """Each algorithm, with its tile reduced by tl.dot (blocks >= 16) and by FMAs, matches the reference."""
+    p = PROBLEM.for_op(op)
+    algorithms = tb.space(op, p, dev).params["algorithm"]
+    assert algorithms == (("direct", "phase", "gemm") if op == "forward" else ("direct", "gemm"))
+    inputs = inputs_for(op, p, seed=5)
+    ref = reference.run(op, p, inputs)
+    for algorithm in algorithms:
+        for dot in (True, False):
+            config = cheapest(tb, dev, op, p, algorithm, dot)
+            out, _ = run(tb, dev, op, p, config, inputs)
+            assert_close(out, ref, op, p, f"{op} {config}")
+
+
+def test_backward_bias_blocks(tb, dev):
+    p = PROBLEM.for_op("backward_bias")
+    inputs = inputs_for("backward_bias", p, seed=5)
+    ref = reference.run("backward_bias", p, inputs)
+    for bn, bk in ((1, 16), (4, 64), (8, 256)):
+        config = {"algorithm": "reduce", "block_n": bn, "block_k": bk, "num_warps": 1, "num_stages": 1}
+        assert_close(run(tb, dev, "backward_bias", p, config, inputs)[0], ref, "backward_bias", p, str(config))
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float16", "bfloat16"])
+def test_other_dtypes(tb, dev, dtype):
+    """float64 accumulates in float64, the 16-bit types in float32 (checked to their tolerance); bfloat16 comes in
+    as torch tensors (NumPy has none)."""
+    torch = pytest.importorskip("torch")
+    p = Problem.make(N=1, C_in=4, H=3, W=3, C_out=4, kH=3, kW=3, stride=2, padding=1, groups=2, bias=True,
+                     dtype=dtype)
+    for op in OPS:
+        q = p.for_op(op)
+        inputs32 = inputs_for(op, q.with_dtype("float32"), seed=2)
+        tensors = tuple(None if a is None else torch.from_numpy(a).to(getattr(torch, dtype)) for a in inputs32)
+        exact = tuple(None if t is None else t.double().numpy() for t in tensors)  # the rounded inputs
+        out = tb.prepare(op, q, dev, tb.default_config(op, q, dev))(*tensors)
+        assert isinstance(out, torch.Tensor) and out.dtype == getattr(torch, dtype)
+        assert_close(out.double().numpy(), reference.run(op, q, exact), op, q, f"{dtype} {op}")
+
+
+# ---- constraints and config validation --------------------------------------------------------------------------
+
+
+def test_defaults_are_valid_everywhere(tb, dev):
+    for p in (PROBLEM, PROBLEM.with_dtype("float64"), Problem.make(1, 64, 8, 8, 32, 4, 4, stride=2, padding=1),
+              Problem.make(1, 3, 1, 1, 1, 1, 1)):
+        for op in OPS:
+            q = p.for_op(op)
+            for device in (dev, FAKE_GPU):
+                space = tb.space(op, q, device)
+                assert space.violation(tb.default_config(op, q, device)) is None, (op, q.key, device.kind)
+
+
+def test_constraints_reject_before_launch(tb):
+    p = Problem.make(4, 256, 16, 16, 256, 3, 3, stride=2, padding=1)
+    space = tb.space("forward", p, FAKE_GPU)
+    base = {"algorithm": "gemm", "block_m": 64, "block_n": 64, "block_k": 32, "num_warps": 4, "num_stages": 2}
+    assert space.violation(base) is None
+    cases = {
+        "shared memory": {"block_m": 128, "block_n": 128, "block_k": 128, "num_stages": 4, "num_warps": 8},
+        "register pressure: FMA": {"block_m": 128, "block_n": 8, "block_k": 8, "num_stages": 1, "num_warps": 1},
+        "register pressure: accumulator": {"block_m": 128, "block_n": 128, "block_k": 16, "num_warps": 1},
+        "num_stages > 1 only": {"block_n": 8, "block_k": 8},
+        "exceeds its extent": {"block_n": 128, "algorithm": "direct",
+                               "problem": Problem.make(4, 256, 16, 16, 64, 3, 3, stride=2, padding=1)},
+    }
+    for reason, change in cases.items():
+        change = dict(change)
+        space = tb.space("forward", change.pop("problem", p), FAKE_GPU)
+        config = {**base, **change}
+        assert reason in (space.violation(config) or ""), (change, space.violation(config))
+        with pytest.raises(ConfigError, match="breaks a constraint"):
+            space.validate(config)
+
+
+def test_grid_limits_and_too_large_problems(tb):
+    wide = Problem.make(1, 1, 1, 2**20, 1, 1, 1)  # 2**20 output pixels in one row
+    space = tb.space("forward", wide, FAKE_GPU)
+    ok = {"algorithm": "direct", "block_m": 128, "block_n": 1, "block_k": 1, "num_warps": 1, "num_stages": 1}
+    assert space.violation(ok) is None
+    many_groups = Problem.make(1, 2**17, 1, 1, 2**17, 1, 1, groups=2**17)  # 131072 groups > 65535 grid rows
+    assert "too large for one launch" in tb.supports(many_groups, FAKE_GPU)
+    huge = Problem.make(2**20, 2**20, 2**12, 2**12, 1, 1, 1)
+    assert "64-bit" in tb.supports(huge, FAKE_GPU)
+    with pytest.raises(ValueError, match="cannot run"):
+        tb.prepare("forward", huge, FAKE_GPU, ok)
+
+
+def test_config_validation(tb, dev):
+    p = PROBLEM.for_op("backward_input")
+    space = tb.space("backward_input", p, dev)
+    good = tb.default_config("backward_input", p, dev)
+    bad = {
+        "unknown": {**good, "tile": 4},
+        "lacks": {k: v for k, v in good.items() if k != "num_warps"},
+        "not one of": {**good, "algorithm": "phase"},  # phase decomposition is a forward algorithm
+    }
+    for message, config in bad.items():
+        with pytest.raises(ConfigError, match=message):
+            space.validate(config)
+    for value in ("16", 16.0, 3, True):  # text or floats from a file, and values outside the grid
+        with pytest.raises(ConfigError, match="block_m"):
+            space.validate({**good, "block_m": value})
+    assert space.complete({"num_warps": 1}, good)["num_warps"] == 1
+
+
+def test_interpreter_space_is_inside_the_gpu_space(tb, dev):
+    """The interpreter only adds its time budget (and no bfloat16 dot): what runs there also compiles for a GPU."""
+    for op in OPS:
+        q = PROBLEM.for_op(op)
+        gpu, interp = tb.space(op, q, FAKE_GPU), tb.space(op, q, dev)
+        assert gpu.params == interp.params
+        configs = list(interp.grid())
+        valid = [c for c in configs if interp.violation(c) is None]
+        assert valid and all(gpu.violation(c) is None for c in valid)
+        slow = [c for c in configs if gpu.violation(c) is None and interp.violation(c) is not None]
+        assert all("too slow for the interpreter" in interp.violation(c) for c in slow)
+
+
+# ---- devices, availability, laziness ----------------------------------------------------------------------------
+
+
+def test_interpreter_device(tb, dev, monkeypatch):
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    devices = tb.devices()
+    assert [d.kind for d in devices] == ["interpreter"]
+    assert devices[0].id == f"interpreter-{cpu_device_id()}" and devices[0].info["timing"] == "not-speed"
+    assert "triton" in tb.version() and "interpreter" in tb.version()
+
+
+def test_without_interpreter_or_gpu_unavailable(tb, monkeypatch):
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    if triton_backend._gpu_devices():
+        assert tb.available() == (True, "") and all(d.kind == "gpu" for d in tb.devices())
+        return
+    ok, why = tb.available()
+    assert not ok and "TRITON_INTERPRET=1" in why and "no GPU" in why
+    assert tb.devices() == []
+
+
+def test_imports_stay_lazy():
+    code = ("import sys, autotune, backends, backends.triton; b = backends.get('triton'); b.space; "
+            "bad = [m for m in ('triton', 'torch') if m in sys.modules]; assert not bad, bad")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert result.returncode == 0, result.stderr
+
+
+# ---- arrays in and out --------------------------------------------------------------------------------------------
+
+
+def test_numpy_in_numpy_out_torch_in_torch_out(tb, dev):
+    torch = pytest.importorskip("torch")
+    p = PROBLEM
+    kernel = tb.prepare("forward", p, dev, tb.default_config("forward", p, dev))
+    x, w, b = inputs_for("forward", p, seed=1)
+    y = kernel(x, w, b)
+    assert isinstance(y, np.ndarray) and y.dtype == np.float32 and y.shape == p.output_shape
+    yt = kernel(torch.from_numpy(x), torch.from_numpy(w), torch.from_numpy(b))
+    assert isinstance(yt, torch.Tensor) and yt.device.type == "cpu"
+    np.testing.assert_array_equal(yt.numpy(), y)
+    # A non-contiguous tensor is made contiguous (one copy), with the same answer.
+    xt = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 1, 3, 2))).transpose(2, 3)
+    assert not xt.is_contiguous()
+    np.testing.assert_array_equal(kernel(xt, torch.from_numpy(w), torch.from_numpy(b)).numpy(), y)
+
+
+def test_no_copy_for_tensors_on_the_device(dev):
+    torch = pytest.importorskip("torch")
+    t = torch.zeros(2, 3)
+    assert triton_backend.to_tensor("x", t, (2, 3), "float32", dev.handle) is t
+    a = np.zeros((2, 3), np.float32)
+    assert np.shares_memory(triton_backend.to_tensor("x", a, (2, 3), "float32", dev.handle).numpy(), a)
+
+
+def test_bad_arguments_are_clear_errors(tb, dev):
+    torch = pytest.importorskip("torch")
+    p = PROBLEM.for_op("backward_input")
+    kernel = tb.prepare("backward_input", p, dev, tb.default_config("backward_input", p, dev))
+    gy, w = inputs_for("backward_input", p)
+    with pytest.raises(TypeError, match="grad_output must have dtype float32"):
+        kernel(gy.astype(np.float64), w)
+    with pytest.raises(ValueError, match="weight must have shape"):
+        kernel(gy, w[:1])
+    with pytest.raises(TypeError, match="numpy.ndarray or a torch.Tensor"):
+        kernel(gy.tolist(), w)
+    with pytest.raises(ValueError, match="is on meta"):
+        kernel(torch.from_numpy(gy).to("meta"), w)
+    with pytest.raises(TypeError, match="takes"):
+        kernel(gy)
+    fwd = tb.prepare("forward", PROBLEM, dev, tb.default_config("forward", PROBLEM, dev))
+    x, w, _ = inputs_for("forward", PROBLEM)
+    with pytest.raises(ValueError, match="bias must be given"):
+        fwd(x, w, None)
+
+
+def test_accepts(tb):
+    torch = pytest.importorskip("torch")
+    assert tb.accepts(np.zeros(2, np.float32)) and tb.accepts(torch.zeros(2))
+    assert not tb.accepts([1.0]) and not tb.accepts(torch.zeros(2, device="meta"))
+
+
+def test_public_api_keeps_the_array_type(tb):
+    torch = pytest.importorskip("torch")
+    import autotune
+    x, w, b = inputs_for("forward", PROBLEM, seed=4)
+    args = dict(stride=PROBLEM.stride, padding=PROBLEM.padding, output_padding=PROBLEM.output_padding,
+                groups=PROBLEM.groups, dilation=PROBLEM.dilation)
+    y = autotune.conv_transpose2d(torch.from_numpy(x), torch.from_numpy(w), torch.from_numpy(b), **args,
+                                  backend="triton")
+    assert isinstance(y, torch.Tensor)
+    assert_close(y.numpy(), reference.forward(PROBLEM, x, w, b), "forward", PROBLEM, "api")
+    gy = np.random.default_rng(0).standard_normal(PROBLEM.output_shape).astype(np.float32)
+    gx, gw, gb = autotune.conv_transpose2d_backward(gy, x, w, **args, backend="triton")
+    assert all(isinstance(g, np.ndarray) for g in (gx, gw, gb))
+    q = PROBLEM.for_op("backward_input")
+    assert_close(gx, reference.backward_input(q, gy, w), "backward_input", q, "api gx")
+    assert_close(gw, reference.backward_weight(q, gy, x), "backward_weight", q, "api gw")
+    assert_close(gb, reference.backward_bias(q, gy), "backward_bias", q, "api gb")
+
+
+def test_runner_in_the_interpreter_is_wall_clock(tb, dev):
+    from autotune.timing import measure
+    p = PROBLEM.for_op("backward_bias")
+    kernel = tb.prepare("backward_bias", p, dev, tb.default_config("backward_bias", p, dev))
+    run_once = tb.runner(kernel, inputs_for("backward_bias", p), dev)
+    assert run_once() is None  # no device timer: the caller's wall clock, and the device says "not-speed"
+    assert measure(run_once, budget_s=0.0, min_reps=2, max_reps=2).reps == 2
+
+
+# ---- int64 offsets ------------------------------------------------------------------------------------------------
+
+
+def test_int64_offsets(tb, dev, monkeypatch):
+    assert not triton_backend.needs_int64(PROBLEM)
+    assert triton_backend.needs_int64(Problem.make(1, 1024, 1500, 1500, 1, 1, 1))  # 2.3e9-element input
+    assert triton_backend.needs_int64(Problem.make(1, 1, 1, 1, 1, 2**16, 2**15))  # 2**31-element weight
+    # Force the int64 path on a small problem: same answers as the int32 path.
+    monkeypatch.setattr(triton_backend, "INT32_LIMIT", 16)
+    assert triton_backend.needs_int64(PROBLEM)
+    for op, config in (("forward", {"algorithm": "phase", "block_m": 32, "block_n": 4, "block_k": 4}),
+                       ("forward", {"algorithm": "gemm", "block_m": 64, "block_n": 16, "block_k": 16}),
+                       ("backward_input", {"algorithm": "direct", "block_m": 32, "block_n": 2, "block_k": 4}),
+                       ("backward_weight", {"algorithm": "gemm", "block_m": 2, "block_n": 8, "block_k": 32}),
+                       ("backward_bias", {"algorithm": "reduce", "block_n": 4, "block_k": 64})):
+        q = PROBLEM.for_op(op)
+        config = {**config, "num_warps": 1, "num_stages": 1}
+        out, inputs = run(tb, dev, op, q, config)
+        assert_close(out, reference.run(op, q, inputs), op, q, f"int64 {op} {config}")
