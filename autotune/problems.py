@@ -56,9 +56,9 @@ def parse_row(row: dict[str, str], where: str) -> NamedProblem:
     if bias_text not in ("0", "1", "true", "false"):
         raise ValueError(f"{where}, column 'bias': expected 0 or 1, got {row['bias']!r}")
     dtype = (row.get("dtype") or "float32").strip()
+    pairs = {k: pair(k) for k in ("stride", "output_padding", "dilation")}
     try:
-        problem = Problem.make(**f, stride=pair("stride"), padding=padding, output_padding=pair("output_padding"),
-                               dilation=pair("dilation"), bias=bias_text in ("1", "true"), dtype=dtype)
+        problem = Problem.make(**f, **pairs, padding=padding, bias=bias_text in ("1", "true"), dtype=dtype)
     except (ValueError, TypeError) as exc:
         raise ValueError(f"{where} ({name}): {exc}") from None
     return NamedProblem(name, problem)
