@@ -138,10 +138,12 @@ def _distinct(values: Iterable[Any]) -> list[str]:
     return out
 
 
-def _png(fig: Any) -> bytes:
+def _png(fig: Any, tight: bool = True) -> bytes:
+    """PNG bytes of `fig` (closed afterwards). `tight` trims to the drawn area (costs a second draw: used where
+    labels are long and the layout is not known in advance)."""
     import matplotlib.pyplot as plt
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=80, bbox_inches="tight")
+    fig.savefig(buf, format="png", dpi=80, bbox_inches="tight" if tight else None)
     plt.close(fig)
     return buf.getvalue()
 
@@ -193,6 +195,12 @@ def load(directories: Sequence[str | Path], devices: Sequence[str] | None = None
         df = df[df["device"].isin(list(devices))].reset_index(drop=True)
     if len(df):
         df = df.copy()
+        # A writer that left gflops out: recompute it from the problem's FLOP count and the median time.
+        missing = df["gflops"].isna() & df["time_s"].notna() & (df["time_s"] > 0)
+        if missing.any():
+            df.loc[missing, "gflops"] = [Problem.from_key(k).flops(op) / t / 1e9 for k, op, t in
+                                         zip(df.loc[missing, "problem"], df.loc[missing, "op"],
+                                             df.loc[missing, "time_s"])]
         df["study_key"] = _study_key(df)
         df["is_default_row"] = _is_default(df)
         versions = _distinct(df.get("autotune_version", pd.Series(dtype=str)))
@@ -263,8 +271,12 @@ def best_table(df: pd.DataFrame, names: dict[str, str]) -> tuple[Table, pd.DataF
         if best_b and base_vals and pd.notna(base_vals[0]) and base_vals[0] > 0:
             ratio = f"{best_v / float(base_vals[0]):.2f}"
         rows.append([_label(prob, names), op, *cells, best_b, ratio])
-    ratio_col = f"best / {base_cols[0]}" if base_cols else "best / baseline"
-    return Table(["problem", "op", *tuned_backends, *base_cols, "fastest", ratio_col], rows,
+    if base_cols:
+        columns = ["problem", "op", *tuned_backends, *base_cols, "fastest", f"best / {base_cols[0]}"]
+    else:
+        columns = ["problem", "op", *tuned_backends, "fastest"]
+        rows = [r[:-1] for r in rows]
+    return Table(columns, rows,
                  "Best GFLOP/s of the ok trials (higher is better); 'failed (n)': every trial failed; "
                  "empty: not measured"), wide
 
@@ -503,7 +515,10 @@ def failures(df: pd.DataFrame) -> tuple[Section, int]:
         rows.append([str(backend), str(op), str(status), str(len(part)),
                      _short(reasons[0], 160) if reasons else "(no reason recorded)"])
     totals = bad["status"].value_counts()
-    sec.blocks.append("Failed trials: " + ", ".join(f"{s} {n}" for s, n in sorted(totals.items())) + ".")
+    failed = {k: v for k, v in totals.items() if k != "pruned"}
+    sec.blocks.append("Failed trials: " + (", ".join(f"{s} {n}" for s, n in sorted(failed.items())) or "none")
+                      + (f". Pruned before running (a constraint of the space, or a repeat): {totals['pruned']}"
+                         if "pruned" in totals else "") + ".")
     sec.blocks.append(Table(["backend", "op", "status", "count", "example reason"], rows))
     return sec, len(bad)
 
@@ -583,34 +598,46 @@ def explain_section(df: pd.DataFrame, layer: str | None, names: dict[str, str]) 
     if plt is not None:
         overlap = dec.overlap_count(H, W)
         taps = dec.tap_phase_map()
-        fig, axes = plt.subplots(1, 2, figsize=(9, 4))
+        fig, axes = plt.subplots(1, 2, figsize=(10, 4.2), layout="constrained")
         im = axes[0].imshow(overlap, cmap="viridis", interpolation="nearest")
-        fig.colorbar(im, ax=axes[0], fraction=0.046)
+        fig.colorbar(im, ax=axes[0], fraction=0.046, label="writes per output pixel")
         axes[0].set_title(f"overlap count per output pixel ({H}x{W} input)", fontsize=9)
-        if overlap.size <= 400:
+        axes[0].set_xlabel("ow")
+        axes[0].set_ylabel("oh")
+        if overlap.size <= 256:
+            mid = (overlap.min() + overlap.max()) / 2
             for (i, j), v in np.ndenumerate(overlap):
-                axes[0].text(j, i, str(v), ha="center", va="center", fontsize=6, color="white")
+                axes[0].text(j, i, str(v), ha="center", va="center", fontsize=6,
+                             color="black" if v > mid else "white")
         axes[1].imshow(taps, cmap="tab20", interpolation="nearest", vmin=0, vmax=19)
-        for (i, j), v in np.ndenumerate(taps):
-            ph = dec.phases[v]
-            axes[1].text(j, i, f"{ph.rows.phase},{ph.cols.phase}", ha="center", va="center", fontsize=7)
-        axes[1].set_title("kernel taps (kh, kw) labelled with the phase they feed", fontsize=9)
+        if taps.size <= 256:
+            for (i, j), v in np.ndenumerate(taps):
+                ph = dec.phases[v]
+                axes[1].text(j, i, f"{ph.rows.phase},{ph.cols.phase}", ha="center", va="center", fontsize=7)
+        axes[1].set_title("kernel taps, labelled with the output phase (r_h, r_w) they feed", fontsize=9)
         axes[1].set_xlabel("kw")
         axes[1].set_ylabel("kh")
+        for ax in axes:
+            ax.xaxis.get_major_locator().set_params(integer=True)
+            ax.yaxis.get_major_locator().set_params(integer=True)
         sec.blocks.append(Image(_png(fig), f"overlap count and tap phases of {name}"))
         if len(dec.phases) <= 64:
             cols = min(len(dec.phases), 8)
             nrows = math.ceil(len(dec.phases) / cols)
-            fig, axes = plt.subplots(nrows, cols, figsize=(1.3 * cols, 1.4 * nrows), squeeze=False)
+            fig, axes = plt.subplots(nrows, cols, figsize=(1.4 * cols, 1.6 * nrows + 0.4), squeeze=False,
+                                     layout="constrained")
             for ax in axes.flat:
                 ax.axis("off")
             for ax, ph in zip(axes.flat, dec.phases):
                 grid = np.zeros((p.kH, p.kW))
                 for kh, kw in ph.taps:
                     grid[kh, kw] = 1
-                ax.imshow(grid, cmap="Greys", vmin=0, vmax=1.5, interpolation="nearest")
-                ax.set_title(f"({ph.rows.phase},{ph.cols.phase}): {ph.n_taps}", fontsize=7)
-            fig.suptitle("taps used by each phase (phase: tap count)", fontsize=9)
+                ax.axis("on")
+                ax.imshow(grid, cmap="Greys", vmin=0, vmax=1.4, interpolation="nearest")
+                ax.set_xticks([])
+                ax.set_yticks([])
+                ax.set_title(f"({ph.rows.phase},{ph.cols.phase}): {ph.n_taps} taps", fontsize=7)
+            fig.suptitle("kernel taps (grey) used by each output phase", fontsize=9)
             sec.blocks.append(Image(_png(fig), f"per-phase tap grids of {name}"))
     sec.blocks.append(Pre(explain.format_text(dec, ones, H, W)))
     return sec
@@ -638,7 +665,8 @@ def build(directories: Sequence[str | Path], devices: Sequence[str] | None = Non
         if not (part["status"] == "ok").any():
             best.blocks.insert(0, f"No ok trial on device {dev}: every measurement failed or is a baseline.")
         if not (part["status"] == "baseline").any():
-            best.blocks.append(f"No PyTorch baseline measured on device {dev} (run `autotune bench --results`).")
+            best.blocks.append(f"No PyTorch baseline rows (status 'baseline') for device {dev}: the comparison with "
+                               "torch is missing (`autotune bench` times it side by side).")
         img = best_plot(wide, names, f"{dev}: best GFLOP/s")
         if img:
             best.blocks.append(img)

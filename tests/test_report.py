@@ -276,7 +276,8 @@ def test_empty_and_missing_results(tmp_path, capsys) -> None:
 
 
 def test_partial_results(tmp_path, capsys) -> None:
-    """Only failures, only a baseline, a truncated last line and a file that is not a results file."""
+    """Only failures and a baseline on one device; one ok row without gflops on another; a truncated last line
+    and a file that is not a results file."""
     _need_matplotlib()
     rows = [_row(DEV_A, "opencl", "forward", P1, 0, "build_error", None, {"WG": 8}, reason="no compiler"),
             _row(DEV_A, "torch", "forward", P1, None, "baseline", 1e-3)]
@@ -284,15 +285,23 @@ def test_partial_results(tmp_path, capsys) -> None:
     results.append_rows(f, rows)
     with open(f, "a") as fh:
         fh.write(f"{DEV_A},Test,numpy,forward")   # a writer killed mid-line
+    results.append_rows(results.device_file(tmp_path, DEV_B),
+                        [{**_row(DEV_B, "numpy", "forward", P1, 0, "ok", 2e-3, {"ALG": "gemm"}), "gflops": None}])
     (tmp_path / "junk.csv").write_text("a,b\n1,2\n")
     assert _cli("--results", str(tmp_path), "-o", str(tmp_path / "p.html")) == 0
     md = capsys.readouterr().out
     assert f"No ok trial on device {DEV_A}" in md
-    assert "could not be used" in md and "missing column" in md
+    assert "could not be used" in md and "missing column" in md and f"{DEV_A}.csv, line 4" in md
     parsed = _parse((tmp_path / "p.html").read_text())
     text = " ".join(parsed.texts)
     assert "No study has two or more ok trials" in text
-    assert "Only one device has results" in text
+    assert f"no default-config trial for study {DEV_B}/numpy/forward/{P1.key}, speed-up unknown" in text
+    best_a = _table_with(parsed, ["problem", "op", "opencl", "torch (baseline)"])
+    assert best_a[1][2:4] == ["failed (1)", report.fmt_gflops(P1.flops("forward") / 1e-3 / 1e9)]
+    best_b = _table_with(parsed, ["problem", "op", "numpy", "fastest"])
+    assert best_b[1][2] == report.fmt_gflops(P1.flops("forward") / 2e-3 / 1e9)   # recomputed from time_s
+    comp = _table_with(parsed, ["problem", "op", DEV_A, DEV_B])
+    assert comp[1][2:] == ["", f"{report.fmt_gflops(P1.flops('forward') / 2e-3 / 1e9)} (numpy)"]
 
 
 def test_variance_importance() -> None:
