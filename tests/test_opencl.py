@@ -1,0 +1,271 @@
+"""Tests specific to the `opencl` backend: its space and device-derived constraints, config validation before any
+build, the build cache, broken or missing platforms, refusal of problems too large for the device, and several
+configs of each op against the reference (the shared suite in test_backends.py checks the defaults)."""
+
+from __future__ import annotations
+
+import dataclasses
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import backends
+from autotune.devices import cpu_device_id
+from autotune.problem import OPS, Problem
+from autotune.problems import load_problems
+from autotune.timing import measure
+from backends.base import ConfigError, Space
+from backends.numpy import reference
+from backends.opencl import INSTALL_HINT, OpenCLBackend
+from conftest import assert_close, inputs_for, require, sample_configs
+
+SMALL = {
+    "phase_groups_asym": Problem.make(2, 4, 5, 6, 6, 3, 3, stride=2, padding=((1, 0), (2, 1)), output_padding=1,
+                                      groups=2, bias=True),
+    "dilated_odd_stride": Problem.make(1, 3, 7, 5, 5, 4, 3, stride=(3, 2), padding=1, output_padding=(2, 1),
+                                       dilation=(2, 1), bias=True),
+    "dcgan_like": Problem.make(2, 8, 4, 4, 20, 4, 4, stride=2, padding=1),
+    "stride_gt_kernel": Problem.make(1, 2, 4, 3, 3, 2, 2, stride=(3, 4), output_padding=(2, 1), bias=True),
+}
+
+
+@pytest.fixture(scope="module")
+def ocl() -> OpenCLBackend:
+    backend = backends.get("opencl")
+    ok, why = backend.available()
+    require(ok, f"the opencl backend ({why})")
+    return backend  # type: ignore[return-value]
+
+
+@pytest.fixture(scope="module")
+def device(ocl: OpenCLBackend) -> backends.Device:
+    return ocl.devices()[0]
+
+
+def test_import_is_lazy() -> None:
+    code = ("import sys, autotune, backends, backends.opencl; "
+            "b = backends.get('opencl'); "
+            "assert 'pyopencl' not in sys.modules, 'pyopencl imported too early'")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_missing_pyopencl_is_unavailable_with_hint(monkeypatch: pytest.MonkeyPatch) -> None:
+    backend = OpenCLBackend()
+
+    def no_pyopencl():
+        raise ImportError("No module named 'pyopencl'")
+    monkeypatch.setattr(backend, "_import", no_pyopencl)
+    ok, why = backend.available()
+    assert not ok
+    assert "pyopencl" in why and "convt-autotune[opencl]" in why and "pocl-opencl-icd" in why
+    assert backend.devices() == []
+
+
+class _FakePlatform:
+    def __init__(self, name: str, devices: list | None = None, error: Exception | None = None) -> None:
+        self.name, self._devices, self._error = name, devices or [], error
+
+    def get_devices(self) -> list:
+        if self._error:
+            raise self._error
+        return self._devices
+
+
+class _FakeHandle:
+    name = "generic-cpu"
+
+
+def _with_broken_platforms(monkeypatch: pytest.MonkeyPatch, keep_real: bool) -> OpenCLBackend:
+    """A fresh backend whose platform list has a broken driver (its trivial build fails, as PyPI's PoCL wheel does
+    on these CPUs) and a platform that cannot even list devices, plus the real platforms when `keep_real`."""
+    backend = OpenCLBackend()
+    real_make = backend._make_device
+    real_platforms = backend._platforms
+
+    def platforms(cl):
+        fake = [_FakePlatform("Broken PoCL wheel", [_FakeHandle()]),
+                _FakePlatform("Dead ICD", error=RuntimeError("clGetDeviceIDs failed: DEVICE_NOT_FOUND"))]
+        return (list(real_platforms(cl)) if keep_real else []) + fake
+
+    def make_device(cl, plat, handle):
+        if isinstance(handle, _FakeHandle):
+            raise RuntimeError("clBuildProgram failed: BUILD_PROGRAM_FAILURE - error: unknown target CPU 'generic'")
+        return real_make(cl, plat, handle)
+    monkeypatch.setattr(backend, "_platforms", platforms)
+    monkeypatch.setattr(backend, "_make_device", make_device)
+    return backend
+
+
+def test_broken_platform_reported_and_others_used(monkeypatch: pytest.MonkeyPatch, ocl: OpenCLBackend) -> None:
+    backend = _with_broken_platforms(monkeypatch, keep_real=True)
+    ok, why = backend.available()
+    assert ok, why
+    assert [d.id for d in backend.devices()] == [d.id for d in ocl.devices()]
+    broken = dict(backend.broken())
+    assert "unknown target CPU 'generic'" in broken["Broken PoCL wheel / generic-cpu"]
+    assert "DEVICE_NOT_FOUND" in broken["Dead ICD"]
+    # The working device still computes.
+    p = SMALL["dcgan_like"]
+    dev = backend.devices()[0]
+    x, w, b = inputs_for("forward", p)
+    out = backend.prepare("forward", p, dev, backend.default_config("forward", p, dev))(x, w, b)
+    assert_close(out, reference.forward(p, x, w, b), "forward", p)
+
+
+def test_all_platforms_broken_is_unavailable_with_reason(monkeypatch: pytest.MonkeyPatch) -> None:
+    backend = _with_broken_platforms(monkeypatch, keep_real=False)
+    ok, why = backend.available()
+    assert not ok
+    assert "unknown target CPU 'generic'" in why and "DEVICE_NOT_FOUND" in why and "pocl-opencl-icd" in why
+    assert backend.devices() == []
+
+
+def test_cpu_device_shares_the_cpu_id(ocl: OpenCLBackend) -> None:
+    cpus = [d for d in ocl.devices() if d.kind == "cpu"]
+    for d in cpus:
+        assert d.id == cpu_device_id()
+    ids = [d.id for d in ocl.devices()]
+    assert len(ids) == len(set(ids))
+    assert "pyopencl" in ocl.version()
+
+
+def test_space_constraints_come_from_the_device(ocl: OpenCLBackend, device: backends.Device) -> None:
+    p = load_problems()[2].problem  # dcgan_g1: 512 input channels, 4x4 kernel
+    tiny = dataclasses.replace(device, info={**device.info, "max_work_group_size": 16, "local_mem_size": 4096})
+    space = ocl.space("forward", p, tiny)
+    base = ocl.default_config("forward", p, tiny)
+    assert space.violation(base) is None
+    assert "work-group" in space.violation({**base, "wg_x": 32, "wg_y": 1})
+    assert "local memory" in space.violation({**base, "local": 1, "wg_y": 1})
+    assert "wg_y == 1" in space.violation({**base, "local": 1, "wg_y": 2})
+    assert "register tile" in space.violation({**base, "tile_h": 8, "tile_w": 8, "vec": 16, "co_block": 4})
+    # On the real device the same local staging fits.
+    big = ocl.space("forward", p, device)
+    assert big.violation({**base, "local": 1, "wg_y": 1, "vec": 4, "co_block": 1}) is None
+    assert set(space.params["algorithm"]) == {"phase", "direct"}
+    for name in ("wg_x", "wg_y", "tile_h", "tile_w", "co_block", "vec", "local"):
+        assert name in space.params
+    wspace = ocl.space("backward_weight", p, tiny)
+    assert {"split", "c_tile", "vec", "co_block", "wg_x", "wg_y"} <= set(wspace.params)
+
+
+def test_default_config_valid_for_every_suite_problem(ocl: OpenCLBackend, device: backends.Device) -> None:
+    for named in load_problems():
+        for op in OPS:
+            p = named.problem.for_op(op)
+            space = ocl.space(op, p, device)
+            assert space.validate(ocl.default_config(op, p, device))
+
+
+@pytest.mark.parametrize("bad", [
+    {"vec": "16 -DX=1"},            # text aimed at build options
+    {"vec": "16"},                  # right digits, wrong type
+    {"vec": 16.0},                  # a float that equals an allowed int
+    {"vec": 3},                     # not an allowed value
+    {"tile_w": True},               # bool is not an int here
+    {"algorithm": "phase\n#define M 0"},
+    {"unroll_hack": 1},             # unknown parameter
+])
+def test_bad_configs_rejected_before_any_build(ocl: OpenCLBackend, device: backends.Device, bad: dict) -> None:
+    p = SMALL["dcgan_like"]
+    space = ocl.space("forward", p, device)
+    builds = device.handle.builds
+    with pytest.raises(ConfigError):
+        space.complete(bad, ocl.default_config("forward", p, device))
+    assert device.handle.builds == builds
+
+
+def test_defines_must_be_ints() -> None:
+    from backends.opencl import _fmt
+    assert _fmt({"VEC": 4, "TH": 2}) == ["-DTH=2", "-DVEC=4"]
+    with pytest.raises(TypeError):
+        _fmt({"VEC": "4 -cl-fast-relaxed-math"})
+    with pytest.raises(ValueError):
+        _fmt({"VEC=1 -DX": 4})
+
+
+def test_build_cache(ocl: OpenCLBackend, device: backends.Device) -> None:
+    p = Problem.make(1, 3, 5, 5, 4, 3, 3, stride=2, padding=1)
+    c = {**ocl.default_config("forward", p, device), "tile_w": 2, "tile_h": 2}
+    first = ocl.prepare("forward", p, device, c)
+    builds = device.handle.builds
+    assert ocl.prepare("forward", p, device, c) is first
+    ocl._prepared.clear()  # a new prepared op for the same (device, source, defines) reuses the program
+    again = ocl.prepare("forward", p, device, c)
+    assert again is not first and device.handle.builds == builds
+    ocl.prepare("forward", p, device, {**c, "tile_w": 4})  # another config: one more build of the main program
+    assert device.handle.builds == builds + 1
+
+
+def test_problem_too_large_refused_before_allocating(ocl: OpenCLBackend, device: backends.Device,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    p = Problem.make(64, 256, 32, 32, 128, 4, 4, stride=2, padding=1)  # ~130 MB of buffers
+    small = dataclasses.replace(device, info={**device.info, "global_mem_size": 64 << 20,
+                                              "max_mem_alloc_size": 1 << 30})
+    from backends import opencl
+
+    def no_alloc(*args, **kwargs):
+        raise AssertionError("allocated device memory for a problem that does not fit")
+    monkeypatch.setattr(opencl, "Prepared", no_alloc)
+    with pytest.raises(ValueError, match="too large"):
+        ocl.prepare("forward", p, small, ocl.default_config("forward", p, small))
+    huge = Problem.make(1024, 1024, 256, 256, 64, 2, 2, stride=2)  # x alone is 256 GiB
+    assert "largest allocation" in ocl.supports(huge, device)
+    with pytest.raises(ValueError, match="largest allocation"):
+        ocl.prepare("forward", huge, device, ocl.default_config("forward", huge, device))
+
+
+def test_float64_needs_fp64(ocl: OpenCLBackend, device: backends.Device) -> None:
+    p = SMALL["dcgan_like"].with_dtype("float64")
+    no_fp64 = dataclasses.replace(device, info={**device.info, "fp64": False})
+    assert "cl_khr_fp64" in ocl.supports(p, no_fp64)
+    assert "float16" in ocl.supports(SMALL["dcgan_like"].with_dtype("float16"), device)
+    if device.info["fp64"]:
+        assert ocl.supports(p, device) is None
+
+
+def _small_tile(c: dict) -> str | None:
+    n = c.get("tile_h", 1) * c.get("tile_w", 1) * c.get("c_tile", 1) * c.get("co_block", 1) * c["vec"]
+    return "big tile" if n > 64 else None
+
+
+@pytest.mark.parametrize("case", sorted(SMALL))
+@pytest.mark.parametrize("op", OPS)
+def test_several_configs_match_reference(ocl: OpenCLBackend, device: backends.Device, op: str, case: str) -> None:
+    p = SMALL[case].for_op(op)
+    space = ocl.space(op, p, device)
+    # Random points of the space, kept to small register tiles: PoCL takes seconds to build the largest ones.
+    small = Space(dict(space.params), [*space.constraints, _small_tile])
+    configs = [ocl.default_config(op, p, device)] + sample_configs(small, 2, seed=sorted(SMALL).index(case))
+    if op == "forward":  # both algorithms, with and without local staging
+        configs += [{**configs[0], "algorithm": "direct"}, {**configs[0], "local": 1, "wg_y": 1}]
+    inputs = inputs_for(op, p, seed=1)
+    ref = reference.run(op, p, inputs)
+    for c in configs:
+        c = space.validate(c)
+        out = ocl.prepare(op, p, device, c)(*inputs)
+        assert_close(out, ref, op, p, what=f"{op} {case} {c}")
+
+
+@pytest.mark.parametrize("op", OPS)
+def test_float64(ocl: OpenCLBackend, device: backends.Device, op: str) -> None:
+    if not device.info["fp64"]:
+        pytest.skip("device lacks cl_khr_fp64")  # PoCL has it; only other drivers take this branch
+    p = SMALL["phase_groups_asym"].with_dtype("float64").for_op(op)
+    inputs = inputs_for(op, p, seed=2)
+    out = ocl.prepare(op, p, device, ocl.default_config(op, p, device))(*inputs)
+    assert out.dtype == np.float64
+    assert_close(out, reference.run(op, p, inputs), op, p)
+
+
+def test_runner_times_device_work(ocl: OpenCLBackend, device: backends.Device) -> None:
+    p = SMALL["dcgan_like"]
+    inputs = inputs_for("backward_weight", p)
+    kernel = ocl.prepare("backward_weight", p, device, ocl.default_config("backward_weight", p, device))
+    run = ocl.runner(kernel, inputs, device)
+    seconds = run()
+    assert isinstance(seconds, float) and seconds > 0
+    t = measure(run, budget_s=0.05, min_reps=2)
+    assert t.reps >= 2 and t.median_s > 0
