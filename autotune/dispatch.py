@@ -21,14 +21,15 @@ validated against the backend's space before anything is prepared (an invalid co
 For the same (backend, op, problem, config), the **latest** row of the **first** directory that has one decides
 (so a user's re-measurement replaces the shipped one, and a config whose latest check failed is not used); among
 the remaining `ok` rows the fastest wins regardless of directory. Backends that are unavailable here, have no device
-of that id, or whose device is of kind `interpreter` (Triton on the CPU) are never chosen by timing.
+of that id, or whose device is of kind `interpreter` (Triton on the CPU) are never chosen by timing; `baseline` rows
+(reference timings such as PyTorch's own) are never candidates.
 
 Costs: the files are loaded once per device, and their (mtime, size) are checked again at most every
 `RELOAD_CHECK_S` seconds; a change reloads them and forgets that device's decisions. Decisions (the candidate list)
 are memoized per (device, op, problem, backend, config); kernels are prepared lazily, on first use. A backend that
 raises at call time (or returns a wrongly shaped result) is dropped from that decision with one warning naming it
 and the reason, and the next candidate runs; a forced `backend=` runs only that backend and its errors reach the
-caller.
+caller; `config=` without `backend=` is a ValueError (with dispatch, configs come from the results).
 """
 
 from __future__ import annotations
