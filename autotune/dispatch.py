@@ -21,7 +21,8 @@ validated against the backend's space before anything is prepared (an invalid co
 For the same (backend, op, problem, config), the **latest** row of the **first** directory that has one decides
 (so a user's re-measurement replaces the shipped one, and a config whose latest check failed is not used); among
 the remaining `ok` rows the fastest wins regardless of directory. Backends that are unavailable here, have no device
-of that id, or whose device is of kind `interpreter` (Triton on the CPU) are never chosen by timing; `baseline` rows
+of that id, or whose device is of kind `interpreter` (Triton on the CPU) or has `info["timing"] == "not-speed"` are
+never chosen by timing; `baseline` rows
 (reference timings such as PyTorch's own) are never candidates.
 
 Costs: the files are loaded once per device, and their (mtime, size) are checked again at most every
@@ -273,13 +274,15 @@ def _summarize(problems: list[str], limit: int = 8) -> str:
 
 
 def _backend_device(name: str, device_id: str) -> Device | None:
-    """`name`'s non-interpreter device with id `device_id`, or None (unavailable, absent, or a broken backend)."""
+    """`name`'s device with id `device_id` that is not an interpreter and not marked `info["timing"] ==
+    "not-speed"`, or None (unavailable, absent, or a broken backend)."""
     try:
         backend = backends.get(name)
         if not backend.available()[0]:
             return None
         for d in backend.devices():
-            if d.id == device_id and d.kind != "interpreter":
+            # interpreters (and any device whose timings say nothing about speed) never win by timing
+            if d.id == device_id and d.kind != "interpreter" and d.info.get("timing") != "not-speed":
                 return d
     except Exception:  # a backend that cannot even list its devices is not a candidate
         return None

@@ -42,6 +42,11 @@ class InterpreterBackend(FakeBackend):
     kind = "interpreter"
 
 
+class NotSpeedBackend(FakeBackend):
+    def devices(self) -> list[Device]:
+        return [Device(id=DEV, name="slow", kind="cpu", backend="notspeed", info={"timing": "not-speed"})]
+
+
 GPU = "gpu-test-fake-1gb"
 
 
@@ -75,7 +80,8 @@ def dirs(tmp_path, monkeypatch):
 @pytest.fixture
 def fake(monkeypatch):
     """Register `fake` (a working second backend) and `interp` (an interpreter-kind one) beside the real ones."""
-    instances = {"fake": FakeBackend(), "interp": InterpreterBackend(), "fakegpu": FakeGpuBackend()}
+    instances = {"fake": FakeBackend(), "interp": InterpreterBackend(), "fakegpu": FakeGpuBackend(),
+                 "notspeed": NotSpeedBackend()}
     for name, b in instances.items():
         b.name = name
     real_names, real_get = backends.names, backends.get
@@ -233,9 +239,9 @@ def test_distance_rule():
 
 def test_interpreter_devices_are_never_chosen_by_timing(dirs, fake):
     user, _ = dirs
-    write(user, [row(P, "interp", PHASE, 1e-9), row(P, "numpy", COL2IM, 1e-3)])
+    write(user, [row(P, "interp", PHASE, 1e-9), row(P, "notspeed", PHASE, 1e-9), row(P, "numpy", COL2IM, 1e-3)])
     chain = dispatch.choices("forward", P)
-    assert all(c.backend.name != "interp" for c in chain)
+    assert all(c.backend.name not in ("interp", "notspeed") for c in chain)
     assert (chain[0].backend.name, chain[0].reason) == ("numpy", "exact")
 
 
