@@ -32,6 +32,7 @@ from autotune.problem import OPS, Problem
 
 EXTRA_BACKENDS_ENV = "AUTOTUNE_EXTRA_BACKENDS"
 STARTUP_TIMEOUT_S = 120.0
+REFERENCE_TIMEOUT_S = 900.0
 _OOR_WORDS = ("out of resources", "out_of_resources", "outofresources", "mem_object_allocation", "out of memory",
               "outofmemory", "cuda_error_out_of_memory", "insufficient shared memory")
 _extra_instances: dict[str, Any] = {}
@@ -167,7 +168,7 @@ def _short(exc: BaseException, limit: int = 300) -> str:
 class _References:
     """A few reference results kept per worker (they can take seconds on large problems)."""
 
-    def __init__(self, size: int = 4) -> None:
+    def __init__(self, size: int = 2) -> None:
         self.size = size
         self.cache: OrderedDict[tuple, tuple[Any, ...]] = OrderedDict()
 
@@ -245,7 +246,12 @@ def _worker_main() -> int:
             continue
         try:
             request = json.loads(line)
-            result = run_trial(request)
+            if "warm" in request:  # compute (and cache) a reference outside any trial's time limit
+                w = request["warm"]
+                _references.get(w["op"], Problem.from_key(w["problem"]), int(w.get("seed", 0)))
+                result = {"warm": True}
+            else:
+                result = run_trial(request)
         except Exception:  # a bug here must still answer, or the parent would wait for the time limit
             result = {"status": "error", "reason": "worker: " + traceback.format_exc(limit=3).replace("\n", " | ")}
         proto.write(json.dumps(result) + "\n")
@@ -266,6 +272,8 @@ class Worker:
         self.proc: subprocess.Popen[bytes] | None = None
         self._buf = b""
         self._log = None
+        self._warm: tuple | None = None  # the (op, problem, seed) whose reference the worker holds
+        self._no_reference: dict[tuple, str] = {}  # references that failed: not tried again for every trial
         self.starts = 0  # workers started: more than one means restarts after crashes or time-outs
 
     # A worker dies with the tuner: its stdin closes, `for line in sys.stdin` ends.
@@ -274,6 +282,7 @@ class Worker:
         self.proc = subprocess.Popen([sys.executable, "-m", "autotune.trial"], stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, stderr=self._log, close_fds=True)
         self._buf = b""
+        self._warm: tuple | None = None
         self.starts += 1
         ready = self._read_line(time.monotonic() + STARTUP_TIMEOUT_S)
         if ready is None or "ready" not in ready:
@@ -326,8 +335,28 @@ class Worker:
             if self.proc is not None:
                 self.stop()
             self._start()
+        warm_key = (request.get("op"), request.get("problem"), request.get("seed", 0))
+        if warm_key in self._no_reference:
+            return {"status": "error", "reason": self._no_reference[warm_key]}
+        if warm_key != self._warm:
+            # The reference result can take long on a big problem: computed first, under its own limit, so
+            # that the trial's limit is about the kernel.
+            answer = self._ask({"warm": {"op": warm_key[0], "problem": warm_key[1], "seed": warm_key[2]}},
+                               max(REFERENCE_TIMEOUT_S, timeout_s))
+            if answer is None or not answer.get("warm"):
+                why = self._died("reference") if answer is None else str(answer.get("reason", ""))
+                self._no_reference[warm_key] = f"computing the reference result failed: {why}"
+                return {"status": "error", "reason": self._no_reference[warm_key]}
+            self._warm = warm_key
+        result = self._ask(request, timeout_s)
+        if result is not None:
+            return result
+        return self._died("trial", timeout_s)
+
+    def _ask(self, request: dict[str, Any], timeout_s: float) -> dict[str, Any] | None:
+        """Send one request; the answer, or None if the worker died or missed the deadline."""
         assert self.proc is not None and self.proc.stdin is not None
-        if self._log is not None:  # the stderr tail should be this trial's
+        if self._log is not None:  # the stderr tail should be this request's
             self._log.seek(0)
             self._log.truncate()
         try:
@@ -335,11 +364,15 @@ class Worker:
             self.proc.stdin.flush()
         except (BrokenPipeError, OSError):
             pass  # the worker is gone; reading says so
-        result = self._read_line(time.monotonic() + timeout_s)
-        if result is not None:
-            return result
+        return self._read_line(time.monotonic() + timeout_s)
+
+    def _died(self, what: str, timeout_s: float = REFERENCE_TIMEOUT_S) -> Any:
+        """After _ask returned None: stop the worker, and say what happened (a result dict for a trial)."""
+        assert self.proc is not None
         if self.timed_out:
             self.stop()
+            if what != "trial":
+                return f"took longer than {timeout_s:g} s"
             return {"status": "timeout",
                     "reason": f"trial took longer than its limit of {timeout_s:g} s (build, check and timing); "
                               f"worker killed"}
@@ -350,7 +383,8 @@ class Worker:
             how = f"signal {signal.Signals(-code).name}" if code < 0 else f"exit status {code}"
         except ValueError:
             how = f"signal {-code}"
-        return {"status": "crash", "reason": f"the worker process died ({how}){': ' + tail if tail else ''}"}
+        reason = f"the worker process died ({how}){': ' + tail if tail else ''}"
+        return {"status": "crash", "reason": reason} if what == "trial" else reason
 
     def stop(self) -> None:
         """Kill the worker (if any) and release its pipes."""

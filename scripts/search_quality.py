@@ -1,0 +1,145 @@
+#!/usr/bin/env python
+"""Search quality: how many trials TPE needs to come within 5% of the exhaustive grid's best.
+
+1. Runs `autotune tune --sampler grid` (every point of every space: the exhaustive baseline) on a few suite
+   problems per backend, through the tuner itself, into a results directory (kept, so a rerun resumes).
+2. Replays TPE (and random search, for reference) against the grid's measurements, many seeds per study, exactly
+   as the tuner samples: the default config enqueued first, constraint-pruned points and repeats free, failed
+   configs recorded as pruned. This is Kernel Tuner's "simulation mode": it isolates the search from timing noise
+   (each sampler sees the same numbers) and lets us average over seeds at no device cost.
+3. Prints, per study: grid points measured, the grid's best and the default (tuned vs default speed-up), and the
+   trials (measured configs, as `--trials` counts) TPE needed to reach 5% of the best: median and 75th percentile
+   over seeds; and the share of studies where TPE's median is at most a quarter of the grid's trials.
+
+Usage: .venv/bin/python scripts/search_quality.py [--backends numpy] [--only NAME...] [--ops OP...]
+       [--seeds 20] [--results DIR] [--timing-budget S] [--markdown]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import sys
+import warnings
+from pathlib import Path
+
+import optuna
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from autotune import results  # noqa: E402
+from autotune.problems import load_problems, select  # noqa: E402
+from autotune.tuner import StudyPlan, TuneOptions, make_sampler, plan_studies, tune  # noqa: E402
+
+DEFAULT_PROBLEMS = ["dcgan_g3", "dcgan_rgb", "depthwise_up", "dilated_up"]
+DEFAULT_OPS = ["forward", "backward_input", "backward_weight"]
+WITHIN = 1.05
+
+
+def grid_times(results_dir: Path, plan: StudyPlan) -> dict[str, float | None]:
+    """config JSON -> median seconds (None: the config failed) from the grid run's rows of this study."""
+    df = results.read_file(results.device_file(results_dir, plan.device.id))
+    rows = df[df["study"] == plan.name]
+    out: dict[str, float | None] = {}
+    for r in rows.itertuples():
+        if r.status == "ok":
+            out[r.config] = min(out.get(r.config) or math.inf, float(r.time_s))
+        elif r.status != "pruned":
+            out.setdefault(r.config, None)
+    return out
+
+
+def replay(plan: StudyPlan, times: dict[str, float | None], sampler: str, seed: int, target: float) -> int | None:
+    """Measured trials until the best so far is <= target, sampling as the tuner does; None if never."""
+    from backends.base import config_json
+    measured, best = 0, math.inf
+    seen: dict[str, float | None] = {}
+    study = optuna.create_study(direction="minimize", sampler=make_sampler(sampler, plan.space, seed))
+    study.enqueue_trial(plan.default)
+    for _ in range(4 * len(times) + 50):
+        trial = study.ask()
+        config = {k: trial.suggest_categorical(k, list(v)) for k, v in plan.space.params.items()}
+        key = config_json(config)
+        if key in seen:
+            value = seen[key]
+        elif plan.space.violation(config):
+            value = seen[key] = None
+        else:
+            measured += 1
+            value = seen[key] = times.get(key)
+        if value is None:
+            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+        else:
+            study.tell(trial, value)
+            best = min(best, value)
+        if best <= target:
+            return measured
+        if measured >= len(times):
+            return None
+    return None
+
+
+def markdown(table: pd.DataFrame) -> str:
+    def cell(v: object) -> str:
+        return f"{v:.3g}" if isinstance(v, float) else str(v)
+    lines = ["| " + " | ".join(table.columns) + " |", "|" + "---|" * len(table.columns)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in table.itertuples(index=False)]
+    return "\n".join(lines)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--backends", nargs="+", default=["numpy"])
+    ap.add_argument("--only", nargs="+", default=DEFAULT_PROBLEMS)
+    ap.add_argument("--ops", nargs="+", default=DEFAULT_OPS)
+    ap.add_argument("--seeds", type=int, default=20)
+    ap.add_argument("--results", default="/tmp/autotune-search-quality")
+    ap.add_argument("--timing-budget", type=float, default=0.3)
+    ap.add_argument("--markdown", action="store_true")
+    args = ap.parse_args()
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+
+    options = TuneOptions(problems=select(load_problems(), args.only), results=Path(args.results),
+                          ops=tuple(args.ops), backends=args.backends, trials=10**6, sampler="grid", seed=0,
+                          timing_budget_s=args.timing_budget)
+    tune(options)  # the exhaustive baseline (resumes if the directory already holds it)
+    rows = []
+    for plan in plan_studies(options, lambda _: None):
+        times = grid_times(options.results, plan)
+        ok = [t for t in times.values() if t is not None]
+        if not ok:
+            continue
+        best = min(ok)
+        default = times.get(json.dumps(plan.default, sort_keys=True, separators=(",", ":")))
+        entry = {"backend": plan.backend.name, "op": plan.op, "problem": plan.problem_name,
+                 "grid_trials": len(times), "best_ms": best * 1e3,
+                 "speedup_vs_default": (default / best) if default else float("nan")}
+        for sampler in ("tpe", "random"):
+            counts = [replay(plan, times, sampler, seed, WITHIN * best) for seed in range(args.seeds)]
+            found = sorted(c if c is not None else math.inf for c in counts)
+            entry[f"{sampler}_median"] = statistics.median(found)
+            entry[f"{sampler}_p75"] = found[int(0.75 * (len(found) - 1))]
+        entry["tpe_within_quarter"] = entry["tpe_median"] <= len(times) / 4
+        rows.append(entry)
+    table = pd.DataFrame(rows)
+    share = table["tpe_within_quarter"].mean() if len(table) else float("nan")
+    if args.markdown:
+        print(markdown(table))
+    else:
+        print(table.to_string(index=False, float_format=lambda v: f"{v:.3g}"))
+    print(f"\nTPE within 5% of the grid's best using at most a quarter of the grid's trials (median over "
+          f"{args.seeds} seeds): {share:.0%} of {len(table)} studies (target: at least 75%)")
+    print("tuned vs default speed-up (geometric mean) per backend and op:")
+    for (backend, op), g in table.groupby(["backend", "op"]):
+        s = g["speedup_vs_default"].dropna()
+        gm = math.exp(sum(math.log(v) for v in s) / len(s)) if len(s) else float("nan")
+        print(f"  {backend:8s} {op:16s} {gm:.2f}x over {len(s)} problems (max {s.max():.2f}x)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
