@@ -165,8 +165,9 @@ def _gpu_device_id(index: int) -> str:
             gpus = [d for d in backend.devices() if d.kind == "gpu"]
         except Exception:  # a broken backend must not stop dispatch
             continue
-        for i, d in enumerate(gpus):
-            if d.info.get("torch_index", d.info.get("index", i)) == index:
+        for d in gpus:
+            # only a device that says which CUDA index it is: enumeration orders differ between APIs
+            if d.info.get("torch_index", d.info.get("index")) == index:
                 found = d.id
                 break
         if found:
