@@ -1,12 +1,13 @@
 """`autotune explain`: the stride-phase (sub-pixel) decomposition of a transposed convolution.
 
-Output pixel `oh` of a transposed convolution receives tap `kh` from input row `ih = (oh + pad_top - kh*d) / s`
-when that division is exact. So the output rows split into `s` phases `r = oh % s`; every row of one phase uses the
-same taps, each reading the input at a fixed offset. A phase is therefore an ordinary stride-1 correlation of the
-input with a small kernel (the phase's taps, flipped), and the layer is `s_h * s_w` such convolutions whose outputs
-are interleaved: `y[:, :, r_h::s_h, r_w::s_w] = conv2d(x, K[r_h, r_w])`. This module computes that decomposition,
-the per-phase weight sums (a phase whose taps sum differently gives checkerboard artefacts), the overlap count per
-output pixel, and exports the small kernels so the layer can run as plain convolutions (e.g. in a shader).
+Output pixel `oh` of a transposed convolution receives tap `kh` from input row `ih = (oh + pad_top - kh*d) /
+s` when that division is exact. So the output rows split into `s` phases `r = oh % s`; every row of one phase
+uses the same taps, each reading the input at a fixed offset. A phase is therefore an ordinary stride-1
+correlation of the input with a small kernel (the phase's taps, flipped), and the layer is `s_h * s_w` such
+convolutions whose outputs are interleaved: `y[:, :, r_h::s_h, r_w::s_w] = conv2d(x, K[r_h, r_w])`. This
+module computes that decomposition, the per-phase weight sums (a phase whose taps sum differently gives
+checkerboard artefacts), the overlap count per output pixel, and exports the small kernels so the layer can
+run as plain convolutions (e.g. in a shader).
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ import numpy as np
 from autotune.problem import Problem
 
 HELP = "Show a layer's stride-phase decomposition: which kernel taps feed which output pixels."
-MAX_KERNEL = 64        # per axis; a bigger layer is not something a person reads as text
+MAX_KERNEL = 64        # per axis, also for stride and dilation: a bigger layer is not something a person reads
+MAX_GRID = 48          # rows/columns of the overlap map printed in full; bigger maps are summarized
 MAX_WEIGHT_BYTES = 256 * 2**20
 MAX_INPUT_SIZE = 256
 
@@ -44,8 +46,8 @@ class AxisPhase:
         return len(range(self.phase, out_size, stride))
 
     def conv_padding(self, in_size: int, out_size: int, stride: int) -> tuple[int, int]:
-        """(begin, end) padding of the input for a stride-1 correlation giving this phase's outputs; negative means
-        crop. Only meaningful when the phase has taps and outputs."""
+        """(begin, end) padding of the input for a stride-1 correlation giving this phase's outputs; negative
+        means crop. Only meaningful when the phase has taps and outputs."""
         m = self.output_length(out_size, stride)
         begin = -self.offset
         end = (m - 1) + self.offset + (len(self.taps) - 1) * self.dilation - (in_size - 1)
@@ -117,16 +119,16 @@ class Decomposition:
         return m
 
     def overlap_count(self, H: int, W: int) -> np.ndarray:
-        """(Ho, Wo) int array: how many (input pixel, tap) pairs write each output pixel. Taps factor per axis, so
-        the count is the outer product of the per-axis counts."""
+        """(Ho, Wo) int array: how many (input pixel, tap) pairs write each output pixel. Taps factor per
+        axis, so the count is the outer product of the per-axis counts."""
         Ho, Wo = self.output_size(H, W)
         rows = _axis_overlap(H, Ho, self.kernel[0], self.stride[0], self.padding[0][0], self.dilation[0])
         cols = _axis_overlap(W, Wo, self.kernel[1], self.stride[1], self.padding[1][0], self.dilation[1])
         return np.outer(rows, cols)
 
     def phase_sums(self, weight: np.ndarray, groups: int = 1) -> np.ndarray:
-        """(n_phases, C_out): each phase's response to a constant input of 1 (away from the borders): the sum of its
-        taps over the input channels of the group. Equal rows mean no checkerboard for flat inputs."""
+        """(n_phases, C_out): each phase's response to a constant input of 1 (away from the borders): the sum
+        of its taps over the input channels of the group. Equal rows mean no checkerboard for flat inputs."""
         w = check_weight(weight, self.kernel, groups)
         c_in, cog = w.shape[:2]
         out = np.zeros((len(self.phases), groups * cog))
@@ -156,8 +158,8 @@ class Decomposition:
         return y
 
     def describe(self, H: int, W: int, groups: int = 1) -> dict[str, Any]:
-        """A JSON-able description: per phase its output slice, taps, small-kernel shape, offsets, dilation and the
-        conv2d padding for an input of H x W."""
+        """A JSON-able description: per phase its output slice, taps, small-kernel shape, offsets, dilation
+        and the conv2d padding for an input of H x W."""
         Ho, Wo = self.output_size(H, W)
         phases = []
         for ph in self.phases:
@@ -215,12 +217,16 @@ def _axis_phase(r: int, k: int, s: int, p_begin: int, d: int) -> AxisPhase:
 def phase_decomposition(kernel: Any, stride: Any = 1, padding: Any = 0, dilation: Any = 1,
                         output_padding: Any = 0) -> Decomposition:
     """The stride-phase decomposition of a ConvTranspose2d layer. Arguments as torch takes them (int or pair;
-    padding also ((top, bottom), (left, right))); invalid layers raise ValueError/TypeError naming the argument."""
+    padding also ((top, bottom), (left, right))); invalid layers raise ValueError/TypeError naming the
+    argument."""
     kH, kW = _pair_arg("kernel", kernel)
     # Validated by the problem model; the checks that depend on the input size are repeated when one is given.
     base = Problem.make(N=1, C_in=1, H=MAX_INPUT_SIZE, W=MAX_INPUT_SIZE, C_out=1, kH=kH, kW=kW, stride=stride,
                         padding=padding, output_padding=output_padding, dilation=dilation)
     (sh, sw), (dh, dw) = base.stride, base.dilation
+    for name, v in (("stride", base.stride), ("dilation", base.dilation)):
+        if max(v) > MAX_KERNEL:
+            raise ValueError(f"{name} must be at most {MAX_KERNEL} per axis for explain, got {v}")
     (pt, _), (pl, _) = base.padding
     phases = tuple(Phase(_axis_phase(rh, kH, sh, pt, dh), _axis_phase(rw, kW, sw, pl, dw))
                    for rh in range(sh) for rw in range(sw))
@@ -266,7 +272,7 @@ def _pad_or_crop(x: np.ndarray, axis: int, begin: int, end: int) -> np.ndarray:
         x = np.take(x, range(-begin, x.shape[axis]), axis=axis)
         begin = 0
     if end < 0:
-        x = np.take(x, range(0, x.shape[axis] + end), axis=axis)
+        x = np.take(x, range(x.shape[axis] + end), axis=axis)
         end = 0
     pad = [(0, 0)] * x.ndim
     pad[axis] = (begin, end)
@@ -297,8 +303,8 @@ def correlate_phase(dec: Decomposition, ph: Phase, x: np.ndarray, weight: np.nda
 
 def export(dec: Decomposition, weight: np.ndarray, directory: str | os.PathLike[str], H: int, W: int,
            groups: int = 1) -> list[Path]:
-    """Write phase_<r_h>_<r_w>.npy (conv2d layout) per phase with taps, phases.json and phases.txt. Returns the
-    paths written."""
+    """Write phase_<r_h>_<r_w>.npy (conv2d layout) per phase with taps, phases.json and phases.txt. Returns
+    the paths written."""
     w = check_weight(weight, dec.kernel, groups)
     d = Path(directory)
     d.mkdir(parents=True, exist_ok=True)
@@ -318,7 +324,16 @@ def export(dec: Decomposition, weight: np.ndarray, directory: str | os.PathLike[
     return [*written, d / "phases.json", d / "phases.txt"]
 
 
-# ---- text ------------------------------------------------------------------------------------------------------
+# ---- text --------------------------------------------------------------------------------------------------
+
+def _overlap_lines(count: np.ndarray) -> list[str]:
+    if max(count.shape) <= MAX_GRID:
+        return _grid(count)
+    values, freq = np.unique(count, return_counts=True)
+    return [f"  {count.shape[0]}x{count.shape[1]} pixels; top-left {MAX_GRID // 2}x{MAX_GRID // 2} corner:",
+            *_grid(count[:MAX_GRID // 2, :MAX_GRID // 2]),
+            "  pixels per count: " + ", ".join(f"{v} taps: {n}" for v, n in zip(values.tolist(), freq.tolist()))]
+
 
 def _grid(a: np.ndarray, fmt: str = "{:d}") -> list[str]:
     cells = [[fmt.format(v) for v in row] for row in a.tolist()]
@@ -383,12 +398,12 @@ def format_text(dec: Decomposition, weight: np.ndarray, H: int, W: int, groups: 
     out += ["", f"Phase fed by each tap (kh rows, kw columns; {legend}):",
             *_grid(dec.tap_phase_map()),
             "", f"Overlap count per output pixel (input {H}x{W}: how many input pixel x tap products write it):",
-            *_grid(dec.overlap_count(H, W)), "",
+            *_overlap_lines(dec.overlap_count(H, W)), "",
             checkerboard_note(dec, sums, constant_weight=bool(np.all(w == w.flat[0])))]
     return "\n".join(out)
 
 
-# ---- CLI -------------------------------------------------------------------------------------------------------
+# ---- CLI ---------------------------------------------------------------------------------------------------
 
 def _ints(text: str, name: str, counts: tuple[int, ...]) -> tuple[int, ...]:
     parts = str(text).replace("x", ":").replace(",", ":").split(":")

@@ -1,10 +1,11 @@
-"""`autotune report`: one self-contained HTML page (plots embedded as base64 PNG, no network needed to view it) and
-a Markdown summary on stdout, built from the results files.
+"""`autotune report`: one self-contained HTML page (plots embedded as base64 PNG, no network needed to view
+it) and a Markdown summary on stdout, built from the results files.
 
-Per device: the best GFLOP/s of every backend side by side with PyTorch's baseline, tuned against default speed-up,
-each study's convergence, which parameters mattered, failed trials by reason, and the environment; with several
-devices, a comparison across them; and the stride-phase picture of one layer (`autotune explain`). Empty, partial
-or mixed-version results are reported as such ("no default-config trial ...") instead of failing.
+Per device: the best GFLOP/s of every backend side by side with PyTorch's baseline, tuned against default
+speed-up, each study's convergence, which parameters mattered, failed trials by reason, and the environment;
+with several devices, a comparison across them; and the stride-phase picture of one layer (`autotune
+explain`). Empty, partial or mixed-version results are reported as such ("no default-config trial ...")
+instead of failing.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ SECTION_TITLES = {"environment": "Environment", "best": "Best GFLOP/s per backen
                   "importance": "Which parameters mattered", "failures": "Failed trials by reason"}
 
 
-# ---- document model ---------------------------------------------------------------------------------------------
+# ---- document model ----------------------------------------------------------------------------------------
 
 @dataclass
 class Table:
@@ -75,7 +76,7 @@ class Report:
     devices: list[str]
 
 
-# ---- helpers ----------------------------------------------------------------------------------------------------
+# ---- helpers -----------------------------------------------------------------------------------------------
 
 def _fmt(v: float | None, digits: int = 2) -> str:
     if v is None or (isinstance(v, float) and not math.isfinite(v)):
@@ -99,7 +100,7 @@ def _suite_names() -> dict[str, str]:
     try:
         from autotune.problems import load_problems
         named = load_problems()
-    except Exception:  # the suite is a convenience for labels only
+    except Exception:  # noqa: BLE001  (the suite is a convenience for labels only)
         return {}
     out: dict[str, str] = {}
     for n in named:
@@ -139,8 +140,8 @@ def _distinct(values: Iterable[Any]) -> list[str]:
 
 
 def _png(fig: Any, tight: bool = True) -> bytes:
-    """PNG bytes of `fig` (closed afterwards). `tight` trims to the drawn area (costs a second draw: used where
-    labels are long and the layout is not known in advance)."""
+    """PNG bytes of `fig` (closed afterwards). `tight` trims to the drawn area (costs a second draw: used
+    where labels are long and the layout is not known in advance)."""
     import matplotlib.pyplot as plt
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=80, bbox_inches="tight" if tight else None)
@@ -163,7 +164,7 @@ def _short(text: str, n: int = 40) -> str:
     return text if len(text) <= n else text[:n - 1] + "…"
 
 
-# ---- reading ----------------------------------------------------------------------------------------------------
+# ---- reading -----------------------------------------------------------------------------------------------
 
 def load(directories: Sequence[str | Path], devices: Sequence[str] | None = None
          ) -> tuple[pd.DataFrame, list[str]]:
@@ -209,7 +210,7 @@ def load(directories: Sequence[str | Path], devices: Sequence[str] | None = None
     return df, notes
 
 
-# ---- per-device sections ----------------------------------------------------------------------------------------
+# ---- per-device sections -----------------------------------------------------------------------------------
 
 def _label(key: str, names: dict[str, str]) -> str:
     return names.get(key, key)
@@ -409,8 +410,8 @@ def _hashable(v: Any) -> bool:
 
 
 def variance_importance(params: list[dict[str, Any]], times: Sequence[float]) -> dict[str, float]:
-    """Share of the variance of log(time) explained by each parameter's value groups (between-group sum of squares
-    over total), normalized to sum to 1; parameters with one value get 0."""
+    """Share of the variance of log(time) explained by each parameter's value groups (between-group sum of
+    squares over total), normalized to sum to 1; parameters with one value get 0."""
     y = np.log(np.asarray(times, dtype=float))
     total = float(((y - y.mean()) ** 2).sum())
     keys = sorted({k for p in params for k in p})
@@ -554,11 +555,11 @@ def comparison(df: pd.DataFrame, names: dict[str, str], devices: list[str]) -> S
     return sec
 
 
-# ---- the explain picture ----------------------------------------------------------------------------------------
+# ---- the explain picture -----------------------------------------------------------------------------------
 
 def choose_layer(df: pd.DataFrame, layer: str | None, names: dict[str, str]) -> tuple[str, Problem]:
-    """--layer (a suite name or a problem key), else the most measured problem with a stride > 1, else the suite's
-    first strided layer, else kernel 4, stride 2, padding 1."""
+    """--layer (a suite name or a problem key), else the most measured problem with a stride > 1, else the
+    suite's first strided layer, else kernel 4, stride 2, padding 1."""
     if layer:
         by_name = {v: k for k, v in names.items()}
         key = by_name.get(layer, layer)
@@ -568,7 +569,7 @@ def choose_layer(df: pd.DataFrame, layer: str | None, names: dict[str, str]) -> 
             raise ValueError(f"--layer {layer!r} is neither a problem of the built-in suite nor a problem key") \
                 from None
     if len(df):
-        for key, _ in df["problem"].value_counts().items():
+        for key in df["problem"].value_counts().index:
             p = Problem.from_key(key)
             if max(p.stride) > 1:
                 return _label(key, names), p
@@ -643,7 +644,7 @@ def explain_section(df: pd.DataFrame, layer: str | None, names: dict[str, str]) 
     return sec
 
 
-# ---- assembling -------------------------------------------------------------------------------------------------
+# ---- assembling --------------------------------------------------------------------------------------------
 
 def build(directories: Sequence[str | Path], devices: Sequence[str] | None = None, layer: str | None = None
           ) -> Report:
@@ -691,7 +692,7 @@ def build(directories: Sequence[str | Path], devices: Sequence[str] | None = Non
                   found)
 
 
-# ---- rendering --------------------------------------------------------------------------------------------------
+# ---- rendering ---------------------------------------------------------------------------------------------
 
 CSS = """body{font-family:system-ui,sans-serif;margin:1.5em auto;max-width:72em;padding:0 1em;color:#222}
 table{border-collapse:collapse;margin:.6em 0;font-size:.85em}th,td{border:1px solid #ccc;padding:.2em .5em;
@@ -811,7 +812,7 @@ def render_markdown(r: Report, html_path: str | None = None) -> str:
     return "\n".join(out).rstrip() + "\n"
 
 
-# ---- CLI --------------------------------------------------------------------------------------------------------
+# ---- CLI ---------------------------------------------------------------------------------------------------
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--results", metavar="DIR", action="append",

@@ -1,5 +1,5 @@
-"""`autotune explain`: the exported per-phase kernels, run as ordinary stride-1 convolutions and interleaved, must
-reproduce the reference transposed convolution; the overlap map must match the reference run on ones."""
+"""`autotune explain`: the exported per-phase kernels, run as ordinary stride-1 convolutions and interleaved,
+must reproduce the reference transposed convolution; the overlap map must match the reference run on ones."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ from autotune.explain import phase_decomposition
 from autotune.problem import Problem
 from backends.numpy import reference
 
-# (kernel, stride, padding, dilation, output_padding, groups, H, W): k < s, k % s != 0, dilation sharing a factor
-# with the stride, asymmetric padding that crops more than one phase period, output_padding from dilation.
+# (kernel, stride, padding, dilation, output_padding, groups, H, W): k < s, k % s != 0, dilation sharing a
+# factor with the stride, asymmetric padding that crops more than one phase period, output_padding from dilation.
 CASES = [
     ((4, 4), (2, 2), 1, (1, 1), (0, 0), 1, 5, 6),
     ((3, 3), (2, 2), 1, (1, 1), (1, 1), 1, 4, 4),
@@ -48,7 +48,7 @@ def _correlate(x: np.ndarray, k: np.ndarray, pad: list, dil: list, groups: int) 
     (pt, pb), (pl, pr) = pad
     x = np.pad(x, ((0, 0), (0, 0), (max(pt, 0), max(pb, 0)), (max(pl, 0), max(pr, 0))))
     x = x[:, :, max(-pt, 0):x.shape[2] - max(-pb, 0), max(-pl, 0):x.shape[3] - max(-pr, 0)]
-    N, C, H, W = x.shape
+    N, _, H, W = x.shape
     Co, Cg, a, b = k.shape
     Ho, Wo = H - (a - 1) * dil[0], W - (b - 1) * dil[1]
     out = np.zeros((N, Co, Ho, Wo))
@@ -168,6 +168,7 @@ def test_cli_text_and_export(tmp_path, capsys) -> None:
     (["--stride", "2"], "--kernel is required"),
     (["--kernel", "3", "--padding", "9", "--input-size", "2"], "output size"),
     (["--kernel", "3", "--input-size", "0"], "--input-size"),
+    (["--kernel", "3", "--dilation", "65"], "dilation"),
 ])
 def test_cli_bad_arguments(argv, message) -> None:
     with pytest.raises((ValueError, TypeError), match=message):
@@ -194,3 +195,19 @@ def test_bad_weights(tmp_path) -> None:
         _cli("--weight", str(tmp_path / "missing.npy"))
     with pytest.raises(TypeError, match="kernel"):
         phase_decomposition(2.5)
+
+
+def test_large_overlap_map_is_summarized(capsys) -> None:
+    assert _cli("--kernel", "3", "--stride", "2", "--input-size", "40:30", "--weight", "ones") == 0
+    text = capsys.readouterr().out
+    assert "81x61 pixels; top-left 24x24 corner" in text and "pixels per count:" in text
+
+
+def test_registered_in_cli(capsys) -> None:
+    from autotune import cli
+    assert cli.COMMANDS["explain"] == "autotune.explain" and cli.COMMANDS["report"] == "autotune.report"
+    assert cli.main(["explain", "--kernel", "2", "--stride", "2"]) == 0
+    assert "phase (1,1)" in capsys.readouterr().out
+    assert cli.main(["explain", "--kernel", "3", "--stride", "2", "--output-padding", "2"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("autotune explain: error: output_padding") and err.count("\n") == 1

@@ -1,6 +1,6 @@
-"""`autotune report` on a small results fixture: the HTML parses, every embedded image is a decodable PNG, every
-section is there, the table numbers are the fixture's; empty, partial and mixed-version results give clear
-messages and exit 0."""
+"""`autotune report` on a small results fixture: the HTML parses, every embedded image is a decodable PNG,
+every section is there, the table numbers are the fixture's; empty, partial and mixed-version results give
+clear messages and exit 0."""
 
 from __future__ import annotations
 
