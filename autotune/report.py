@@ -172,8 +172,10 @@ def load(directories: Sequence[str | Path], devices: Sequence[str] | None = None
     notes: list[str] = []
     errors: list[str] = []
     for d in directories:
-        if not Path(d).is_dir():
+        if not Path(d).exists():
             notes.append(f"results directory {d} does not exist")
+        elif not Path(d).is_dir():
+            notes.append(f"results directory {d} is not a directory")
     df = results.read_dirs(directories, errors=errors)
     if errors:
         notes.append(f"{len(errors)} row(s) or file(s) could not be used: " + "; ".join(errors[:10])
