@@ -198,12 +198,16 @@ def load(directories: Sequence[str | Path], devices: Sequence[str] | None = None
         df = df[df["device"].isin(list(devices))].reset_index(drop=True)
     if len(df):
         df = df.copy()
-        # A writer that left gflops out: recompute it from the problem's FLOP count and the median time.
-        missing = df["gflops"].isna() & df["time_s"].notna() & (df["time_s"] > 0)
-        if missing.any():
-            df.loc[missing, "gflops"] = [Problem.from_key(k).flops(op) / t / 1e9 for k, op, t in
-                                         zip(df.loc[missing, "problem"], df.loc[missing, "op"],
-                                             df.loc[missing, "time_s"])]
+        # GFLOP/s from the one FLOP convention (Problem.flops) and the measured median, whatever the writer put
+        # in the gflops column (left out by some writers; untrusted like the rest of the file).
+        timed = df["time_s"].notna() & (df["time_s"] > 0)
+        if timed.any():
+            flops = {}
+            for key, op in set(zip(df.loc[timed, "problem"], df.loc[timed, "op"])):
+                flops[(key, op)] = Problem.from_key(key).flops(op)
+            df.loc[timed, "gflops"] = [flops[(k, op)] / t / 1e9 for k, op, t in
+                                       zip(df.loc[timed, "problem"], df.loc[timed, "op"], df.loc[timed, "time_s"])]
+        df.loc[~timed, "gflops"] = np.nan
         df["study_key"] = _study_key(df)
         df["is_default_row"] = _is_default(df)
         versions = _distinct(df.get("autotune_version", pd.Series(dtype=str)))
@@ -280,8 +284,8 @@ def best_table(df: pd.DataFrame, names: dict[str, str]) -> tuple[Table, pd.DataF
         columns = ["problem", "op", *tuned_backends, "fastest"]
         rows = [r[:-1] for r in rows]
     return Table(columns, rows,
-                 "Best GFLOP/s of the ok trials (higher is better); 'failed (n)': every trial failed; "
-                 "empty: not measured"), wide
+                 "Best GFLOP/s of the ok trials (higher is better; 2*N*C_in*C_out/groups*H*W*kH*kW FLOPs over the "
+                 "median time); 'failed (n)': every trial failed; empty: not measured"), wide
 
 
 def best_plot(wide: pd.DataFrame, names: dict[str, str], title: str) -> Image | None:
@@ -472,7 +476,7 @@ def importances(df: pd.DataFrame, names: dict[str, str], device: str) -> Section
         if len(params) >= MIN_OPTUNA_TRIALS:
             try:
                 imp, method = optuna_importance(params, times, failed)
-            except (ImportError, ValueError, RuntimeError) as exc:
+            except Exception as exc:  # noqa: BLE001  (a report never fails on Optuna's internals)
                 imp, method = variance_importance(params, times), f"variance of log time (optuna failed: {exc})"
         else:
             imp, method = variance_importance(params, times), \
@@ -531,7 +535,7 @@ def comparison(df: pd.DataFrame, names: dict[str, str], devices: list[str]) -> S
     if len(devices) < 2:
         sec.blocks.append("Only one device has results: nothing to compare across devices.")
         return sec
-    ok = df[df["status"] == "ok"]
+    ok = df[(df["status"] == "ok") & df["gflops"].notna()]
     keys = sorted({(p, o) for p, o in zip(df["problem"], df["op"])},
                   key=lambda k: (_label(k[0], names), _op_order(k[1])))
     rows = []
