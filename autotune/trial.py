@@ -234,7 +234,24 @@ def run_trial(request: dict[str, Any]) -> dict[str, Any]:
 
 
 # ---- the worker subprocess ---------------------------------------------------------------------------------------
+def _die_with_parent() -> None:
+    """Linux: have the kernel kill this worker when the tuner dies (even by kill -9), so that a worker stuck in
+    a hanging kernel is not left behind. Best effort elsewhere (the worker also exits when its stdin closes)."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+        libc = ctypes.CDLL(None, use_errno=True)
+        PR_SET_PDEATHSIG = 1
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() == 1:  # the parent died before the call
+            os._exit(0)
+    except (OSError, AttributeError):
+        pass
+
+
 def _worker_main() -> int:
+    _die_with_parent()
     # Keep a private copy of stdout for the protocol and send fd 1 to stderr: kernels and drivers may print.
     proto = os.fdopen(os.dup(1), "w", encoding="utf-8")
     os.dup2(2, 1)

@@ -273,7 +273,7 @@ class Progress:
         self.index, self.label = index, label
 
     def update(self, done: int, target: int, best_s: float | None, default_s: float | None,
-               final: bool = False, note: str = "") -> None:
+               final: bool = False) -> None:
         if not self.enabled:
             return
         frac = min(done / target, 1.0) if target else 1.0
@@ -281,7 +281,7 @@ class Progress:
         best = f"best {best_s * 1e3:.3g} ms" if best_s else "best -"
         speedup = f" ({default_s / best_s:.2f}x default)" if best_s and default_s else ""
         elapsed = time.monotonic() - self.start
-        line = (f"[{self.index}/{self.total}] {self.label} [{bar:<{self.WIDTH}}] {done}/{target}{note} {best}"
+        line = (f"[{self.index}/{self.total}] {self.label} [{bar:<{self.WIDTH}}] {done}/{target} {best}"
                 f"{speedup}"
                 f" | trials run {self.trials_run}, {elapsed:.0f} s")
         if self.tty:
@@ -423,9 +423,9 @@ class _StudyRunner:
         return float(outcome["time_s"])
 
     def show(self, s: _State, final: bool = False) -> None:
-        self.progress.update(min(s.measured, self.options.trials), self.options.trials, s.best_s, s.default_s,
-                             final=final, note=" (space done)" if final and s.measured < self.options.trials
-                             else "")
+        space = self.plan.space.size if self.options.sampler == "grid" else (self.plan.feasible or self.plan.space.size)
+        target = min(self.options.trials, space)
+        self.progress.update(min(s.measured, target), target, s.best_s, s.default_s, final=final)
 
     def after_trial(self, study: Any, trial: Any) -> None:
         s = self.state()
@@ -580,6 +580,11 @@ def options_from_args(args: argparse.Namespace) -> TuneOptions:
 
 
 def run(args: argparse.Namespace) -> int:
+    import signal
+    import threading
+    if threading.current_thread() is threading.main_thread():
+        # SIGTERM unwinds like Ctrl-C, so the trial worker is stopped and storage connections closed.
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     options = options_from_args(args)
     table = tune(options)
     print(format_summary(table))

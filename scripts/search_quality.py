@@ -34,7 +34,7 @@ from autotune import results  # noqa: E402
 from autotune.problems import load_problems, select  # noqa: E402
 from autotune.tuner import StudyPlan, TuneOptions, make_sampler, plan_studies, tune  # noqa: E402
 
-DEFAULT_PROBLEMS = ["dcgan_g3", "dcgan_rgb", "depthwise_up", "dilated_up"]
+DEFAULT_PROBLEMS = ["dcgan_rgb", "depthwise_up", "dilated_up", "odd_shapes"]
 DEFAULT_OPS = ["forward", "backward_input", "backward_weight"]
 WITHIN = 1.05
 

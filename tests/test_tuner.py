@@ -126,6 +126,31 @@ def test_worker_survives_hang_and_crash(fake_env: dict) -> None:
         assert again["status"] == "ok" and worker.proc.pid != first and worker.starts == 3
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="parent-death signal is Linux's")
+def test_worker_in_a_hanging_kernel_dies_with_the_tuner(fake_env: dict) -> None:
+    code = ("import sys; from autotune.trial import Worker; w = Worker(); r = " + repr(request("good")) + "\n"
+            "print(w.run(r, 60)['status'], w.proc.pid, flush=True)\n"
+            "w.run({**r, 'config': {'mode': 'hang', 'size': 1}}, 600)\n")
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, env=fake_env, stdout=subprocess.PIPE, text=True)
+    status, pid = proc.stdout.readline().split()
+    assert status == "ok"
+    time.sleep(0.5)  # the worker is now inside the hanging kernel
+    proc.kill()  # kill -9: no clean-up runs in the tuner
+    proc.wait()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().split()[2]
+        except FileNotFoundError:
+            break
+        if state == "Z":  # killed, waiting to be reaped by init
+            break
+        time.sleep(0.05)
+    else:
+        os.kill(int(pid), signal.SIGKILL)
+        pytest.fail("the worker outlived the killed tuner")
+
+
 # ---- the command -------------------------------------------------------------------------------------------------
 def test_tune_records_every_failure_and_keeps_going(fake_env: dict, problems_file: Path, tmp_path: Path) -> None:
     res = tmp_path / "res"
