@@ -160,6 +160,11 @@ def _pyplot() -> Any:
     return plt
 
 
+def _ticker() -> Any:
+    import matplotlib.ticker
+    return matplotlib.ticker
+
+
 def _short(text: str, n: int = 40) -> str:
     return text if len(text) <= n else text[:n - 1] + "…"
 
@@ -300,6 +305,10 @@ def best_plot(wide: pd.DataFrame, names: dict[str, str], title: str) -> Image | 
     y = np.arange(n)
     for i, c in enumerate(w.columns):
         ax.barh(y + i * height, w[c].fillna(0).to_numpy(), height=height, label=str(c))
+    values = w.to_numpy(dtype=float)
+    values = values[np.isfinite(values) & (values > 0)]
+    if len(values) and values.max() / values.min() > 30:   # small and large layers in one chart
+        ax.set_xscale("log")
     ax.set_yticks(y + height * (m - 1) / 2, labels, fontsize=7)
     ax.invert_yaxis()
     ax.set_xlabel("GFLOP/s (best ok trial)")
@@ -386,11 +395,16 @@ def convergence(df: pd.DataFrame, names: dict[str, str], device: str) -> Section
         for start in range(0, len(lines), LINES_PER_PLOT):
             chunk = lines[start:start + LINES_PER_PLOT]
             fig, ax = plt.subplots(figsize=(7, 3.2))
+            # Normalized by each study's final best, so problems of very different sizes share one axis and
+            # every curve ends at 1; the table above has the absolute times.
             for label, x, y in chunk:
-                ax.step(x, y * 1e3, where="post", marker=".", label=_short(label, 30))
+                ax.step(x, y / y[-1], where="post", marker=".", label=_short(label, 30))
             ax.set_yscale("log")
+            ax.yaxis.set_major_locator(_ticker().LogLocator(base=10, subs=(1.0, 1.5, 2.0, 3.0, 5.0, 7.0)))
+            ax.yaxis.set_major_formatter(_ticker().FormatStrFormatter("%g"))
+            ax.yaxis.set_minor_formatter(_ticker().NullFormatter())
             ax.set_xlabel("trial number")
-            ax.set_ylabel("best-so-far median time (ms)")
+            ax.set_ylabel("best-so-far time / final best")
             part = f" ({start // LINES_PER_PLOT + 1})" if len(lines) > LINES_PER_PLOT else ""
             title = f"{device}: {backend} {op}{part}"
             ax.set_title(title, fontsize=9)
