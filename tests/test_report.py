@@ -308,3 +308,11 @@ def test_variance_importance() -> None:
     params = [{"A": 1, "B": "x"}, {"A": 2, "B": "x"}, {"A": 1, "B": "y"}, {"A": 2, "B": "y"}]
     imp = report.variance_importance(params, [1.0, 4.0, 1.0, 4.0])
     assert imp == {"A": 1.0, "B": 0.0}
+
+
+def test_matplotlib_imported_lazily() -> None:
+    import subprocess
+    import sys
+    code = ("import sys, autotune.report, autotune.explain; "
+            "assert 'matplotlib' not in sys.modules, 'matplotlib imported at import time'")
+    subprocess.run([sys.executable, "-c", code], check=True)
