@@ -70,13 +70,21 @@ __kernel void pad_cl(__global const T* restrict src, __global T* restrict dst, i
     for (int k = kc; k < kcp; ++k) out[k] = (T)0;
 }
 
-// ---- gather through a precomputed index map (weight re-layouts; -1 = zero) ---------------------------------------
-__kernel void gather(__global const T* restrict src, __global const int* restrict index, __global T* restrict dst,
-                     long total) {
-    const long i = get_global_id(0);
-    if (i >= total) return;
-    const int j = index[i];
-    dst[i] = j >= 0 ? src[j] : (T)0;
+// ---- weights into the conv kernel's layout: Wt[phase, g, tap j, kc, m] = w[g*SG + kc*SK + m*SM + taps[phase, j]]
+// (taps[...] < 0: zero). One work-item per (m, kc, phase*g) walks its taps: for forward these are one cache line
+// of w, and consecutive work-items write consecutive m, so both sides stream.
+__kernel void wlayout(__global const T* restrict src, __global const int* restrict taps, __global T* restrict dst,
+                      int m_count, int mp, int kcp, int nt, int groups, long sg, long sk, long sm) {
+    const int m = get_global_id(0), kc = get_global_id(1), pg = get_global_id(2);
+    if (m >= mp || kc >= kcp) return;
+    const int ph = pg / groups, g = pg % groups;
+    __global const int* tp = taps + (long)ph * nt;
+    __global T* out = dst + ((long)pg * nt * kcp + kc) * mp + m;
+    const long base = g * sg + kc * sk + m * sm;
+    for (int j = 0; j < nt; ++j) {
+        const int t = tp[j];
+        out[(long)j * kcp * mp] = (m < m_count && t >= 0) ? src[base + t] : (T)0;
+    }
 }
 
 #ifdef CONV

@@ -1,8 +1,8 @@
 """Launch plans of the `opencl` backend: the geometry of each op (stride phases, padded layouts, weight re-layout
 maps), its buffers, build defines and kernel launches. Imported only by the backend, after pyopencl loaded.
 
-Every launch sequence is: re-lay inputs channels-last with a zero border (`pad_cl`), gather the weights into the
-kernel's layout through an index map built once here (`gather`), run the main kernel, reduce split partials.
+Every launch sequence is: re-lay inputs channels-last with a zero border (`pad_cl`), re-lay the weights into the
+kernel's layout (`wlayout`), run the main kernel, reduce split partials.
 """
 
 from __future__ import annotations
@@ -103,13 +103,16 @@ def _pad_step(plan: Plan, src: str, dst: str, p_n: int, kc: int, kcp: int, h: in
                             ("i", pt), ("i", pl), ("i", groups))))
 
 
-def _gather_step(plan: Plan, src: str, dst: str, index: np.ndarray) -> None:
-    if index.size > INT32_MAX:
-        raise ValueError(f"weight re-layout of {index.size} elements exceeds the kernel's 32-bit index map")
-    plan.constants[dst + "_index"] = np.ascontiguousarray(index, dtype=np.int32)
-    plan.buffers[dst] = int(index.size)
-    plan.steps.append(Step("common", "gather", (_wg(index.size, 64),), (64,),
-                           (src, dst + "_index", dst, ("l", int(index.size)))))
+def _wlayout_step(plan: Plan, taps: np.ndarray, groups: int, kc: int, m: int, mp: int,
+                  strides: tuple[int, int, int]) -> None:
+    """Wt[phase, g, j, kc, m] from w; `taps[phase, j]` is the flat tap kh*kW + kw (or -1), `strides` the source
+    strides of (g, kc, m)."""
+    nph, nt = taps.shape
+    plan.constants["taps"] = np.ascontiguousarray(taps, dtype=np.int32).reshape(-1)
+    plan.buffers["wt"] = nph * groups * nt * kc * mp
+    plan.steps.append(Step("common", "wlayout", (mp, kc, nph * groups), None,
+                           ("w", "taps", "wt", ("i", m), ("i", mp), ("i", kc), ("i", nt), ("i", groups),
+                            ("l", strides[0]), ("l", strides[1]), ("l", strides[2]))))
 
 
 def conv_plan(op: str, p: Problem, c: dict[str, Any], double: bool) -> Plan:
@@ -121,7 +124,6 @@ def conv_plan(op: str, p: Problem, c: dict[str, Any], double: bool) -> Plan:
     Ho, Wo = p.output_size
     VEC, MB, TH, TW = c["vec"], c["co_block"], c["tile_h"], c["tile_w"]
     MW = VEC * MB
-    w_idx = np.arange(int(np.prod(p.weight_shape)), dtype=np.int64).reshape(G, Cig, Cog, p.kH, p.kW)
     if op == "forward":
         plan = Plan(op, ("x", "w", "b") if p.bias else ("x", "w"), "y", p.output_shape)
         KC, M, src, out_h, out_w = Cig, Cog, "x", Ho, Wo
@@ -149,11 +151,13 @@ def conv_plan(op: str, p: Problem, c: dict[str, Any], double: bool) -> Plan:
         NTH = max(1, max(len(t) for t in tap_h))
         NTW = max(1, max(len(t) for t in tap_w))
         MP = ceil_to(M, MW)
-        index = np.full((len(table), G, NTH, NTW, KC, MP), -1, dtype=np.int64)
+        taps = np.full((len(table), NTH, NTW), -1, dtype=np.int64)
         for ph, (th, tw) in enumerate(zip(tap_h, tap_w)):
             for jh, kh in enumerate(th):
                 for jw, kw in enumerate(tw):
-                    index[ph, :, jh, jw, :, :M] = w_idx[:, :, :, kh, kw]
+                    taps[ph, jh, jw] = kh * p.kW + kw
+        T = p.kH * p.kW
+        strides = (Cig * Cog * T, Cog * T, T)  # w[g*Cig + kc, m, tap]
     else:  # backward_input: gx = conv2d(gy, w, stride, padding, dilation, groups): gather from the gy canvas
         plan = Plan(op, ("gy", "w"), "gx", p.input_shape)
         KC, M, src, out_h, out_w = Cog, Cig, "gy", p.H, p.W
@@ -164,12 +168,12 @@ def conv_plan(op: str, p: Problem, c: dict[str, Any], double: bool) -> Plan:
         direct = 0
         NTH, NTW = p.kH, p.kW
         MP = ceil_to(M, MW)
-        # Wt[0, g, kh, kw, o, c] = w[g*Cig + c, o, kh, kw]
-        index = np.full((1, G, NTH, NTW, KC, MP), -1, dtype=np.int64)
-        index[0, :, :, :, :, :M] = w_idx.transpose(0, 3, 4, 2, 1)
+        taps = np.arange(p.kH * p.kW, dtype=np.int64).reshape(1, NTH, NTW)
+        T = p.kH * p.kW
+        strides = (Cig * Cog * T, T, Cog * T)  # w[g*Cig + m, kc, tap]
     src_h, src_w = (p.H, p.W) if op == "forward" else p.output_size
     _pad_step(plan, src, "xp", p.N, KC, KC, src_h, src_w, HP, WP, padt, padl, G)
-    _gather_step(plan, "w", "wt", index)
+    _wlayout_step(plan, taps.reshape(len(table), NTH * NTW), G, KC, M, MP, strides)
     plan.constants["phases"] = np.asarray(table, dtype=np.int32).reshape(-1)
     plan.buffers[plan.output] = int(np.prod(plan.output_shape))
     defines = dict(CONV=1, DOUBLE=int(double), NB=p.N, G=G, KC=KC, KCP=KC, M=M, MP=MP, HP=HP, WP=WP, HO=out_h,
