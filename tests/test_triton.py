@@ -309,3 +309,64 @@ def test_int64_offsets(tb, dev, monkeypatch):
         config = {**config, "num_warps": 1, "num_stages": 1}
         out, inputs = run(tb, dev, op, q, config)
         assert_close(out, reference.run(op, q, inputs), op, q, f"int64 {op} {config}")
+
+
+# ---- the GPU path, compiled without a GPU -------------------------------------------------------------------------
+
+POINTERS = {"forward": ("x_ptr", "w_ptr", "b_ptr", "y_ptr"), "backward_input": ("gy_ptr", "w_ptr", "gx_ptr"),
+            "backward_weight": ("gy_ptr", "x_ptr", "gw_ptr"), "backward_bias": ("gy_ptr", "gb_ptr")}
+
+
+def compile_for_nvidia(arch: int) -> list[str]:
+    """Compile one config of each kernel and path for sm_`arch`; returns what compiled. Runs in a process without
+    TRITON_INTERPRET (the interpreter patches triton.language in its process)."""
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    from backends.triton import kernels
+
+    assert not kernels.INTERPRETED
+    p = Problem.make(N=2, C_in=64, H=9, W=7, C_out=96, kH=3, kW=4, stride=(2, 3), padding=((2, 0), (1, 2)),
+                     output_padding=(1, 2), dilation=(1, 2), groups=2, bias=True)
+    plans = [("forward", "phase", "float16", (64, 32, 32, 4, 3)), ("forward", "gemm", "float32", (64, 32, 32, 4, 2)),
+             ("forward", "direct", "float64", (32, 4, 4, 2, 1)),
+             ("backward_input", "gemm", "bfloat16", (64, 32, 32, 4, 3)),
+             ("backward_input", "direct", "float32", (32, 4, 4, 2, 1)),
+             ("backward_weight", "gemm", "float32", (32, 64, 32, 4, 2)),
+             ("backward_weight", "direct", "float16", (16, 16, 64, 4, 3)),
+             ("backward_bias", "reduce", "float32", (0, 16, 256, 4, 1))]
+    pointer = {"float32": "*fp32", "float64": "*fp64", "float16": "*fp16", "bfloat16": "*bf16"}
+    tb = backends.get("triton")
+    done = []
+    for i, (op, algorithm, dtype, (bm, bn, bk, warps, stages)) in enumerate(plans):
+        q = p.with_dtype(dtype).for_op(op)
+        config = {"algorithm": algorithm, "block_n": bn, "block_k": bk, "num_warps": warps, "num_stages": stages}
+        if op != "backward_bias":
+            config["block_m"] = bm
+        assert tb.space(op, q, FAKE_GPU).violation(config) is None, config
+        fn, meta = triton_backend.launch_plan(op, q, config, kernels)
+        if i % 2:  # half of them with int64 offsets
+            meta["IDX"] = kernels.tl.int64
+        options = {"num_warps": meta.pop("num_warps"), "num_stages": meta.pop("num_stages")}
+        signature = {name: pointer[dtype] if name in POINTERS[op] else "constexpr" for name in fn.arg_names}
+        compiled = triton.compile(ASTSource(fn, signature, constexprs=meta), target=GPUTarget("cuda", arch, 32),
+                                  options=options)
+        assert compiled.asm.get("cubin"), (op, algorithm, dtype)
+        done.append(f"{op}/{algorithm}/{dtype}")
+    return done
+
+
+def test_kernels_compile_for_nvidia_gpus(tb):
+    """Triton compiles ahead of time for a target it does not have (front end, TTGIR, LLVM, PTX, ptxas to a cubin):
+    every kernel, with tl.dot (16-bit and float32) and with FMAs (float64), int32 and int64 offsets, compiles for
+    sm_80 and sm_90. A GPU run would add only the launch and the answer, which the interpreter checks."""
+    pytest.importorskip("triton")
+    code = ("import sys, warnings; warnings.simplefilter('ignore'); sys.path.insert(0, 'tests'); "
+            "import test_triton as t; print(len(t.compile_for_nvidia(80)) + len(t.compile_for_nvidia(90)))")
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=root,
+                            timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.split()[-1] == "16"

@@ -401,6 +401,30 @@ def to_tensor(name: str, a: Any, shape: tuple[int, ...], dtype: str, target: Any
     return t.to(target).contiguous()
 
 
+def launch_plan(op: str, p: Problem, c: Config, kernels: Any) -> tuple[Any, dict[str, Any]]:
+    """The kernel of `kernels` (the module) that computes (op, config) and its constexpr and launch arguments
+    (everything but the tensors)."""
+    tl = kernels.tl
+    Ho, Wo = p.output_size
+    meta: dict[str, Any] = dict(IDX=tl.int64 if needs_int64(p) else tl.int32,
+                                ACC=tl.float64 if p.dtype == "float64" else tl.float32,
+                                num_warps=c["num_warps"], num_stages=c["num_stages"])
+    if op == "backward_bias":
+        meta.update(N=p.N, C_OUT=p.C_out, HWO=Ho * Wo, BLOCK_N=c["block_n"], BLOCK_K=c["block_k"])
+        return kernels.backward_bias_kernel, meta
+    meta.update(N=p.N, C_IN=p.C_in, H=p.H, W=p.W, C_OUT=p.C_out, HO=Ho, WO=Wo, KH=p.kH, KW=p.kW,
+                SH=p.stride[0], SW=p.stride[1], PT=p.padding[0][0], PL=p.padding[1][0],
+                DH=p.dilation[0], DW=p.dilation[1], G=p.groups,
+                USE_DOT=_uses_dot(p, c), BLOCK_M=c["block_m"], BLOCK_N=c["block_n"], BLOCK_K=c["block_k"])
+    if op == "forward":
+        meta["HAS_BIAS"] = p.bias
+        if c["algorithm"] == "gemm":
+            return kernels.forward_gemm_kernel, meta
+        return kernels.forward_tap_kernel, {**meta, "PHASE": c["algorithm"] == "phase"}
+    fn = kernels.backward_input_kernel if op == "backward_input" else kernels.backward_weight_kernel
+    return fn, {**meta, "GEMM": c["algorithm"] == "gemm"}
+
+
 def _build(op: str, p: Problem, device: Device, c: Config) -> Kernel:
     """The prepared kernel: checks and stages its arguments, allocates the output, launches, converts back."""
     import torch
@@ -413,30 +437,7 @@ def _build(op: str, p: Problem, device: Device, c: Config) -> Kernel:
     tdtype = getattr(torch, p.dtype)
     target = device.handle if device.kind == "gpu" else torch.device("cpu")
     grid = _grid(op, p, c)
-    Ho, Wo = p.output_size
-    meta: dict[str, Any] = dict(IDX=kernels.tl.int64 if needs_int64(p) else kernels.tl.int32,
-                                ACC=kernels.tl.float64 if p.dtype == "float64" else kernels.tl.float32,
-                                num_warps=c["num_warps"], num_stages=c["num_stages"])
-    shapes = dict(N=p.N, C_IN=p.C_in, H=p.H, W=p.W, C_OUT=p.C_out, HO=Ho, WO=Wo, KH=p.kH, KW=p.kW,
-                  SH=p.stride[0], SW=p.stride[1], PT=p.padding[0][0], PL=p.padding[1][0],
-                  DH=p.dilation[0], DW=p.dilation[1], G=p.groups)
-    if op == "backward_bias":
-        meta.update(N=p.N, C_OUT=p.C_out, HWO=Ho * Wo, BLOCK_N=c["block_n"], BLOCK_K=c["block_k"])
-    else:
-        meta.update(shapes, USE_DOT=_uses_dot(p, c), BLOCK_M=c["block_m"], BLOCK_N=c["block_n"],
-                    BLOCK_K=c["block_k"])
-    if op == "forward":
-        if c["algorithm"] == "gemm":
-            fn = kernels.forward_gemm_kernel
-        else:
-            fn = kernels.forward_tap_kernel
-            meta["PHASE"] = c["algorithm"] == "phase"
-    elif op == "backward_input":
-        fn, meta["GEMM"] = kernels.backward_input_kernel, c["algorithm"] == "gemm"
-    elif op == "backward_weight":
-        fn, meta["GEMM"] = kernels.backward_weight_kernel, c["algorithm"] == "gemm"
-    else:
-        fn = kernels.backward_bias_kernel
+    fn, meta = launch_plan(op, p, c, kernels)
     launcher = fn[grid]
     names = {"forward": ("input", "weight", "bias"), "backward_input": ("grad_output", "weight"),
              "backward_weight": ("grad_output", "input"), "backward_bias": ("grad_output",)}[op]
@@ -457,14 +458,13 @@ def _build(op: str, p: Problem, device: Device, c: Config) -> Kernel:
         if op == "forward":
             x, w = tensors[0], tensors[1]
             args_ = (x, w, tensors[2] if p.bias else x, out)  # x stands in for the absent bias (never read)
-            extra = {"HAS_BIAS": p.bias}
         else:
-            args_, extra = (*tensors, out), {}
+            args_ = (*tensors, out)
         if device.kind == "gpu":
             with torch.cuda.device(target):
-                launcher(*args_, **meta, **extra)
+                launcher(*args_, **meta)
         else:
-            launcher(*args_, **meta, **extra)
+            launcher(*args_, **meta)
         return out.cpu().numpy() if as_numpy else out
 
     return kernel
