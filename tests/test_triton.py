@@ -48,7 +48,7 @@ def run(tb, dev, op, p, config, inputs=None):
     return tb.prepare(op, p, dev, config)(*inputs), inputs
 
 
-# ---- the tunable space: each algorithm, dot and FMA reductions, against the reference -------------------------------
+# ---- the tunable space: each algorithm, dot and FMA reductions, against the reference ----------------------
 
 def cheapest(tb, dev, op, p, algorithm, dot):
     """The valid config of `algorithm` that interprets fastest, reducing with tl.dot or with FMAs."""
@@ -100,7 +100,7 @@ def test_other_dtypes(tb, dev, dtype):
         assert_close(out.double().numpy(), reference.run(op, q, exact), op, q, f"{dtype} {op}")
 
 
-# ---- constraints and config validation --------------------------------------------------------------------------
+# ---- constraints and config validation ---------------------------------------------------------------------
 
 
 def test_defaults_are_valid_everywhere(tb, dev):
@@ -179,7 +179,7 @@ def test_interpreter_space_is_inside_the_gpu_space(tb, dev):
         assert all("too slow for the interpreter" in interp.violation(c) for c in slow)
 
 
-# ---- devices, availability, laziness ----------------------------------------------------------------------------
+# ---- devices, availability, laziness -----------------------------------------------------------------------
 
 
 def test_interpreter_device(tb, dev, monkeypatch):
@@ -208,7 +208,7 @@ def test_imports_stay_lazy():
     assert result.returncode == 0, result.stderr
 
 
-# ---- arrays in and out --------------------------------------------------------------------------------------------
+# ---- arrays in and out -------------------------------------------------------------------------------------
 
 
 def test_numpy_in_numpy_out_torch_in_torch_out(tb, dev):
@@ -290,7 +290,7 @@ def test_runner_in_the_interpreter_is_wall_clock(tb, dev):
     assert measure(run_once, budget_s=0.0, min_reps=2, max_reps=2).reps == 2
 
 
-# ---- int64 offsets ------------------------------------------------------------------------------------------------
+# ---- int64 offsets -----------------------------------------------------------------------------------------
 
 
 def test_int64_offsets(tb, dev, monkeypatch):
@@ -311,7 +311,7 @@ def test_int64_offsets(tb, dev, monkeypatch):
         assert_close(out, reference.run(op, q, inputs), op, q, f"int64 {op} {config}")
 
 
-# ---- the GPU path, compiled without a GPU -------------------------------------------------------------------------
+# ---- the GPU path, compiled without a GPU ------------------------------------------------------------------
 
 POINTERS = {"forward": ("x_ptr", "w_ptr", "b_ptr", "y_ptr"), "backward_input": ("gy_ptr", "w_ptr", "gx_ptr"),
             "backward_weight": ("gy_ptr", "x_ptr", "gw_ptr"), "backward_bias": ("gy_ptr", "gb_ptr")}

@@ -1,4 +1,4 @@
-"""The `triton` backend: Triton kernels for the four ops, tunable, GPU-native, checked on CPU through the interpreter.
+"""The `triton` backend: Triton kernels for the four ops, tunable, GPU-native, checked on CPU by the interpreter.
 
 Devices. Each GPU that Triton's active driver (CUDA or HIP, through torch) sees is one device, id
 `gpu-<vendor>-<model>-<memory>gb`. Where there is none, the backend runs only when `TRITON_INTERPRET=1` is set (read
@@ -110,9 +110,13 @@ def _gpu_devices() -> tuple[Device, ...]:
     found = []
     for i in range(torch.cuda.device_count()):
         props = torch.cuda.get_device_properties(i)
+        try:  # what Triton itself checks kernels against (its OutOfResources limit)
+            shared = int(driver.active.utils.get_device_properties(i)["max_shared_mem"])
+        except Exception:
+            shared = int(getattr(props, "shared_memory_per_block_optin", 0) or DEFAULT_SHARED_BYTES)
+        warp = int(getattr(props, "warp_size", 0) or (64 if vendor == "amd" else 32))
         memory_gb = math.ceil(props.total_memory / 2**30)  # marketing sizes: 79.2 GiB reads as an 80 GB part
-        info = {"index": i, "memory_gb": memory_gb, "warp_size": int(getattr(props, "warp_size", 0) or (64 if vendor == "amd" else 32)),
-                "shared_memory_bytes": int(getattr(props, "shared_memory_per_block_optin", 0) or DEFAULT_SHARED_BYTES),
+        info = {"index": i, "memory_gb": memory_gb, "warp_size": warp, "shared_memory_bytes": shared,
                 "capability": f"{props.major}.{props.minor}", "timing": "device"}
         found.append(Device(id=device_id("gpu", vendor, props.name, memory_gb=memory_gb), name=props.name,
                             kind="gpu", backend="triton", info=info, handle=torch.device("cuda", i)))
@@ -126,7 +130,7 @@ class TritonBackend(Backend):
         self._kernels: dict[tuple, Kernel] = {}
         self._lock = threading.Lock()
 
-    # ---- where it runs --------------------------------------------------------------------------------------------
+    # ---- where it runs -------------------------------------------------------------------------------------
     def available(self) -> tuple[bool, str]:
         missing = [m for m in ("triton", "torch") if importlib.util.find_spec(m) is None]
         if missing:
@@ -168,7 +172,8 @@ class TritonBackend(Backend):
         G = problem.groups
         Cig, Cog = problem.C_in // G, problem.C_out // G
         big = max(BLOCKS_MN)
-        if G * -(-max(Cig, Cog) // big) > GRID_LIMITS[1] or -(-problem.N * max(Ho * Wo, problem.H * problem.W) // big) > GRID_LIMITS[0]:
+        pixels = problem.N * max(Ho * Wo, problem.H * problem.W)
+        if G * -(-max(Cig, Cog) // big) > GRID_LIMITS[1] or -(-pixels // big) > GRID_LIMITS[0]:
             return (f"too large for one launch: the grid exceeds {GRID_LIMITS} programs even with "
                     f"{big}-wide blocks")
         return None
@@ -184,7 +189,7 @@ class TritonBackend(Backend):
             return kind == "cpu"
         return any(d.handle == array.device for d in _gpu_devices())
 
-    # ---- what can be tuned ----------------------------------------------------------------------------------------
+    # ---- what can be tuned ---------------------------------------------------------------------------------
     def space(self, op: str, problem: Problem, device: Device) -> Space:
         check_op(op)
         p = problem
@@ -259,13 +264,14 @@ class TritonBackend(Backend):
                            "num_stages": s}
                           for a in (first, "gemm", "direct") if a in space.params["algorithm"]
                           for bn in (64, 32, 16, 8, 4, 2, 1) for bk in (32, 16, 8, 4, 2, 1)
-                          for bm in (64, 128, 32, 16, 8, 4, 2, 1) for w, s in ((4, 2), (4, 1), (8, 1), (2, 1), (1, 1))]
+                          for bm in (64, 128, 32, 16, 8, 4, 2, 1)
+                          for w, s in ((4, 2), (4, 1), (8, 1), (2, 1), (1, 1))]
         for c in candidates:
             if space.violation(c) is None:
                 return c
         raise ValueError(f"no triton config fits {op} {problem.key} on {device.id}")
 
-    # ---- kernels --------------------------------------------------------------------------------------------------
+    # ---- kernels -------------------------------------------------------------------------------------------
     def prepare(self, op: str, problem: Problem, device: Device, config: Config) -> Kernel:
         check_op(op)
         ok, why = self.available()

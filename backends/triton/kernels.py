@@ -22,7 +22,7 @@ import triton
 import triton.language as tl
 from triton.runtime.jit import JITFunction
 
-# ---- forward: direct gather and stride-phase decomposition ----------------------------------------------------------
+# ---- forward: direct gather and stride-phase decomposition -------------------------------------------------
 
 
 @triton.jit
@@ -115,7 +115,7 @@ def forward_tap_kernel(x_ptr, w_ptr, b_ptr, y_ptr,
     tl.store(y_ptr + y_off, acc.to(y_ptr.dtype.element_ty), mask=m_ok[:, None] & co_ok[None, :])
 
 
-# ---- forward: implicit GEMM ------------------------------------------------------------------------------------------
+# ---- forward: implicit GEMM --------------------------------------------------------------------------------
 
 
 @triton.jit
@@ -174,7 +174,7 @@ def forward_gemm_kernel(x_ptr, w_ptr, b_ptr, y_ptr,
     tl.store(y_ptr + y_off, acc.to(y_ptr.dtype.element_ty), mask=m_ok[:, None] & co_ok[None, :])
 
 
-# ---- backward_input: a strided convolution of gy, direct or implicit GEMM ------------------------------------------
+# ---- backward_input: a strided convolution of gy, direct or implicit GEMM ----------------------------------
 
 
 @triton.jit
@@ -245,7 +245,7 @@ def backward_input_kernel(gy_ptr, w_ptr, gx_ptr,
     tl.store(gx_ptr + gx_off, acc.to(gx_ptr.dtype.element_ty), mask=m_ok[:, None] & ci_ok[None, :])
 
 
-# ---- backward_weight: a correlation of x with gy over batch and pixels -------------------------------------------
+# ---- backward_weight: a correlation of x with gy over batch and pixels -------------------------------------
 
 
 @triton.jit
@@ -304,7 +304,7 @@ def backward_weight_kernel(gy_ptr, x_ptr, gw_ptr,
     tl.store(gw_ptr + gw_off, acc.to(gw_ptr.dtype.element_ty), mask=ci_ok[:, None] & j_ok[None, :])
 
 
-# ---- backward_bias: a reduction over batch and output pixels ---------------------------------------------------------
+# ---- backward_bias: a reduction over batch and output pixels -----------------------------------------------
 
 
 @triton.jit
