@@ -423,8 +423,7 @@ class _StudyRunner:
         return float(outcome["time_s"])
 
     def show(self, s: _State, final: bool = False) -> None:
-        space = self.plan.space.size if self.options.sampler == "grid" else (self.plan.feasible or self.plan.space.size)
-        target = min(self.options.trials, space)
+        target = min(self.options.trials, self.plan.feasible or self.plan.space.size)
         self.progress.update(min(s.measured, target), target, s.best_s, s.default_s, final=final)
 
     def after_trial(self, study: Any, trial: Any) -> None:

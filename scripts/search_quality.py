@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import statistics
 import sys
 import warnings
@@ -37,6 +38,37 @@ from autotune.tuner import StudyPlan, TuneOptions, make_sampler, plan_studies, t
 DEFAULT_PROBLEMS = ["dcgan_rgb", "depthwise_up", "dilated_up", "odd_shapes"]
 DEFAULT_OPS = ["forward", "backward_input", "backward_weight"]
 WITHIN = 1.05
+
+
+# --restricted: spaces too large for an exhaustive grid on a small machine (OpenCL: ~10^4 feasible points per
+# study) are cut to a sub-space by fixing these parameters at the backend's default; the search question is then
+# asked on that sub-space, exhaustively measured.
+FIXED = {"forward": ("wg_x", "wg_y", "local", "algorithm", "co_block", "vec_axis"),
+         "backward_input": ("wg_x", "wg_y", "local", "algorithm", "co_block"),
+         "backward_weight": ("wg_x", "wg_y", "split"), "backward_bias": ()}
+RESTRICTED_ENV = "SEARCH_QUALITY_BASE"
+
+
+class Restricted:
+    """A backend that is `$SEARCH_QUALITY_BASE` with some parameters fixed at its default (see FIXED); loaded
+    through the tuner's plug-in hook ($AUTOTUNE_EXTRA_BACKENDS), so its trials run in the tuner's workers."""
+
+    def __new__(cls) -> object:
+        import backends
+        from backends.base import Backend, Space
+
+        base = backends.get(os.environ[RESTRICTED_ENV])
+
+        class _Restricted(type(base)):  # type: ignore[misc]
+            def space(self, op: str, problem: object, device: object) -> Space:
+                full = super().space(op, problem, device)
+                default = base.default_config(op, problem, device)  # the unrestricted backend's own default
+                return Space({k: (default[k],) if k in FIXED[op] else v for k, v in full.params.items()},
+                             full.constraints)
+
+        obj = _Restricted()
+        assert isinstance(obj, Backend)
+        return obj
 
 
 def grid_times(results_dir: Path, plan: StudyPlan) -> dict[str, float | None]:
@@ -99,7 +131,19 @@ def main() -> int:
     ap.add_argument("--results", default="/tmp/autotune-search-quality")
     ap.add_argument("--timing-budget", type=float, default=0.3)
     ap.add_argument("--markdown", action="store_true")
+    ap.add_argument("--restricted", action="store_true", help="fix some parameters at their default (FIXED): "
+                    "for spaces too large to measure exhaustively here")
     args = ap.parse_args()
+    if args.restricted:
+        if len(args.backends) != 1:
+            ap.error("--restricted takes one backend")
+        os.environ[RESTRICTED_ENV] = args.backends[0]
+        name = f"{args.backends[0]}_restricted"
+        os.environ["AUTOTUNE_EXTRA_BACKENDS"] = f"{name}=search_quality:Restricted"
+        here = str(Path(__file__).resolve().parent)
+        os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [here, os.environ.get("PYTHONPATH")]))
+        sys.path.insert(0, here)
+        args.backends = [name]
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 

@@ -194,10 +194,15 @@ def test_kill_9_mid_run_then_resume(problems_file: Path, tmp_path: Path) -> None
     finally:
         os.killpg(proc.pid, signal.SIGKILL)  # the tuner and its worker
         proc.wait()
-    before = pd.read_csv(path)
-    assert len(before) >= 3 and (before["schema"] == 1).all()
+    before = pd.read_csv(path)  # pandas reads the file as the kill left it
+    assert len(before) >= 3 and (before["schema"].iloc[:-1] == 1).all()
     errors: list[str] = []
-    assert len(results.read_file(path, errors)) == len(before) and errors == []
+    whole = results.read_file(path, errors)
+    # Every row is whole, except at most the last one if the kill landed inside its write (the trial in flight):
+    # that one is dropped by the reader, with its line named.
+    assert errors == [] or (len(errors) == 1 and f"line {len(before) + 1}: incomplete" in errors[0])
+    assert len(whole) == len(before) - len(errors)
+    before = before.iloc[:len(whole)]
     storage = f"sqlite:///{res / 'studies.sqlite3'}"
     studies_before = {s.study_name: s.n_trials for s in optuna.get_all_study_summaries(storage)}
 
