@@ -19,6 +19,7 @@ import pandas as pd
 
 import backends
 from autotune import results
+from autotune.devices import cpu_device_id, cpu_device_name
 from autotune.problem import OPS, Problem
 from autotune.problems import load_problems, select
 from autotune.timing import Timing, measure
@@ -41,6 +42,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--results", metavar="DIR", help="results directory read by --configs tuned")
     p.add_argument("--no-torch", action="store_true", help="do not time PyTorch")
     p.add_argument("--csv", metavar="FILE", help="also save the long table (one row per problem, op, backend)")
+    p.add_argument("--record", action="store_true",
+                   help="append every measurement (PyTorch's as status 'baseline') to the device's results file "
+                        "in the results directory, for reports and dispatch")
 
 
 # ---- PyTorch baseline -----------------------------------------------------------------------------------------
@@ -187,7 +191,7 @@ def run(args: argparse.Namespace) -> int:
             expected = reference.run(op, p, inputs)
             run_torch = torch_runner(op, p, inputs) if torch is not None else None
             if run_torch is not None:
-                table.append(_row(named.name, op, p, "torch", chosen[0][1].id, f"torch {torch.__version__}",
+                table.append(_row(named.name, op, p, "torch", cpu_device_id(), f"torch {torch.__version__}",
                                   measure(run_torch, budget_s=args.budget), "baseline"))
             for backend, device in chosen:
                 why = backend.supports(p, device)
@@ -198,11 +202,39 @@ def run(args: argparse.Namespace) -> int:
                 table.append(_row(named.name, op, p, backend.name, device.id,
                                   config_json(config) if config is not None else "", t, status, err))
     df = pd.DataFrame(table)
+    if args.record:
+        record(df, problems, chosen, torch, args.results)
     print_table(df)
     if args.csv:
         df.to_csv(args.csv, index=False)
         print(f"bench: saved {len(df)} rows to {args.csv}", file=sys.stderr)
     return 0
+
+
+def record(df: pd.DataFrame, problems: list, chosen: list[tuple[Backend, Device]], torch: Any,
+           results_arg: str | None) -> None:
+    """Append the timed rows to each device's results file (failed ones are the tuner's business)."""
+    from autotune import __version__
+    by_name = {n.name: n.problem for n in problems}
+    devices = {d.id: (b.version(), d.id, d.name) for b, d in chosen}
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    per_file: dict[Any, list[dict[str, Any]]] = {}
+    for r in df[df.status.isin(["ok", "baseline"])].itertuples():
+        # PyTorch's baseline ran on this CPU.
+        version, device_id, device_name = devices.get(r.device, (None, cpu_device_id(), cpu_device_name()))
+        if r.backend == "torch":
+            version = f"torch {torch.__version__}"
+        p = by_name[r.problem_name].for_op(r.op)
+        row = {"device": device_id, "device_name": device_name, "backend": r.backend, "op": r.op,
+               **results.problem_columns(p), "config": "{}" if r.backend == "torch" else r.config,
+               "status": r.status, "time_s": r.time_s, "gflops": r.gflops,
+               "max_abs_err": None if pd.isna(r.max_abs_err) else r.max_abs_err, "timestamp": stamp,
+               "time_min_s": r.time_min_s, "time_max_s": r.time_max_s, "reps": r.reps, "reason": "autotune bench",
+               "backend_version": version, "autotune_version": __version__, "schema": results.SCHEMA_VERSION}
+        per_file.setdefault(results.device_file(results.results_dir(results_arg), device_id), []).append(row)
+    for path, rows in per_file.items():
+        results.append_rows(path, rows)
+        print(f"bench: recorded {len(rows)} rows in {path}", file=sys.stderr)
 
 
 def summary(df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:

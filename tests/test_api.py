@@ -244,7 +244,8 @@ def test_cli_errors_are_one_line(tmp_path):
 def test_bench_runs_and_prints_ratios(tmp_path):
     out = tmp_path / "bench.csv"
     proc = subprocess.run([sys.executable, "-m", "autotune.cli", "bench", "--only", "odd_shapes", "--backends", "numpy",
-                           "--budget", "0.01", "--csv", str(out)], capture_output=True, text=True)
+                           "--budget", "0.01", "--csv", str(out), "--record", "--results", str(tmp_path / "res")],
+                          capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     import pandas as pd
     df = pd.read_csv(out)
@@ -254,3 +255,7 @@ def test_bench_runs_and_prints_ratios(tmp_path):
     if IN_CI or "torch" in set(df.backend):
         assert (df[df.backend == "torch"].status == "baseline").all() and len(df[df.backend == "torch"]) == 4
         assert "numpy/torch" in proc.stdout and "Geometric mean" in proc.stdout
+    from autotune import results
+    recorded = results.read_file(results.device_file(tmp_path / "res", cpu_device_id()))
+    assert len(recorded) == len(df[df.status.isin(["ok", "baseline"])])
+    assert set(recorded[recorded.backend == "numpy"].status) == {"ok"}
