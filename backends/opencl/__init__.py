@@ -305,8 +305,14 @@ class OpenCLBackend(Backend):
                 return f"local staging needs {need} bytes, device has {local_mem} bytes of local memory"
             return None
 
-        return Space({"algorithm": algorithms, "wg_x": WG_X, "wg_y": WG_Y, "tile_h": TILES, "tile_w": TILES,
-                      "co_block": CO_BLOCKS, "vec": VECS, "local": (0, 1)}, [wg_fits, regs_conv, local_fits])
+        def axis_ok(c: Config) -> str | None:
+            if c["vec_axis"] == "w" and (c["algorithm"] != "phase" or c["local"]):
+                return "vectors along output columns exist for the phase algorithm without local staging only"
+            return None
+
+        return Space({"algorithm": algorithms, "vec_axis": ("co", "w") if op == "forward" else ("co",),
+                      "wg_x": WG_X, "wg_y": WG_Y, "tile_h": TILES, "tile_w": TILES, "co_block": CO_BLOCKS,
+                      "vec": VECS, "local": (0, 1)}, [wg_fits, regs_conv, axis_ok, local_fits])
 
     def default_config(self, op: str, problem: Problem, device: Device) -> Config:
         return _default_config(self, op, problem, device)
@@ -380,8 +386,8 @@ def _default_config(backend: OpenCLBackend, op: str, p: Problem, device: Device)
         cand = {"wg_x": 1, "wg_y": 1, "c_tile": 8, "co_block": 1, "vec": vec, "split": 8}
     else:
         tw = 4 if vec >= 8 else 8
-        cand = {"algorithm": "phase" if op == "forward" else "direct", "wg_x": 8, "wg_y": 1, "tile_h": 1,
-                "tile_w": tw, "co_block": 1, "vec": vec, "local": 0}
+        cand = {"algorithm": "phase" if op == "forward" else "direct", "vec_axis": "co", "wg_x": 8, "wg_y": 1,
+                "tile_h": 1, "tile_w": tw, "co_block": 1, "vec": vec, "local": 0}
     if space.violation(cand) is None:
         return space.validate(cand)
     for c in space.grid():  # a device with tiny limits: the first point that fits

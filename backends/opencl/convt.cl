@@ -70,6 +70,23 @@ __kernel void pad_cl(__global const T* restrict src, __global T* restrict dst, i
     for (int k = kc; k < kcp; ++k) out[k] = (T)0;
 }
 
+// ---- NCHW (n, G*KC, H, W) -> channels-first with a zero border (G, n, KC, HP, WP); one work-item per element
+__kernel void pad_cf(__global const T* restrict src, __global T* restrict dst, int nb, int kc, int h, int w, int hp,
+                     int wp, int pt, int pl, int groups) {
+    const long i = get_global_id(0);
+    const long total = (long)groups * nb * kc * hp * wp;
+    if (i >= total) return;
+    const int c = (int)(i % wp);
+    const int r = (int)((i / wp) % hp);
+    const long plane = i / ((long)wp * hp);  // (g, n, k)
+    const int k = (int)(plane % kc);
+    const long gn = plane / kc;
+    const int n = (int)(gn % nb), g = (int)(gn / nb);
+    const int ih = r - pt, iw = c - pl;
+    dst[i] = (ih < 0 || ih >= h || iw < 0 || iw >= w) ? (T)0
+             : src[((((long)n * groups + g) * kc + k) * h + ih) * (long)w + iw];
+}
+
 // ---- weights into the conv kernel's layout: Wt[phase, g, tap j, kc, m] = w[g*SG + kc*SK + m*SM + taps[phase, j]]
 // (taps[...] < 0: zero). One work-item per (m, kc, phase*g) walks its taps: for forward these are one cache line
 // of w, and consecutive work-items write consecutive m, so both sides stream.
@@ -211,6 +228,91 @@ __kernel void conv(__global const T* restrict X, __global const T* restrict Wt, 
     }
 }
 #endif  // CONV
+
+#ifdef CONVW
+// Forward by stride phases, vectorized along output columns (for few output channels): each work-item computes
+// TH rows x TW vectors of VEC consecutive phase columns for MB output channels. Input: channels-first with a zero
+// border (G, NB, KC, HP, WP); weights Wt[phase, g, tap, kc, MP] as scalars.
+// Defines: NB G KC M MP HP WP HO WO RDH RDW OSH OSW NTH NTW TH TW MB VEC HAS_BIAS
+#define MBLOCKS (MP / MB)
+__kernel void conv_w(__global const T* restrict X, __global const T* restrict Wt, __global const T* restrict B,
+                     __global T* restrict Y, __global const int* restrict phases) {
+    const int ph = get_global_id(2);
+    __global const int* P = phases + ph * 8;
+    const int Qh = P[0], Qw = P[1], RB = P[2], CB = P[3], OBH = P[4], OBW = P[5], nth = P[6], ntw = P[7];
+    const int tiles_w = (Qw + TW * VEC - 1) / (TW * VEC), tiles_h = (Qh + TH - 1) / TH;
+    const long t = get_global_id(0);
+    const int mblk = get_global_id(1);
+    const int g = mblk / MBLOCKS;
+    const int m0 = (mblk % MBLOCKS) * MB;
+    if (g >= G || t >= (long)NB * tiles_h * tiles_w) return;
+    const int n = (int)(t / ((long)tiles_h * tiles_w));
+    const int rem = (int)(t % ((long)tiles_h * tiles_w));
+    const int a0 = (rem / tiles_w) * TH, b0 = (rem % tiles_w) * (TW * VEC);
+    __global const T* wbase = Wt + (((long)ph * G + g) * NTH * NTW) * (long)KC * MP + m0;
+    __global const T* img = X + ((long)g * NB + n) * KC * (long)HP * WP;
+
+    VT acc[TH][TW][MB];
+#pragma unroll
+    for (int i = 0; i < TH; ++i)
+#pragma unroll
+        for (int j = 0; j < TW; ++j)
+#pragma unroll
+            for (int b = 0; b < MB; ++b) acc[i][j][b] = (VT)0;
+
+    for (int jh = 0; jh < nth; ++jh) {
+        for (int jw = 0; jw < ntw; ++jw) {
+            long off[TH];
+#pragma unroll
+            for (int i = 0; i < TH; ++i) {
+                const int a = min(a0 + i, Qh - 1);  // clamped rows are computed, not stored
+                off[i] = ((long)a + RB + jh * RDH) * WP + b0 + CB + jw * RDW;
+            }
+            __global const T* wrow = wbase + (long)(jh * NTW + jw) * KC * MP;
+            for (int k = 0; k < KC; ++k) {
+                __global const T* xk = img + (long)k * HP * WP;
+                T wv[MB];
+#pragma unroll
+                for (int b = 0; b < MB; ++b) wv[b] = wrow[(long)k * MP + b];
+#pragma unroll
+                for (int i = 0; i < TH; ++i) {
+#pragma unroll
+                    for (int j = 0; j < TW; ++j) {
+                        const VT xv = VLOAD(off[i] + j * VEC, xk);
+#pragma unroll
+                        for (int b = 0; b < MB; ++b) acc[i][j][b] = fma(xv, (VT)wv[b], acc[i][j][b]);
+                    }
+                }
+            }
+        }
+    }
+#pragma unroll
+    for (int i = 0; i < TH; ++i) {
+        const int a = a0 + i;
+        if (a >= Qh) break;
+        const long orow = (long)a * OSH + OBH;
+#pragma unroll
+        for (int b = 0; b < MB; ++b) {
+            const int m = m0 + b;
+            if (m >= M) break;
+            __global T* yrow = Y + ((((long)n * G + g) * M + m) * HO + orow) * WO;
+#if HAS_BIAS
+            const T bias = B[g * M + m];
+#else
+            const T bias = 0;
+#endif
+#pragma unroll
+            for (int j = 0; j < TW; ++j) {
+#pragma unroll
+                for (int l = 0; l < VEC; ++l) {
+                    const int bb = b0 + j * VEC + l;
+                    if (bb < Qw) yrow[(long)bb * OSW + OBW] = LANE(acc[i][j][b], l) + bias;
+                }
+            }
+        }
+    }
+}
+#endif  // CONVW
 
 #ifdef WGRAD
 // Defines: NB G CI CIP CO COP H W HP WP KH KW SH SW DH DW CT MB VEC SPLIT ROWS_PER_SPLIT

@@ -123,7 +123,8 @@ def conv_plan(op: str, p: Problem, c: dict[str, Any], double: bool) -> Plan:
     (pt, _), (pl, _) = p.padding
     Ho, Wo = p.output_size
     VEC, MB, TH, TW = c["vec"], c["co_block"], c["tile_h"], c["tile_w"]
-    MW = VEC * MB
+    along_w = c.get("vec_axis") == "w"  # vectors along output columns (forward phase only)
+    MW = MB if along_w else VEC * MB
     if op == "forward":
         plan = Plan(op, ("x", "w", "b") if p.bias else ("x", "w"), "y", p.output_shape)
         KC, M, src, out_h, out_w = Cig, Cog, "x", Ho, Wo
@@ -172,7 +173,16 @@ def conv_plan(op: str, p: Problem, c: dict[str, Any], double: bool) -> Plan:
         T = p.kH * p.kW
         strides = (Cig * Cog * T, T, Cog * T)  # w[g*Cig + m, kc, tap]
     src_h, src_w = (p.H, p.W) if op == "forward" else p.output_size
-    _pad_step(plan, src, "xp", p.N, KC, KC, src_h, src_w, HP, WP, padt, padl, G)
+    if along_w:
+        total = G * p.N * KC * HP * WP
+        # vector loads of the last tiles run past a row's end into the next (lanes never stored): a tail keeps
+        # them inside the buffer
+        plan.buffers["xp"] = total + WP + 2 * TW * VEC
+        plan.steps.append(Step("common", "pad_cf", (_wg(total, 64),), (64,),
+                               (src, "xp", ("i", p.N), ("i", KC), ("i", src_h), ("i", src_w), ("i", HP), ("i", WP),
+                                ("i", padt), ("i", padl), ("i", G))))
+    else:
+        _pad_step(plan, src, "xp", p.N, KC, KC, src_h, src_w, HP, WP, padt, padl, G)
     _wlayout_step(plan, taps.reshape(len(table), NTH * NTW), G, KC, M, MP, strides)
     plan.constants["phases"] = np.asarray(table, dtype=np.int32).reshape(-1)
     plan.buffers[plan.output] = int(np.prod(plan.output_shape))
@@ -180,12 +190,16 @@ def conv_plan(op: str, p: Problem, c: dict[str, Any], double: bool) -> Plan:
                    WO=out_w, RS=RS, CS=CS, RDH=RDH, RDW=RDW, OSH=OSH, OSW=OSW, NTH=NTH, NTW=NTW, TH=TH, TW=TW,
                    MB=MB, VEC=VEC, LOCAL_W=c["local"], HAS_BIAS=int(op == "forward" and p.bias), DIRECT=direct,
                    SH=sh, SW=sw, DH=dh, DW=dw, PT=pt, PL=pl, H=p.H, W=p.W)
+    if along_w:
+        defines["CONVW"] = defines.pop("CONV")
     plan.programs["main"] = defines
-    tiles = max(-(-r[0] // TH) * -(-r[1] // TW) for r in table) * p.N
+    cols_per_item = TW * VEC if along_w else TW
+    tiles = max(-(-r[0] // TH) * -(-r[1] // cols_per_item) for r in table) * p.N
     LX, LY = c["wg_x"], c["wg_y"]
     gsize = (_wg(tiles, LX), _wg(G * (MP // MW), LY), len(table))
     bias = "b" if (op == "forward" and p.bias) else plan.output  # unused argument when there is no bias
-    plan.steps.append(Step("main", "conv", gsize, (LX, LY, 1), ("xp", "wt", bias, plan.output, "phases")))
+    plan.steps.append(Step("main", "conv_w" if along_w else "conv", gsize, (LX, LY, 1),
+                           ("xp", "wt", bias, plan.output, "phases")))
     return plan
 
 
