@@ -11,6 +11,7 @@ import sys
 # verb -> module
 COMMANDS = {
     "bench": "autotune.bench",
+    "check": "autotune.check",
     "explain": "autotune.explain",
     "report": "autotune.report",
     "which": "autotune.cmd_which",

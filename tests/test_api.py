@@ -259,3 +259,21 @@ def test_bench_runs_and_prints_ratios(tmp_path):
     recorded = results.read_file(results.device_file(tmp_path / "res", cpu_device_id()))
     assert len(recorded) == len(df[df.status.isin(["ok", "baseline"])])
     assert set(recorded[recorded.backend == "numpy"].status) == {"ok"}
+
+
+def test_check_command_passes_and_catches_a_wrong_kernel(monkeypatch, capsys):
+    from autotune import cli
+    assert cli.main(["check", "--backends", "numpy", "--configs", "2"]) == 0
+    out = capsys.readouterr().out
+    assert out.count(" ok") == 4 and "FAIL" not in out
+    numpy_backend = backends.get("numpy")
+    real = numpy_backend.prepare
+
+    def off_by_one(op, problem, device, config):
+        kernel = real(op, problem, device, config)
+        return (lambda *a: kernel(*a) + 1) if op == "backward_input" else kernel
+    monkeypatch.setattr(numpy_backend, "prepare", off_by_one)
+    assert cli.main(["check", "--backends", "numpy"]) == 1
+    captured = capsys.readouterr()
+    assert "backward_input       10" in captured.out and "FAIL" in captured.out
+    assert "numpy cpu" in captured.err and "relative error" in captured.err
