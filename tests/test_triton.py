@@ -370,3 +370,79 @@ def test_kernels_compile_for_nvidia_gpus(tb):
                             timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.split()[-1] == "16"
+
+
+# ---- the GPU branches' Python, with torch.cuda and Triton's driver stubbed ------------------------------------------
+
+
+def test_gpu_enumeration_with_a_stubbed_driver(monkeypatch):
+    """Two H100s as torch and Triton's driver would report them: one device each, ids from autotune.devices."""
+    torch = pytest.importorskip("torch")
+    import triton.runtime
+
+    class Props:
+        name, total_memory, major, minor, warp_size = "NVIDIA H100 80GB HBM3", 85_031_714_816, 9, 0, 32
+
+    class Utils:
+        @staticmethod
+        def get_device_properties(index):
+            return {"max_shared_mem": 232448}
+
+    class Active:
+        utils = Utils()
+
+    class Driver:
+        active = Active()
+
+    monkeypatch.setattr(triton.runtime, "driver", Driver())
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda i: Props())
+    monkeypatch.setattr(torch.version, "hip", None)
+    found = triton_backend._gpu_devices.__wrapped__()
+    assert [d.id for d in found] == ["gpu-nvidia-h100-80gb"] * 2
+    assert [d.info["index"] for d in found] == [0, 1] and [str(d.handle) for d in found] == ["cuda:0", "cuda:1"]
+    assert found[0].info["shared_memory_bytes"] == 232448 and found[0].info["timing"] == "device"
+    assert found[0].kind == "gpu"
+
+
+def test_gpu_launch_and_event_timing_paths(tb, dev, monkeypatch):
+    """The prepared kernel's and the runner's GPU branches (device context, CUDA events) on a stand-in GPU whose
+    kernels the interpreter runs on the CPU."""
+    torch = pytest.importorskip("torch")
+    entered = []
+
+    class DeviceContext:
+        def __init__(self, where):
+            entered.append(str(where))
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+    class Event:
+        def __init__(self, enable_timing=False):
+            assert enable_timing
+
+        def record(self):
+            pass
+
+        def synchronize(self):
+            pass
+
+        def elapsed_time(self, end):
+            return 2.5  # milliseconds
+
+    monkeypatch.setattr(torch.cuda, "device", DeviceContext)
+    monkeypatch.setattr(torch.cuda, "Event", Event)
+    gpu = Device(id="gpu-test", name="stand-in", kind="gpu", backend="triton", info=dict(FAKE_GPU.info),
+                 handle=torch.device("cpu"))
+    p = PROBLEM.for_op("backward_input")
+    config = tb.default_config("backward_input", p, dev)
+    kernel = tb.prepare("backward_input", p, gpu, config)
+    inputs = inputs_for("backward_input", p, seed=8)
+    assert_close(kernel(*inputs), reference.run("backward_input", p, inputs), "backward_input", p, "stand-in gpu")
+    assert entered == ["cpu"]
+    assert tb.runner(kernel, inputs, gpu)() == pytest.approx(2.5e-3)

@@ -459,15 +459,18 @@ def _build(op: str, p: Problem, device: Device, c: Config) -> Kernel:
         bias = args[2] if op == "forward" and len(args) == 3 else None
         if op == "forward" and (bias is not None) != p.bias:
             raise ValueError(f"bias must be {'given' if p.bias else 'None'} for problem {p.key}")
-        tensors = [to_tensor(n, a, shapes_in[n], p.dtype, target) for n, a in zip(names, args) if a is not None]
-        out = torch.empty(out_shape, dtype=tdtype, device=target)
+        where = target
+        if device.kind == "gpu" and _is_tensor(args[0]) and args[0].device.type == "cuda":
+            where = args[0].device  # GPUs of one model share a device id (and a config): run where the data is
+        tensors = [to_tensor(n, a, shapes_in[n], p.dtype, where) for n, a in zip(names, args) if a is not None]
+        out = torch.empty(out_shape, dtype=tdtype, device=where)
         if op == "forward":
             x, w = tensors[0], tensors[1]
             args_ = (x, w, tensors[2] if p.bias else x, out)  # x stands in for the absent bias (never read)
         else:
             args_ = (*tensors, out)
         if device.kind == "gpu":
-            with torch.cuda.device(target):
+            with torch.cuda.device(where):  # Triton launches on the current device
                 launcher(*args_, **meta)
         else:
             launcher(*args_, **meta)
