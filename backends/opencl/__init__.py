@@ -373,27 +373,45 @@ def _name(obj: Any) -> str:
         return "?"
 
 
+def _pow2_at_most(n: int, cap: int) -> int:
+    v = 1
+    while v * 2 <= min(n, cap):
+        v *= 2
+    return v
+
+
 def _default_config(backend: OpenCLBackend, op: str, p: Problem, device: Device) -> Config:
-    """Heuristics from measurements on PoCL (see scripts/opencl_bench.py): vectorize along output channels when
-    there are enough of them, else keep vectors short and tile pixels instead."""
+    """Heuristics from measurements on PoCL's CPU device (scripts/opencl_bench.py): with many output channels,
+    vectors of 16 channels, two of them per work-item, on a 2x2 pixel tile (4 vector FMAs per weight vector load);
+    with few output channels (forward), vectors along output columns instead, several rows per work-item."""
     space = backend.space(op, p, device)
     G = p.groups
     if op == "backward_bias":
         return space.validate({"vec": 16, "split": 8})
     m = p.C_out // G if op in ("forward", "backward_weight") else p.C_in // G
-    vec = 16 if m >= 16 else 8 if m >= 8 else 4 if m >= 4 else 1
+    vec = 16 if m >= 16 else _pow2_at_most(m, 16)
     if op == "backward_weight":
-        cand = {"wg_x": 1, "wg_y": 1, "c_tile": 8, "co_block": 1, "vec": vec, "split": 8}
+        mb = 2 if m >= 32 else 1
+        ct = 8 if p.C_in // G >= 8 else _pow2_at_most(p.C_in // G, 8)
+        items = p.kH * p.kW * -(-(p.C_in // G) // ct) * G * -(-m // (vec * mb))
+        split = _pow2_at_most(max(1, 2048 // max(items, 1)), 64) if items < 2048 else 8
+        cand: Config = {"wg_x": 1, "wg_y": 1, "c_tile": ct, "co_block": mb, "vec": vec,
+                        "split": max(1, min(split, 64))}
     else:
-        tw = 4 if vec >= 8 else 8
         cand = {"algorithm": "phase" if op == "forward" else "direct", "vec_axis": "co", "wg_x": 8, "wg_y": 1,
-                "tile_h": 1, "tile_w": tw, "co_block": 1, "vec": vec, "local": 0}
-    if space.violation(cand) is None:
+                "tile_h": 2, "tile_w": 2 if m >= 32 else 4, "co_block": 2 if m >= 32 else 1, "vec": vec,
+                "local": 0}
+        qw = -(-p.output_size[1] // p.stride[1])  # columns of one stride phase
+        if op == "forward" and m < 32 and qw >= 8:
+            mb = 1 if m < 4 else 4
+            cand.update(vec_axis="w", vec=16 if qw >= 16 else 8, tile_w=1, co_block=mb, tile_h=8 if m == 1 else 4)
+    reason = space.violation(cand)
+    if reason is None:
         return space.validate(cand)
     for c in space.grid():  # a device with tiny limits: the first point that fits
         if space.violation(c) is None:
             return c
-    raise ValueError(f"no config of the opencl space fits {device.name} for {op}")
+    raise ValueError(f"no config of the opencl space fits {device.name} for {op}: {reason}")
 
 
 BACKEND = OpenCLBackend
