@@ -17,6 +17,7 @@ and do not count. A study also ends when every feasible point of its space has b
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import json
 import math
@@ -98,11 +99,15 @@ class StudyPlan:
     space: Any
     default: dict[str, Any]
     name: str = ""
-    feasible: int | None = None  # points of the space that satisfy its constraints (None: too many to count)
+
+    @functools.cached_property
+    def feasible(self) -> int | None:
+        """Points of the space that satisfy its constraints (None: too many to count)."""
+        if self.space.size > MAX_COUNTED_SPACE:
+            return None
+        return sum(1 for c in self.space.grid() if self.space.violation(c) is None)
 
     def __post_init__(self) -> None:
-        if self.space.size <= MAX_COUNTED_SPACE:
-            self.feasible = sum(1 for c in self.space.grid() if self.space.violation(c) is None)
         space_hash = hashlib.sha256(json.dumps({k: list(v) for k, v in self.space.params.items()},
                                                sort_keys=True).encode()).hexdigest()[:8]
         self.name = f"{self.device.id}:{self.backend.name}:{self.op}:{self.problem.key}:space-{space_hash}"
@@ -158,8 +163,13 @@ def plan_studies(options: TuneOptions, say: Callable[[str], None]) -> list[Study
                 if reason:
                     say(f"skipping {backend.name} on {device.id} for {named.name} {op}: {reason}")
                     continue
-                space = backend.space(op, problem, device)
-                default = space.validate(backend.default_config(op, problem, device))
+                try:
+                    space = backend.space(op, problem, device)
+                    default = space.validate(backend.default_config(op, problem, device))
+                except Exception as exc:  # a backend bug costs its study, not the run
+                    say(f"skipping {backend.name} on {device.id} for {named.name} {op}: its space or default "
+                        f"config is broken ({type(exc).__name__}: {exc})")
+                    continue
                 plans.append(StudyPlan(named.name, problem, op, backend, device, space, default))
     return plans
 
