@@ -77,7 +77,21 @@ _INTERPRETER_DTYPES = ("float32", "float64", "float16", "bfloat16")
 
 def interpreting() -> bool:
     """Whether Triton runs kernels in its CPU interpreter (TRITON_INTERPRET=1), read now."""
-    return os.environ.get("TRITON_INTERPRET", "").strip().lower() in ("1", "true", "yes", "on")
+    return os.environ.get("TRITON_INTERPRET", "").strip().lower() in ("1", "true", "on")  # as Triton reads it
+
+
+@functools.lru_cache(maxsize=1)
+def _import_problem() -> str:
+    """Why triton and torch cannot be imported here ("" when they can); tried once per process."""
+    missing = [m for m in ("triton", "torch") if importlib.util.find_spec(m) is None]
+    if missing:
+        return f"{' and '.join(missing)} not installed: {INSTALL_HINT}"
+    try:
+        import torch  # noqa: F401
+        import triton  # noqa: F401
+    except Exception as exc:  # a broken install must make the backend unavailable, not crash the caller
+        return f"importing triton/torch failed ({type(exc).__name__}: {exc}); reinstall with {INSTALL_HINT}"
+    return ""
 
 
 def _is_tensor(a: Any) -> bool:
@@ -132,9 +146,9 @@ class TritonBackend(Backend):
 
     # ---- where it runs -------------------------------------------------------------------------------------
     def available(self) -> tuple[bool, str]:
-        missing = [m for m in ("triton", "torch") if importlib.util.find_spec(m) is None]
-        if missing:
-            return False, f"{' and '.join(missing)} not installed: {INSTALL_HINT}"
+        problem = _import_problem()
+        if problem:
+            return False, problem
         if interpreting():
             return True, ""
         if not _gpu_devices():
