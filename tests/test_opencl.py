@@ -238,9 +238,12 @@ def test_several_configs_match_reference(ocl: OpenCLBackend, device: backends.De
     space = ocl.space(op, p, device)
     # Random points of the space, kept to small register tiles: PoCL takes seconds to build the largest ones.
     small = Space(dict(space.params), [*space.constraints, _small_tile])
-    configs = [ocl.default_config(op, p, device)] + sample_configs(small, 2, seed=sorted(SMALL).index(case))
-    if op == "forward":  # both algorithms, with and without local staging
-        configs += [{**configs[0], "algorithm": "direct"}, {**configs[0], "local": 1, "wg_y": 1}]
+    configs = [ocl.default_config(op, p, device)] + sample_configs(small, 1 if op == "forward" else 2,
+                                                                   seed=sorted(SMALL).index(case))
+    if op == "forward":  # both algorithms, both vector axes, with and without local staging
+        base = {**configs[0], "algorithm": "phase", "vec_axis": "co", "local": 0}
+        configs += [{**base, "algorithm": "direct"}, {**base, "local": 1, "wg_y": 1},
+                     {**base, "vec_axis": "w", "vec": 4, "tile_w": 2, "tile_h": 2, "co_block": 2}]
     inputs = inputs_for(op, p, seed=1)
     ref = reference.run(op, p, inputs)
     for c in configs:
