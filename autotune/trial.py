@@ -145,6 +145,12 @@ def tolerance(op: str, p: Problem) -> float:
     return 4.0 * K * accumulate + K * _EPS.get(p.dtype, _EPS["float32"]) + 1e-12
 
 
+def _copy(a: Any) -> Any:
+    if a is None:
+        return None
+    return a.clone() if hasattr(a, "clone") else np.array(a, copy=True)
+
+
 def _as_float64(out: Any) -> np.ndarray:
     if type(out).__module__.startswith("torch"):
         out = out.detach().to("cpu").double().numpy()
@@ -210,7 +216,8 @@ def run_trial(request: dict[str, Any]) -> dict[str, Any]:
     except Exception as exc:
         return {**out, "status": classify("build", exc), "reason": f"build: {_short(exc)}"}
     try:
-        inputs, expected = _references.get(op, problem, int(request.get("seed", 0)))
+        cached, expected = _references.get(op, problem, int(request.get("seed", 0)))
+        inputs = tuple(_copy(a) for a in cached)  # a kernel that writes into its inputs spoils only its copy
         got = _as_float64(kernel(*inputs))
     except Exception as exc:
         return {**out, "status": classify("run", exc), "reason": f"run: {_short(exc)}"}
