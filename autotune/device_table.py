@@ -53,6 +53,14 @@ def run(args: argparse.Namespace) -> int:
     if args.csv:
         print(table.to_csv(index=False), end="")
     else:
-        with pd.option_context("display.max_colwidth", 80, "display.width", 200):
-            print(table.fillna("").to_string(index=False))
+        print(format_table(table))
     return 0
+
+
+def format_table(table: pd.DataFrame) -> str:
+    """Left-aligned columns (pandas right-aligns text, which makes long reasons hard to read)."""
+    cells = [[str(c) for c in table.columns]]
+    cells += [["" if pd.isna(v) else ("yes" if v is True else "no" if v is False else str(v)) for v in row]
+              for row in table.itertuples(index=False)]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(table.columns))]
+    return "\n".join("  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip() for r in cells)
