@@ -94,7 +94,9 @@ def _checked_problem(x: Any, weight: Any, bias: Any, stride: Any, padding: Any, 
 
 def _to_numpy(a: Any, dtype: str) -> np.ndarray:
     if _is_tensor(a):
-        a = a.detach().cpu().numpy()
+        if a.requires_grad:
+            a = a.detach()
+        a = a.numpy() if a.is_cpu else a.cpu().numpy()  # a CPU tensor shares its memory: no copy
     return np.ascontiguousarray(a, dtype=np.dtype(dtype))
 
 
@@ -107,7 +109,8 @@ def _run(op: str, problem: Problem, arrays: tuple[Any, ...], like: Any, backend:
     out = dispatch.run(op, problem, convert, like, backend, config)
     if _is_tensor(like) and not _is_tensor(out):
         import torch  # only reached when the caller passed a tensor, so torch is installed
-        return torch.from_numpy(np.ascontiguousarray(out)).to(like.device)
+        out = torch.from_numpy(np.ascontiguousarray(out))
+        return out if like.is_cpu else out.to(like.device)
     return out
 
 
