@@ -81,13 +81,35 @@ def test_every_algorithm_and_reduction_path(tb, dev, op):
             assert_close(out, ref, op, p, f"{op} {config}")
 
 
-def test_backward_bias_blocks(tb, dev):
-    p = PROBLEM.for_op("backward_bias")
-    inputs = inputs_for("backward_bias", p, seed=5)
-    ref = reference.run("backward_bias", p, inputs)
-    for bn, bk in ((1, 16), (4, 64), (8, 256)):
-        config = {"algorithm": "reduce", "block_n": bn, "block_k": bk, "num_warps": 1, "num_stages": 1}
-        assert_close(run(tb, dev, "backward_bias", p, config, inputs)[0], ref, "backward_bias", p, str(config))
+def test_split_reductions(tb, dev):
+    """backward_weight and backward_bias with the reduction split in partial sums (split_k > 1) and without."""
+    p = Problem.make(N=2, C_in=4, H=5, W=6, C_out=6, kH=3, kW=2, stride=(2, 3), padding=((2, 0), (1, 2)),
+                     output_padding=(1, 2), dilation=(1, 2), groups=2)
+    configs = {"backward_bias": [{"algorithm": "reduce", "block_n": bn, "block_k": bk, "split_k": split}
+                                 for bn, bk, split in ((1, 64, 1), (4, 16, 8), (8, 64, 2), (8, 256, 1))],
+               "backward_weight": [{"algorithm": "gemm", "block_m": 2, "block_n": 16, "block_k": 16, "split_k": 4},
+                                   {"algorithm": "direct", "block_m": 4, "block_n": 4, "block_k": 32,
+                                    "split_k": 2}]}
+    for op, op_configs in configs.items():
+        inputs = inputs_for(op, p, seed=5)
+        ref = reference.run(op, p, inputs)
+        for config in op_configs:
+            config = {**config, "num_warps": 4, "num_stages": 1 if op == "backward_bias" else 2}
+            assert_close(run(tb, dev, op, p, config, inputs)[0], ref, op, p, str(config))
+    space = tb.space("backward_bias", p, FAKE_GPU)
+    assert "empty splits" in space.violation({**configs["backward_bias"][0], "split_k": 32, "num_warps": 4,
+                                              "num_stages": 1})
+
+
+def test_gpu_default_splits_long_reductions(tb, dev):
+    """A weight gradient with few output tiles and a long reduction gets split on a GPU, not in the interpreter."""
+    p = Problem.make(16, 32, 64, 64, 32, 4, 4, stride=2, padding=1)
+    gpu = Device(id="gpu-test", name="test", kind="gpu", backend="triton",
+                 info={**FAKE_GPU.info, "multiprocessors": 132})
+    for op in ("backward_weight", "backward_bias"):
+        assert tb.default_config(op, p, gpu)["split_k"] > 1
+        interp = triton_backend._interpreter_device("triton")
+        assert tb.default_config(op, PROBLEM, interp)["split_k"] == 1
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float16", "bfloat16"])
@@ -112,13 +134,14 @@ def test_other_dtypes(tb, dev, dtype):
 
 
 def test_defaults_are_valid_everywhere(tb, dev):
-    for p in (PROBLEM, PROBLEM.with_dtype("float64"), Problem.make(1, 64, 8, 8, 32, 4, 4, stride=2, padding=1),
+    for p in (PROBLEM, PROBLEM.with_dtype("float64"), PROBLEM.with_dtype("bfloat16"),
+              Problem.make(1, 64, 8, 8, 32, 4, 4, stride=2, padding=1),
               Problem.make(1, 3, 1, 1, 1, 1, 1)):
         for op in OPS:
             q = p.for_op(op)
             for device in (dev, FAKE_GPU):
                 space = tb.space(op, q, device)
-                assert space.violation(tb.default_config(op, q, device)) is None, (op, q.key, device.kind)
+                space.validate(tb.default_config(op, q, device))  # values among the space's and constraints hold
 
 
 def test_constraints_reject_before_launch(tb):
@@ -130,7 +153,6 @@ def test_constraints_reject_before_launch(tb):
         "shared memory": {"block_m": 128, "block_n": 128, "block_k": 128, "num_stages": 4, "num_warps": 8},
         "register pressure: FMA": {"block_m": 128, "block_n": 8, "block_k": 8, "num_stages": 1, "num_warps": 1},
         "register pressure: accumulator": {"block_m": 128, "block_n": 128, "block_k": 16, "num_warps": 1},
-        "num_stages > 1 only": {"block_n": 8, "block_k": 8},
         "exceeds its extent": {"block_n": 128, "algorithm": "direct",
                                "problem": Problem.make(4, 256, 16, 16, 64, 3, 3, stride=2, padding=1)},
     }
@@ -139,7 +161,8 @@ def test_constraints_reject_before_launch(tb):
         space = tb.space("forward", change.pop("problem", p), FAKE_GPU)
         config = {**base, **change}
         assert reason in (space.violation(config) or ""), (change, space.violation(config))
-        with pytest.raises(ConfigError, match="breaks a constraint"):
+        outside = "problem" in cases[reason]  # a block beyond every extent is not even among the values
+        with pytest.raises(ConfigError, match="not one of" if outside else "breaks a constraint"):
             space.validate(config)
 
 
@@ -171,15 +194,20 @@ def test_config_validation(tb, dev):
     for value in ("16", 16.0, 3, True):  # text or floats from a file, and values outside the grid
         with pytest.raises(ConfigError, match="block_m"):
             space.validate({**good, "block_m": value})
-    assert space.complete({"num_warps": 1}, good)["num_warps"] == 1
+    gpu_space = tb.space("backward_input", p, FAKE_GPU)
+    assert gpu_space.complete({"num_warps": 1}, good)["num_warps"] == 1
+    with pytest.raises(ConfigError, match="num_warps"):  # the interpreter keeps one value of the launch options
+        space.complete({"num_warps": 1}, good)
 
 
 def test_interpreter_space_is_inside_the_gpu_space(tb, dev):
-    """The interpreter only adds its time budget (and no bfloat16 dot): what runs there also compiles for a GPU."""
+    """The interpreter keeps one value of the launch options and adds its time budget (and no bfloat16 dot): what
+    runs there also compiles for a GPU."""
     for op in OPS:
         q = PROBLEM.for_op(op)
         gpu, interp = tb.space(op, q, FAKE_GPU), tb.space(op, q, triton_backend._interpreter_device("triton"))
-        assert gpu.params == interp.params
+        assert interp.params.keys() == gpu.params.keys()
+        assert all(set(interp.params[k]) <= set(v) for k, v in gpu.params.items())
         configs = list(interp.grid())
         valid = [c for c in configs if interp.violation(c) is None]
         assert valid and all(gpu.violation(c) is None for c in valid)
@@ -318,10 +346,11 @@ def test_int64_offsets(tb, dev, monkeypatch):
     for op, config in (("forward", {"algorithm": "phase", "block_m": 32, "block_n": 4, "block_k": 4}),
                        ("forward", {"algorithm": "gemm", "block_m": 64, "block_n": 16, "block_k": 16}),
                        ("backward_input", {"algorithm": "direct", "block_m": 32, "block_n": 2, "block_k": 4}),
-                       ("backward_weight", {"algorithm": "gemm", "block_m": 2, "block_n": 8, "block_k": 32}),
-                       ("backward_bias", {"algorithm": "reduce", "block_n": 4, "block_k": 64})):
+                       ("backward_weight", {"algorithm": "gemm", "block_m": 2, "block_n": 8, "block_k": 8,
+                                            "split_k": 2}),
+                       ("backward_bias", {"algorithm": "reduce", "block_n": 4, "block_k": 64, "split_k": 1})):
         q = PROBLEM.for_op(op)
-        config = {**config, "num_warps": 1, "num_stages": 1}
+        config = {**config, "num_warps": 4, "num_stages": 1 if op == "backward_bias" else 2}
         out, inputs = run(tb, dev, op, q, config)
         assert_close(out, reference.run(op, q, inputs), op, q, f"int64 {op} {config}")
 
@@ -359,6 +388,8 @@ def compile_for_nvidia(arch: int) -> list[str]:
         config = {"algorithm": algorithm, "block_n": bn, "block_k": bk, "num_warps": warps, "num_stages": stages}
         if op != "backward_bias":
             config["block_m"] = bm
+        if op in ("backward_weight", "backward_bias"):
+            config["split_k"] = 2
         assert tb.space(op, q, FAKE_GPU).violation(config) is None, config
         fn, meta = triton_backend.launch_plan(op, q, config, kernels)
         if i % 2:  # half of them with int64 offsets

@@ -55,6 +55,7 @@ BLOCKS_MN = (1, 2, 4, 8, 16, 32, 64, 128)
 BLOCKS_K = (1, 2, 4, 8, 16, 32, 64, 128)
 BIAS_BLOCKS_N = (1, 2, 4, 8, 16, 32, 64)
 BIAS_BLOCKS_K = (16, 32, 64, 128, 256, 512, 1024)
+SPLITS = (1, 2, 4, 8, 16, 32)
 NUM_WARPS = (1, 2, 4, 8)
 NUM_STAGES = (1, 2, 3, 4)
 # tl.dot's smallest operand side on NVIDIA (16 for 16-bit types; AMD takes any): below it a tile uses FMAs.
@@ -131,6 +132,7 @@ def _gpu_devices() -> tuple[Device, ...]:
         warp = int(getattr(props, "warp_size", 0) or (64 if vendor == "amd" else 32))
         memory_gb = math.ceil(props.total_memory / 2**30)  # marketing sizes: 79.2 GiB reads as an 80 GB part
         info = {"index": i, "memory_gb": memory_gb, "warp_size": warp, "shared_memory_bytes": shared,
+                "multiprocessors": int(getattr(props, "multi_processor_count", 0) or 100),
                 "capability": f"{props.major}.{props.minor}", "timing": "device"}
         found.append(Device(id=device_id("gpu", vendor, props.name, memory_gb=memory_gb), name=props.name,
                             kind="gpu", backend="triton", info=info, handle=torch.device("cuda", i)))
@@ -223,11 +225,14 @@ class TritonBackend(Backend):
                 return (_too_big("block_n", c["block_n"], p.C_out, 1)
                         or _too_big("block_k", c["block_k"], p.N * Ho * Wo, min(BIAS_BLOCKS_K)))
 
-            constraints = [bias_fits, bias_extent]
+            constraints = [bias_fits, bias_extent, functools.partial(_split_useful, op, p)]
             if device.kind == "interpreter":
                 constraints.append(functools.partial(_interpreter_budget, op, p))
-            return Space({"algorithm": ("reduce",), "block_n": BIAS_BLOCKS_N, "block_k": BIAS_BLOCKS_K,
-                          "num_warps": NUM_WARPS, "num_stages": (1,)}, constraints)
+            return Space({"algorithm": ("reduce",), "block_n": _upto(BIAS_BLOCKS_N, p.C_out, 1),
+                          "block_k": _upto(BIAS_BLOCKS_K, p.N * Ho * Wo, min(BIAS_BLOCKS_K)),
+                          "split_k": _upto(SPLITS, _reduction(op, p), 1),
+                          "num_warps": (4,) if device.kind == "interpreter" else NUM_WARPS, "num_stages": (1,)},
+                         constraints)
 
         algorithms = ("direct", "phase", "gemm") if op == "forward" else ("direct", "gemm")
 
@@ -242,8 +247,6 @@ class TritonBackend(Backend):
                 return None
             if bm * bn * bk > FMA_VALUES_PER_THREAD * threads:
                 return f"register pressure: FMA tile {bm}x{bk}x{bn} over {threads} threads"
-            if c["num_stages"] != 1:
-                return "num_stages > 1 only pipelines tl.dot operands; the FMA path takes num_stages=1"
             return None
 
         def extents(c: Config) -> str | None:
@@ -259,13 +262,23 @@ class TritonBackend(Backend):
             return None
 
         constraints = [extents, fits, grid_limits]
+        # Each block's values stop at the first power of two covering its extent (for any algorithm): larger ones
+        # only add masked lanes; the constraint `extents` then checks the config's own algorithm.
+        rows, cols, red = (max(e) for e in zip(*(_extents(op, p, a) for a in algorithms)))
+        params = {"algorithm": algorithms, "block_m": _upto(BLOCKS_MN, rows, DOT_MIN),
+                  "block_n": _upto(BLOCKS_MN, cols, DOT_MIN), "block_k": _upto(BLOCKS_K, red, DOT_MIN)}
+        if op == "backward_weight":
+            params["split_k"] = _upto(SPLITS, _reduction(op, p), 1)
+            constraints.append(functools.partial(_split_useful, op, p))
         if device.kind == "interpreter":
             constraints.append(functools.partial(_interpreter_budget, op, p))
             if p.dtype == "bfloat16":
                 constraints.append(lambda c: "the Triton interpreter's tl.dot reads bfloat16 as raw bits (wrong "
                                              "sums); bfloat16 takes the FMA path there" if _uses_dot(p, c) else None)
-        return Space({"algorithm": algorithms, "block_m": BLOCKS_MN, "block_n": BLOCKS_MN, "block_k": BLOCKS_K,
-                      "num_warps": NUM_WARPS, "num_stages": NUM_STAGES}, constraints)
+        if device.kind == "interpreter":
+            # The interpreter runs every program alike whatever these say: one value each keeps its space small.
+            return Space({**params, "num_warps": (4,), "num_stages": (2,)}, constraints)
+        return Space({**params, "num_warps": NUM_WARPS, "num_stages": NUM_STAGES}, constraints)
 
     def default_config(self, op: str, problem: Problem, device: Device) -> Config:
         space = self.space(op, problem, device)
@@ -280,9 +293,11 @@ class TritonBackend(Backend):
                           for bn in (64, 32, 16, 8, 4, 2, 1) for bk in (32, 16, 8, 4, 2, 1)
                           for bm in (64, 128, 32, 16, 8, 4, 2, 1)
                           for w, s in ((4, 2), (4, 1), (8, 1), (2, 1), (1, 1))]
+        if "split_k" in space.params:
+            candidates = [{**c, "split_k": 1} for c in candidates]
         for c in candidates:
-            if space.violation(c) is None:
-                return c
+            if all(c[k] in space.params[k] for k in space.params) and space.violation(c) is None:
+                return _default_split(op, problem, device, space, c)
         raise ValueError(f"no triton config fits {op} {problem.key} on {device.id}")
 
     # ---- kernels -------------------------------------------------------------------------------------------
@@ -332,6 +347,11 @@ def _interpreter_device(name: str) -> Device:
                   handle=torch.device("cpu"))
 
 
+def _upto(values: tuple[int, ...], extent: int, floor: int) -> tuple[int, ...]:
+    """`values` up to the first power of two >= `extent` (and at least up to `floor`)."""
+    return tuple(v for v in values if v <= max(floor, _pow2_at_least(extent)))
+
+
 def _too_big(name: str, block: int, extent: int, floor: int) -> str | None:
     """A block more than the next power of two above its extent only adds masked lanes (below `floor` is kept so
     tl.dot stays reachable)."""
@@ -348,10 +368,8 @@ def interpreter_steps(op: str, p: Problem, c: Config) -> int:
     G = p.groups
     Cig, Cog = p.C_in // G, p.C_out // G
     bk = c["block_k"]
-    if op == "backward_bias":
-        inner = -(-p.N * p.output_size[0] * p.output_size[1] // bk)
-    elif op == "backward_weight":
-        inner = -(-p.N * p.H * p.W // bk)
+    if op in ("backward_bias", "backward_weight"):
+        inner = _chunk(op, p, c) // bk
     elif c["algorithm"] == "gemm":
         inner = -(-(Cig if op == "forward" else Cog) * taps // bk)
     elif c["algorithm"] == "phase":  # each phase runs its share of the taps
@@ -368,6 +386,40 @@ def _interpreter_budget(op: str, p: Problem, c: Config) -> str | None:
     if steps > INTERPRETER_MAX_STEPS:
         return f"too slow for the interpreter: {steps} tile steps > {INTERPRETER_MAX_STEPS}"
     return None
+
+
+def _reduction(op: str, p: Problem) -> int:
+    """Length of the split reduction: (n, ih, iw) for backward_weight, (n, oh, ow) for backward_bias."""
+    return p.N * p.H * p.W if op == "backward_weight" else p.N * p.output_size[0] * p.output_size[1]
+
+
+def _chunk(op: str, p: Problem, c: Config) -> int:
+    """Pixels per split: the reduction cut in split_k pieces, rounded up to whole blocks."""
+    bk = c["block_k"]
+    return -(-_reduction(op, p) // (c["split_k"] * bk)) * bk
+
+
+def _split_useful(op: str, p: Problem, c: Config) -> str | None:
+    if c["split_k"] > 1 and -(-_reduction(op, p) // _chunk(op, p, c)) < c["split_k"]:
+        return (f"split_k={c['split_k']} leaves empty splits: {_reduction(op, p)} pixels in blocks of "
+                f"{c['block_k']}")
+    return None
+
+
+def _default_split(op: str, p: Problem, device: Device, space: Space, c: Config) -> Config:
+    """On a GPU, split the reduction of the weight and bias gradients until there are about 4 programs per
+    multiprocessor (each split keeping at least 8 blocks of work); the interpreter keeps split_k=1."""
+    if "split_k" not in space.params or device.kind != "gpu":
+        return c
+    want = 4 * int(device.info.get("multiprocessors", 100))
+    best = c
+    for split in SPLITS[1:]:
+        trial = {**c, "split_k": split}
+        if (math.prod(_grid(op, p, best)) >= want or _chunk(op, p, trial) < 8 * c["block_k"]
+                or split not in space.params["split_k"] or space.violation(trial) is not None):
+            break
+        best = trial
+    return best
 
 
 def _uses_dot(p: Problem, c: Config) -> bool:
@@ -391,12 +443,12 @@ def _extents(op: str, p: Problem, algorithm: str) -> tuple[int, int, int]:
 
 def _grid(op: str, p: Problem, c: Config) -> tuple[int, ...]:
     if op == "backward_bias":
-        return (-(-p.C_out // c["block_n"]),)
+        return (-(-p.C_out // c["block_n"]), c["split_k"])
     G = p.groups
     m, n, _ = _extents(op, p, c["algorithm"])
     rows, cols = -(-m // c["block_m"]), -(-n // c["block_n"])
     if op == "backward_weight":
-        return (G * rows, cols, 1 if c["algorithm"] == "gemm" else p.kH * p.kW)
+        return (G * rows, cols, c["split_k"] * (1 if c["algorithm"] == "gemm" else p.kH * p.kW))
     return (rows, G * cols, p.stride[0] * p.stride[1] if c["algorithm"] == "phase" else 1)
 
 
@@ -426,11 +478,14 @@ def launch_plan(op: str, p: Problem, c: Config, kernels: Any) -> tuple[Any, dict
     (everything but the tensors)."""
     tl = kernels.tl
     Ho, Wo = p.output_size
-    meta: dict[str, Any] = dict(IDX=tl.int64 if needs_int64(p) else tl.int32,
+    # split_k > 1 writes split_k partial weight gradients: their offsets count too
+    wide = needs_int64(p) or c.get("split_k", 1) * p.C_in * (p.C_out // p.groups) * p.kH * p.kW >= INT32_LIMIT
+    meta: dict[str, Any] = dict(IDX=tl.int64 if wide else tl.int32,
                                 ACC=tl.float64 if p.dtype == "float64" else tl.float32,
                                 num_warps=c["num_warps"], num_stages=c["num_stages"])
     if op == "backward_bias":
-        meta.update(N=p.N, C_OUT=p.C_out, HWO=Ho * Wo, BLOCK_N=c["block_n"], BLOCK_K=c["block_k"])
+        meta.update(N=p.N, C_OUT=p.C_out, HWO=Ho * Wo, CHUNK=_chunk(op, p, c), BLOCK_N=c["block_n"],
+                    BLOCK_K=c["block_k"])
         return kernels.backward_bias_kernel, meta
     meta.update(N=p.N, C_IN=p.C_in, H=p.H, W=p.W, C_OUT=p.C_out, HO=Ho, WO=Wo, KH=p.kH, KW=p.kW,
                 SH=p.stride[0], SW=p.stride[1], PT=p.padding[0][0], PL=p.padding[1][0],
@@ -441,6 +496,8 @@ def launch_plan(op: str, p: Problem, c: Config, kernels: Any) -> tuple[Any, dict
         if c["algorithm"] == "gemm":
             return kernels.forward_gemm_kernel, meta
         return kernels.forward_tap_kernel, {**meta, "PHASE": c["algorithm"] == "phase"}
+    if op == "backward_weight":
+        meta["CHUNK"] = _chunk(op, p, c)
     fn = kernels.backward_input_kernel if op == "backward_input" else kernels.backward_weight_kernel
     return fn, {**meta, "GEMM": c["algorithm"] == "gemm"}
 
@@ -458,6 +515,8 @@ def _build(op: str, p: Problem, device: Device, c: Config) -> Kernel:
     target = device.handle if device.kind == "gpu" else torch.device("cpu")
     grid = _grid(op, p, c)
     fn, meta = launch_plan(op, p, c, kernels)
+    split = c.get("split_k", 1)
+    acc_dtype = torch.float64 if p.dtype == "float64" else torch.float32
     launcher = fn[grid]
     names = {"forward": ("input", "weight", "bias"), "backward_input": ("grad_output", "weight"),
              "backward_weight": ("grad_output", "input"), "backward_bias": ("grad_output",)}[op]
@@ -477,7 +536,10 @@ def _build(op: str, p: Problem, device: Device, c: Config) -> Kernel:
         if device.kind == "gpu" and _is_tensor(args[0]) and args[0].device.type == "cuda":
             where = args[0].device  # GPUs of one model share a device id (and a config): run where the data is
         tensors = [to_tensor(n, a, shapes_in[n], p.dtype, where) for n, a in zip(names, args) if a is not None]
-        out = torch.empty(out_shape, dtype=tdtype, device=where)
+        if split > 1:  # partial sums in the accumulator's dtype, added below
+            out = torch.empty((split, *out_shape), dtype=acc_dtype, device=where)
+        else:
+            out = torch.empty(out_shape, dtype=tdtype, device=where)
         if op == "forward":
             x, w = tensors[0], tensors[1]
             args_ = (x, w, tensors[2] if p.bias else x, out)  # x stands in for the absent bias (never read)
@@ -488,6 +550,8 @@ def _build(op: str, p: Problem, device: Device, c: Config) -> Kernel:
                 launcher(*args_, **meta)
         else:
             launcher(*args_, **meta)
+        if split > 1:
+            out = out.sum(0).to(tdtype)
         return out.cpu().numpy() if as_numpy else out
 
     return kernel

@@ -255,11 +255,15 @@ def backward_weight_kernel(gy_ptr, x_ptr, gw_ptr,
                            KW: tl.constexpr, SH: tl.constexpr, SW: tl.constexpr, PT: tl.constexpr,
                            PL: tl.constexpr, DH: tl.constexpr, DW: tl.constexpr, G: tl.constexpr,
                            GEMM: tl.constexpr, USE_DOT: tl.constexpr, IDX: tl.constexpr, ACC: tl.constexpr,
+                           CHUNK: tl.constexpr,
                            BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
     """gw tile: BLOCK_M input channels of one group x BLOCK_N columns; reduction over the N*H*W input pixels.
-    GEMM=False (direct): program axis 2 is the tap (kh, kw); columns are output channels.
-    GEMM=True (implicit GEMM): columns are (co, kh, kw) flattened, so one tile covers several taps and the store is
-    contiguous."""
+    GEMM=False (direct): program axis 2 is (split, tap); columns are output channels.
+    GEMM=True (implicit GEMM): program axis 2 is the split; columns are (co, kh, kw) flattened, so one tile covers
+    several taps and the store is contiguous.
+    Split-K: the pixels are cut into SPLIT chunks of CHUNK (a multiple of BLOCK_K), each program reduces one and
+    stores its partial sums in slice `split` of gw (SPLIT, C_in, C_out/groups, kH, kW); the launcher adds the
+    slices. It gives a GPU enough programs when the weight gradient has few tiles and a long reduction."""
     CIG: tl.constexpr = C_IN // G
     COG: tl.constexpr = C_OUT // G
     TAPS: tl.constexpr = KH * KW
@@ -279,12 +283,16 @@ def backward_weight_kernel(gy_ptr, x_ptr, gw_ptr,
     else:
         j_ok = j < COG
         co = g * COG + j
-        t = tl.program_id(2).to(IDX) + tl.zeros((BLOCK_N,), dtype=IDX)
+        t = tl.program_id(2).to(IDX) % TAPS + tl.zeros((BLOCK_N,), dtype=IDX)
+    if GEMM:
+        split = tl.program_id(2).to(IDX)
+    else:
+        split = tl.program_id(2).to(IDX) // TAPS
     dh = (t // KW) * DH - PT
     dw = (t % KW) * DW - PL
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=ACC)
-    for p0 in range(0, P_TOTAL, BLOCK_K):
-        p = p0 + tl.arange(0, BLOCK_K).to(IDX)
+    for p0 in range(0, CHUNK, BLOCK_K):
+        p = split * CHUNK + p0 + tl.arange(0, BLOCK_K).to(IDX)
         p_ok = p < P_TOTAL
         n = p // (H * W)
         ih = (p // W) % H
@@ -300,7 +308,7 @@ def backward_weight_kernel(gy_ptr, x_ptr, gw_ptr,
             acc = tl.dot(a, b, acc, input_precision="ieee")
         else:
             acc += tl.sum(a.to(ACC)[:, :, None] * b.to(ACC)[None, :, :], axis=1)
-    gw_off = (ci * (COG * TAPS))[:, None] + ((co - g * COG) * TAPS + t)[None, :]
+    gw_off = split * (C_IN * COG * TAPS) + (ci * (COG * TAPS))[:, None] + ((co - g * COG) * TAPS + t)[None, :]
     tl.store(gw_ptr + gw_off, acc.to(gw_ptr.dtype.element_ty), mask=ci_ok[:, None] & j_ok[None, :])
 
 
@@ -309,20 +317,23 @@ def backward_weight_kernel(gy_ptr, x_ptr, gw_ptr,
 
 @triton.jit
 def backward_bias_kernel(gy_ptr, gb_ptr, N: tl.constexpr, C_OUT: tl.constexpr, HWO: tl.constexpr,
-                         IDX: tl.constexpr, ACC: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+                         IDX: tl.constexpr, ACC: tl.constexpr, CHUNK: tl.constexpr,
+                         BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
     """gb[c] = sum over n and output pixels of gy[n, c]: BLOCK_N channels per program, BLOCK_K of the N*HWO
-    (n, pixel) pairs at a time."""
+    (n, pixel) pairs at a time; program axis 1 is the split (one CHUNK of the pairs, partial sums stored in slice
+    `split` of gb (SPLIT, C_out), added by the launcher)."""
     P_TOTAL: tl.constexpr = N * HWO
+    split = tl.program_id(1).to(IDX)
     c = tl.program_id(0).to(IDX) * BLOCK_N + tl.arange(0, BLOCK_N).to(IDX)
     c_ok = c < C_OUT
     acc = tl.zeros((BLOCK_N,), dtype=ACC)
-    for p0 in range(0, P_TOTAL, BLOCK_K):
-        p = p0 + tl.arange(0, BLOCK_K).to(IDX)
+    for p0 in range(0, CHUNK, BLOCK_K):
+        p = split * CHUNK + p0 + tl.arange(0, BLOCK_K).to(IDX)
         n = p // HWO
         v = tl.load(gy_ptr + ((c * HWO)[:, None] + (n * (C_OUT * HWO) + p % HWO)[None, :]),
                     mask=c_ok[:, None] & (p < P_TOTAL)[None, :], other=0.0)
         acc += tl.sum(v.to(ACC), axis=1)
-    tl.store(gb_ptr + c, acc.to(gb_ptr.dtype.element_ty), mask=c_ok)
+    tl.store(gb_ptr + split * C_OUT + c, acc.to(gb_ptr.dtype.element_ty), mask=c_ok)
 
 
 # Triton fixes interpreted-or-compiled when a kernel is defined (TRITON_INTERPRET at import): remembered here so the
