@@ -272,3 +272,18 @@ def test_runner_times_device_work(ocl: OpenCLBackend, device: backends.Device) -
     assert isinstance(seconds, float) and seconds > 0
     t = measure(run, budget_s=0.05, min_reps=2)
     assert t.reps >= 2 and t.median_s > 0
+
+
+def test_wrong_inputs_rejected(ocl: OpenCLBackend, device: backends.Device) -> None:
+    p = SMALL["phase_groups_asym"]  # has a bias
+    x, w, b = inputs_for("forward", p)
+    kernel = ocl.prepare("forward", p, device, ocl.default_config("forward", p, device))
+    with pytest.raises(ValueError, match="x: expected shape"):
+        kernel(x[:1], w, b)
+    with pytest.raises(ValueError, match="bias"):
+        kernel(x, w, None)
+    q = p.for_op("backward_input")
+    gy, w = inputs_for("backward_input", q)
+    gx = ocl.prepare("backward_input", q, device, ocl.default_config("backward_input", q, device))
+    with pytest.raises(ValueError, match="w: expected shape"):
+        gx(gy, w.reshape(w.shape[0], -1))

@@ -108,12 +108,27 @@ class Prepared:
         return bufs.get(a) if a in bufs else self.buffers[a]
 
     def upload(self, inputs: tuple[Any, ...]) -> dict[str, Any]:
-        """Device buffers holding `inputs` (in the op's signature order; None for an absent bias)."""
+        """Device buffers holding `inputs` (in the op's signature order; None for an absent bias). Shapes are
+        checked here: a wrong shape would make the kernels read past a buffer."""
         cl = self.state.cl
+        plan = self.plan
+        if plan.op == "forward" and len(inputs) == 2:
+            inputs = (*inputs, None)
+        if len(inputs) != len(plan.input_shapes):
+            raise TypeError(f"{plan.op} kernel takes {len(plan.input_shapes)} arrays, got {len(inputs)}")
         out = {}
-        for name, array in zip(self.plan.inputs, inputs):
+        for name, array, shape in zip(("x", "w", "b") if plan.op == "forward" else plan.inputs, inputs,
+                                      plan.input_shapes):
             if array is None:
+                if name == "b" and "b" in plan.inputs:
+                    raise ValueError("bias: this problem has bias=True but no bias array was given")
+                if name != "b":
+                    raise TypeError(f"{name}: an array is required, got None")
                 continue
+            if name == "b" and "b" not in plan.inputs:
+                raise ValueError("bias: this problem has bias=False but a bias array was given")
+            if tuple(np.shape(array)) != tuple(shape):
+                raise ValueError(f"{name}: expected shape {tuple(shape)} for this problem, got {tuple(np.shape(array))}")
             a = np.ascontiguousarray(array, dtype=self.dtype)
             out[name] = cl.Buffer(self.state.context, cl.mem_flags.READ_ONLY | cl.mem_flags.COPY_HOST_PTR,
                                   hostbuf=a)
@@ -128,8 +143,6 @@ class Prepared:
         return events
 
     def __call__(self, *inputs: Any) -> np.ndarray:
-        if len(inputs) < len(self.plan.inputs) - (1 if self.plan.op == "forward" else 0):
-            raise TypeError(f"{self.plan.op} kernel takes {len(self.plan.inputs)} arrays, got {len(inputs)}")
         with self.lock:  # buffers are shared state of this prepared op
             bufs = self.upload(inputs)
             events = self.enqueue(bufs)
@@ -333,6 +346,7 @@ class OpenCLBackend(Backend):
             return found
         dtype = np.dtype(problem.dtype)
         plan = plans.make_plan(op, problem, dict(config), dtype == np.float64)
+        plan.input_shapes = _input_shapes(op, problem)
         need = plan.bytes_needed(dtype.itemsize) + sum(
             int(np.prod(s)) for s in _input_shapes(op, problem)) * dtype.itemsize
         limit = int(device.info["global_mem_size"] * MEMORY_FRACTION)
