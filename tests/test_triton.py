@@ -150,15 +150,17 @@ def test_constraints_reject_before_launch(tb):
     base = {"algorithm": "gemm", "block_m": 64, "block_n": 64, "block_k": 32, "num_warps": 4, "num_stages": 2}
     assert space.violation(base) is None
     cases = {
-        "shared memory": {"block_m": 128, "block_n": 128, "block_k": 128, "num_stages": 4, "num_warps": 8},
+        "shared memory": {"block_m": 32, "block_n": 32, "block_k": 128, "num_stages": 4, "num_warps": 8,
+                          "device": Device(id="gpu-small", name="48 KiB", kind="gpu", backend="triton",
+                                           info={"warp_size": 32, "shared_memory_bytes": 48 * 1024})},
         "register pressure: FMA": {"block_m": 128, "block_n": 8, "block_k": 8, "num_stages": 1, "num_warps": 1},
-        "register pressure: accumulator": {"block_m": 128, "block_n": 128, "block_k": 16, "num_warps": 1},
+        "register pressure: dot tile": {"block_m": 128, "block_n": 128, "block_k": 16, "num_warps": 1},
         "exceeds its extent": {"block_n": 128, "algorithm": "direct",
                                "problem": Problem.make(4, 256, 16, 16, 64, 3, 3, stride=2, padding=1)},
     }
     for reason, change in cases.items():
         change = dict(change)
-        space = tb.space("forward", change.pop("problem", p), FAKE_GPU)
+        space = tb.space("forward", change.pop("problem", p), change.pop("device", FAKE_GPU))
         config = {**base, **change}
         assert reason in (space.violation(config) or ""), (change, space.violation(config))
         outside = "problem" in cases[reason]  # a block beyond every extent is not even among the values

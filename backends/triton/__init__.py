@@ -25,10 +25,17 @@ at a time:
 stride-phase decomposition, one program axis per phase (oh % s, ow % s), only that phase's taps run, no lane is
 masked for divisibility), `gemm` (implicit GEMM: the reduction over channels and taps flattened into one K axis,
 gathered on the fly); backward_bias is one reduction. A tile is reduced with `tl.dot` (tensor cores) when all three
-blocks are >= 16 and the dtype is not float64, else with broadcast FMAs. `num_warps`, `num_stages` are Triton's
-launch options (the interpreter ignores them, but the constraints still apply, so a config that runs in the
-interpreter also compiles for a GPU). Constraints, checked before any launch: registers of the FMA tile, shared
-memory of the pipelined dot operands, blocks larger than their extent, CUDA grid limits.
+blocks are >= 16 and the dtype is not float64, else with broadcast FMAs. `split_k` (backward_weight, backward_bias):
+the long reduction over pixels cut into that many partial sums, added afterwards, so a gradient with few output
+tiles still fills a GPU. `num_warps`, `num_stages`: Triton's launch options. Each block's values stop at the first
+power of two covering its extent in this problem. Constraints, checked before any launch: registers of the FMA
+tile and of the dot accumulator, shared memory of the pipelined dot operands, blocks larger than the extent of the
+config's algorithm, empty splits, CUDA grid limits.
+
+The interpreter device's space is a subset of a GPU's, so a config that runs there also compiles for a GPU: one
+value of `num_warps` and `num_stages` (the interpreter runs every program alike whatever they say), a budget of
+interpreted tile steps (`INTERPRETER_MAX_STEPS`: it is for correctness, not for minutes-long runs) and, for
+bfloat16, no `tl.dot` (the interpreter's dot reads bfloat16 as raw bits).
 
 Offsets: int64 when any tensor could reach 2**31 elements, int32 (faster) otherwise. float16/bfloat16 accumulate in
 float32, float64 in float64.
@@ -60,10 +67,11 @@ NUM_WARPS = (1, 2, 4, 8)
 NUM_STAGES = (1, 2, 3, 4)
 # tl.dot's smallest operand side on NVIDIA (16 for 16-bit types; AMD takes any): below it a tile uses FMAs.
 DOT_MIN = 16
-# Register budget per thread (of 255 on NVIDIA) for the FMA path's BLOCK_M*BLOCK_N*BLOCK_K product tile and for
-# the dot accumulator: beyond it the compiler spills.
+# Register budgets per thread (of 255 on NVIDIA), beyond which ptxas spills: the FMA path's BLOCK_M*BLOCK_K*BLOCK_N
+# product tile; the dot path's accumulator plus its two operand tiles counted twice (values and gather offsets).
+# Checked against ptxas for sm_90: a 64x128 + 128x32 dot over 2 warps (416 by this count) spilled 7 KB.
 FMA_VALUES_PER_THREAD = 128
-ACC_VALUES_PER_THREAD = 256
+DOT_VALUES_PER_THREAD = 128
 # Shared memory assumed where the device does not say (the interpreter): what every GPU since Volta offers.
 DEFAULT_SHARED_BYTES = 64 * 1024
 # CUDA grid limits: x up to 2**31-1, y and z up to 65535 (HIP's are larger).
@@ -239,8 +247,8 @@ class TritonBackend(Backend):
         def fits(c: Config) -> str | None:
             bm, bn, bk, threads = c["block_m"], c["block_n"], c["block_k"], warp * c["num_warps"]
             if _uses_dot(p, c):
-                if bm * bn > ACC_VALUES_PER_THREAD * threads:
-                    return f"register pressure: accumulator {bm}x{bn} over {threads} threads"
+                if bm * bn + 2 * (bm * bk + bk * bn) > DOT_VALUES_PER_THREAD * threads:
+                    return f"register pressure: dot tile {bm}x{bk}x{bn} over {threads} threads"
                 need = (bm * bk + bk * bn) * itemsize * c["num_stages"]
                 if need > shared:
                     return f"out of resources: {need} bytes of shared memory for the dot operands > {shared}"
@@ -290,7 +298,7 @@ class TritonBackend(Backend):
             candidates = [{"algorithm": a, "block_m": bm, "block_n": bn, "block_k": bk, "num_warps": w,
                            "num_stages": s}
                           for a in (first, "gemm", "direct") if a in space.params["algorithm"]
-                          for bn in (64, 32, 16, 8, 4, 2, 1) for bk in (32, 16, 8, 4, 2, 1)
+                          for bn in (32, 64, 16, 8, 4, 2, 1) for bk in (32, 16, 8, 4, 2, 1)
                           for bm in (64, 128, 32, 16, 8, 4, 2, 1)
                           for w, s in ((4, 2), (4, 1), (8, 1), (2, 1), (1, 1))]
         if "split_k" in space.params:
