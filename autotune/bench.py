@@ -116,14 +116,7 @@ def candidate_configs(args: argparse.Namespace, rows: pd.DataFrame, backend: Bac
 # ---- the run ---------------------------------------------------------------------------------------------------
 def _inputs(op: str, p: Problem) -> tuple:
     rng = np.random.default_rng(0)
-    dt = np.dtype(p.dtype)
-
-    def r(shape: tuple[int, ...]) -> np.ndarray:
-        return rng.standard_normal(shape, dtype=np.float64).astype(dt)
-    return {"forward": lambda: (r(p.input_shape), r(p.weight_shape), r(p.bias_shape) if p.bias else None),
-            "backward_input": lambda: (r(p.output_shape), r(p.weight_shape)),
-            "backward_weight": lambda: (r(p.output_shape), r(p.input_shape)),
-            "backward_bias": lambda: (r(p.output_shape),)}[op]()
+    return tuple(None if s is None else rng.standard_normal(s).astype(p.dtype) for s in p.operand_shapes(op))
 
 
 def _row(name: str, op: str, p: Problem, backend: str, device: str, config: str, t: Timing | None, status: str,

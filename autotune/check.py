@@ -30,14 +30,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="configs per op: the default, plus K-1 sampled valid ones")
 
 
-def _inputs(op: str, shape_of: dict, rng: np.random.Generator, dtype: str) -> tuple:
-    def r(key: str) -> np.ndarray:
-        return rng.standard_normal(shape_of[key]).astype(dtype)
-    return {"forward": lambda: (r("x"), r("w"), r("b") if shape_of["bias"] else None),
-            "backward_input": lambda: (r("y"), r("w")), "backward_weight": lambda: (r("y"), r("x")),
-            "backward_bias": lambda: (r("y"),)}[op]()
-
-
 def run(args: argparse.Namespace) -> int:
     if args.problems:
         problems = load_problems(args.problems)
@@ -68,9 +60,8 @@ def run(args: argparse.Namespace) -> int:
                     others = [c for c in space.grid() if space.violation(c) is None and c != configs[0]] \
                         if space.size <= 4096 else []
                     configs += random.Random(0).sample(others, min(len(others), args.configs - 1))
-                    shapes = {"x": p.input_shape, "w": p.weight_shape, "b": p.bias_shape, "y": p.output_shape,
-                              "bias": p.bias}
-                    inputs = _inputs(op, shapes, rng, p.dtype)
+                    inputs = tuple(None if s is None else rng.standard_normal(s).astype(p.dtype)
+                                   for s in p.operand_shapes(op))
                     ref = reference.run(op, p, inputs)
                     for config in configs:
                         try:

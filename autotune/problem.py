@@ -145,6 +145,15 @@ class Problem:
     def output_shape(self) -> tuple[int, int, int, int]:
         return (self.N, self.C_out, *self.output_size)
 
+    def operand_shapes(self, op: str) -> tuple[tuple[int, ...] | None, ...]:
+        """Shapes of a prepared `op` kernel's arguments, in signature order (None: an absent bias):
+        forward(x, w, bias), backward_input(gy, w), backward_weight(gy, x), backward_bias(gy)."""
+        check_op(op)
+        return {"forward": (self.input_shape, self.weight_shape, self.bias_shape if self.bias else None),
+                "backward_input": (self.output_shape, self.weight_shape),
+                "backward_weight": (self.output_shape, self.input_shape),
+                "backward_bias": (self.output_shape,)}[op]
+
     @property
     def symmetric_padding(self) -> Pair | None:
         """(ph, pw) when padding is symmetric per axis (what torch accepts), else None."""

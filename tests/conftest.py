@@ -43,18 +43,7 @@ def backend_params() -> list:
 def inputs_for(op: str, p: Problem, seed: int = 0) -> tuple:
     """Random inputs in the order of the prepared kernels' signatures."""
     rng = np.random.default_rng(seed)
-    dt = np.dtype(p.dtype)
-
-    def r(shape: tuple[int, ...]) -> np.ndarray:
-        return rng.standard_normal(shape).astype(dt)
-
-    if op == "forward":
-        return (r(p.input_shape), r(p.weight_shape), r(p.bias_shape) if p.bias else None)
-    if op == "backward_input":
-        return (r(p.output_shape), r(p.weight_shape))
-    if op == "backward_weight":
-        return (r(p.output_shape), r(p.input_shape))
-    return (r(p.output_shape),)
+    return tuple(None if s is None else rng.standard_normal(s).astype(p.dtype) for s in p.operand_shapes(op))
 
 
 def reduction_length(op: str, p: Problem) -> int:
