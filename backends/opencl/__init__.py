@@ -43,6 +43,7 @@ TILES = (1, 2, 4, 8)
 VECS = (1, 2, 4, 8, 16)
 CO_BLOCKS = (1, 2, 4)
 SPLITS = (1, 2, 4, 8, 16, 32, 64)
+K_BLOCKS = (0, 16, 64)  # 0: no barriers in the reduction loop
 
 
 def _fmt(defines: dict[str, int]) -> list[str]:
@@ -318,6 +319,11 @@ class OpenCLBackend(Backend):
                 return f"local staging needs {need} bytes, device has {local_mem} bytes of local memory"
             return None
 
+        def kblock_ok(c: Config) -> str | None:
+            if c["k_block"] and c["vec_axis"] != "co":
+                return "k_block (barrier-separated reduction blocks) exists for vec_axis=co only"
+            return None
+
         def axis_ok(c: Config) -> str | None:
             if c["vec_axis"] == "w" and (c["algorithm"] != "phase" or c["local"]):
                 return "vectors along output columns exist for the phase algorithm without local staging only"
@@ -325,7 +331,8 @@ class OpenCLBackend(Backend):
 
         return Space({"algorithm": algorithms, "vec_axis": ("co", "w") if op == "forward" else ("co",),
                       "wg_x": WG_X, "wg_y": WG_Y, "tile_h": TILES, "tile_w": TILES, "co_block": CO_BLOCKS,
-                      "vec": VECS, "local": (0, 1)}, [wg_fits, regs_conv, axis_ok, local_fits])
+                      "vec": VECS, "local": (0, 1), "k_block": K_BLOCKS},
+                     [wg_fits, regs_conv, axis_ok, local_fits, kblock_ok])
 
     def default_config(self, op: str, problem: Problem, device: Device) -> Config:
         return _default_config(self, op, problem, device)
@@ -418,7 +425,8 @@ def _default_config(backend: OpenCLBackend, op: str, p: Problem, device: Device)
         # 16 accumulator vectors (of AVX-512's 32 registers) measured best: 4x(2x2) or 2x(2x4)
         mb = 4 if m >= 64 else 2 if m >= 32 else 1
         cand = {"algorithm": "phase" if op == "forward" else "direct", "vec_axis": "co", "wg_x": 8, "wg_y": 1,
-                "tile_h": 2, "tile_w": 2 if mb == 4 else 4, "co_block": mb, "vec": vec, "local": 0}
+                "tile_h": 2, "tile_w": 2 if mb == 4 else 4, "co_block": mb, "vec": vec, "local": 0,
+                "k_block": 0}
         qw = -(-p.output_size[1] // p.stride[1])  # columns of one stride phase
         if op == "forward" and m < 32 and qw >= 8:
             mb = 1 if m < 4 else 4

@@ -120,7 +120,9 @@ __kernel void conv(__global const T* restrict X, __global const T* restrict Wt, 
     const int tiles_w = (Qw + TW - 1) / TW, tiles_h = (Qh + TH - 1) / TH;
     const long t = get_global_id(0);
     const int mblk = get_global_id(1);
-    const int g = mblk / MBLOCKS;
+    // Work-items past the end stay alive (clamped, storing nothing) when KB puts barriers in the k loop.
+    const int active = mblk / MBLOCKS < G && t < (long)NB * tiles_h * tiles_w;
+    const int g = min(mblk / MBLOCKS, G - 1);
     const int m0 = (mblk % MBLOCKS) * MW;
     __global const T* wbase = Wt + (((long)ph * G + g) * NTH * NTW) * (long)KCP * MP + m0;
 #if LOCAL_W
@@ -128,7 +130,7 @@ __kernel void conv(__global const T* restrict X, __global const T* restrict Wt, 
     __local T wl[SLAB];
     {
         const int lid = get_local_id(0), lsz = get_local_size(0);
-        if (g < G) {
+        {
             for (int i = lid; i < SLAB; i += lsz) {
                 const int mm = i % MW;
                 const long row = i / MW;  // (tap, kc)
@@ -141,9 +143,12 @@ __kernel void conv(__global const T* restrict X, __global const T* restrict Wt, 
 #else
 #define WROW(tap, k) (wbase + ((long)(tap) * KCP + (k)) * MP)
 #endif
-    if (g >= G || t >= (long)NB * tiles_h * tiles_w) return;
-    const int n = (int)(t / ((long)tiles_h * tiles_w));
-    const int rem = (int)(t % ((long)tiles_h * tiles_w));
+#if !KB
+    if (!active) return;
+#endif
+    const long tc = active ? t : 0;
+    const int n = (int)(tc / ((long)tiles_h * tiles_w));
+    const int rem = (int)(tc % ((long)tiles_h * tiles_w));
     const int a0 = (rem / tiles_w) * TH, b0 = (rem % tiles_w) * TW;
     const long img = ((long)g * NB + n) * HP;
 
@@ -178,7 +183,16 @@ __kernel void conv(__global const T* restrict X, __global const T* restrict Wt, 
                 }
             }
             const int tap = jh * NTW + jw;
+#if KB
+            // k-blocks separated by barriers: PoCL then runs every work-item of the group through one block before
+            // the next, so the block's weights stay in cache across the group's pixel tiles.
+            for (int kb = 0; kb < KC; kb += KB) {
+            barrier(CLK_LOCAL_MEM_FENCE);
+            const int kend = min(kb + KB, KC);
+            for (int k = kb; k < kend; ++k) {
+#else
             for (int k = 0; k < KC; ++k) {
+#endif
                 VT wv[MB];
 #pragma unroll
                 for (int b = 0; b < MB; ++b) wv[b] = VLOAD(b * VEC, WROW(tap, k));
@@ -196,8 +210,12 @@ __kernel void conv(__global const T* restrict X, __global const T* restrict Wt, 
                     }
                 }
             }
+#if KB
+            }
+#endif
         }
     }
+    if (!active) return;
 
     // Store: pixel (a, b) of this phase is output (a*OSH + OBH, b*OSW + OBW); vectors run over channels.
 #pragma unroll
