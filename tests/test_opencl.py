@@ -244,6 +244,8 @@ def test_several_configs_match_reference(ocl: OpenCLBackend, device: backends.De
         base = {**configs[0], "algorithm": "phase", "vec_axis": "co", "local": 0}
         configs += [{**base, "algorithm": "direct"}, {**base, "local": 1, "wg_y": 1},
                      {**base, "vec_axis": "w", "vec": 4, "tile_w": 2, "tile_h": 2, "co_block": 2}]
+    if op in ("forward", "backward_input"):  # barriers in the k loop, with idle work-items past the last tile
+        configs.append({**configs[0], "vec_axis": "co", "local": 0, "k_block": 16, "wg_x": 32})
     inputs = inputs_for(op, p, seed=1)
     ref = reference.run(op, p, inputs)
     for c in configs:
