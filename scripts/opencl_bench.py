@@ -45,6 +45,7 @@ def main() -> int:
     ap.add_argument("--configs", default="")
     ap.add_argument("--budget", type=float, default=0.4)
     ap.add_argument("--no-torch", action="store_true")
+    ap.add_argument("--numpy-only", action="store_true", help="time the numpy backend's default config only")
     ap.add_argument("--verbose", action="store_true", help="print every config's GFLOP/s")
     a = ap.parse_args()
     import torch
@@ -71,6 +72,13 @@ def main() -> int:
             if not a.no_torch:
                 tins = (gy, x, w) if op.startswith("backward_") and op != "backward_bias" else ins
                 tt = measure(torch_run(op, p, tins), budget_s=a.budget).median_s
+            if a.numpy_only:
+                nb = backends.get("numpy")
+                nd = nb.devices()[0]
+                k = nb.prepare(op, p, nd, nb.default_config(op, p, nd))
+                t = measure(nb.runner(k, ins, nd), budget_s=a.budget).median_s
+                print(f"{np_.name:16s} {op:16s} numpy {fl / t:7.2f}", flush=True)
+                continue
             space = be.space(op, p, dev)
             default = be.default_config(op, p, dev)
             rows = []
