@@ -102,6 +102,7 @@ class Prepared:
             kernel = state.cl.Kernel(programs[s.program], s.kernel)
             self.launches.append((kernel, s))
         self.lock = threading.Lock()
+        self.nbytes = 0  # device memory held, set by the backend
 
     def _arg(self, a: Any, bufs: dict[str, Any]) -> Any:
         if isinstance(a, tuple):
@@ -364,7 +365,10 @@ class OpenCLBackend(Backend):
                 f"(largest buffer {biggest / 2**30:.2f} GiB); the device offers {limit / 2**30:.2f} GiB "
                 f"(largest allocation {int(device.info['max_mem_alloc_size']) / 2**30:.2f} GiB)")
         prepared = Prepared(state, plan, dtype, self._source_text())
-        if len(self._prepared) > 64:  # bound device memory held by cached ops
+        prepared.nbytes = need
+        # Cached ops hold device memory: keep at most 64 of them and a quarter of the device's memory (oldest out).
+        while self._prepared and (len(self._prepared) >= 64 or sum(k.nbytes for k in self._prepared.values())
+                                  + need > int(device.info["global_mem_size"]) // 4):
             self._prepared.pop(next(iter(self._prepared)))
         self._prepared[key] = prepared
         return prepared
