@@ -130,7 +130,8 @@ class Prepared:
             if name == "b" and "b" not in plan.inputs:
                 raise ValueError("bias: this problem has bias=False but a bias array was given")
             if tuple(np.shape(array)) != tuple(shape):
-                raise ValueError(f"{name}: expected shape {tuple(shape)} for this problem, got {tuple(np.shape(array))}")
+                raise ValueError(f"{name}: expected shape {tuple(shape)} for this problem, "
+                                 f"got {tuple(np.shape(array))}")
             a = np.ascontiguousarray(array, dtype=self.dtype)
             out[name] = cl.Buffer(self.state.context, cl.mem_flags.READ_ONLY | cl.mem_flags.COPY_HOST_PTR,
                                   hostbuf=a)
@@ -206,7 +207,7 @@ class OpenCLBackend(Backend):
                         self._broken.append((label, f"{type(e).__name__}: {str(e).strip()[:500]}"))
                         continue
                     if dev.id in seen:  # a second driver for the same hardware: keep the first
-                        self._broken.append((label, f"duplicate of device {dev.id} (already served by another platform)"))
+                        self._broken.append((label, f"duplicate of device {dev.id} (served by another platform)"))
                         continue
                     seen.add(dev.id)
                     self._devices.append(dev)
@@ -387,7 +388,8 @@ class OpenCLBackend(Backend):
 
 
 def _input_shapes(op: str, p: Problem) -> list[tuple[int, ...]]:
-    return {"forward": [p.input_shape, p.weight_shape, p.bias_shape], "backward_input": [p.output_shape, p.weight_shape],
+    return {"forward": [p.input_shape, p.weight_shape, p.bias_shape],
+            "backward_input": [p.output_shape, p.weight_shape],
             "backward_weight": [p.output_shape, p.input_shape], "backward_bias": [p.output_shape]}[op]
 
 

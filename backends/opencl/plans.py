@@ -189,7 +189,8 @@ def conv_plan(op: str, p: Problem, c: dict[str, Any], double: bool) -> Plan:
     plan.buffers[plan.output] = int(np.prod(plan.output_shape))
     defines = dict(CONV=1, DOUBLE=int(double), NB=p.N, G=G, KC=KC, KCP=KC, M=M, MP=MP, HP=HP, WP=WP, HO=out_h,
                    WO=out_w, RS=RS, CS=CS, RDH=RDH, RDW=RDW, OSH=OSH, OSW=OSW, NTH=NTH, NTW=NTW, TH=TH, TW=TW,
-                   MB=MB, VEC=VEC, LOCAL_W=c["local"], KB=c.get("k_block", 0), HAS_BIAS=int(op == "forward" and p.bias), DIRECT=direct,
+                   MB=MB, VEC=VEC, LOCAL_W=c["local"], KB=c.get("k_block", 0),
+                   HAS_BIAS=int(op == "forward" and p.bias), DIRECT=direct,
                    SH=sh, SW=sw, DH=dh, DW=dw, PT=pt, PL=pl, H=p.H, W=p.W)
     if along_w:
         defines["CONVW"] = defines.pop("CONV")
