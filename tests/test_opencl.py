@@ -289,3 +289,14 @@ def test_wrong_inputs_rejected(ocl: OpenCLBackend, device: backends.Device) -> N
     gx = ocl.prepare("backward_input", q, device, ocl.default_config("backward_input", q, device))
     with pytest.raises(ValueError, match="w: expected shape"):
         gx(gy, w.reshape(w.shape[0], -1))
+
+
+def test_defaults_follow_the_heuristics(ocl: OpenCLBackend, device: backends.Device) -> None:
+    """The defaults are the measured choices, not a fallback point of the grid."""
+    by_name = {n.name: n.problem for n in load_problems()}
+    fwd = ocl.default_config("forward", by_name["dcgan_g1"], device)
+    assert (fwd["vec_axis"], fwd["vec"], fwd["co_block"], fwd["wg_x"]) == ("co", 16, 4, 8)
+    few = ocl.default_config("forward", by_name["dcgan_rgb"], device)
+    assert (few["vec_axis"], few["algorithm"], few["k_block"]) == ("w", "phase", 0)
+    assert ocl.default_config("backward_input", by_name["dcgan_g1"], device)["k_block"] == 16
+    assert ocl.default_config("backward_weight", by_name["dcgan_g1"], device)["split"] == 8

@@ -409,8 +409,9 @@ def _pow2_at_most(n: int, cap: int) -> int:
 
 def _default_config(backend: OpenCLBackend, op: str, p: Problem, device: Device) -> Config:
     """Heuristics from measurements on PoCL's CPU device (scripts/opencl_bench.py): with many output channels,
-    vectors of 16 channels, two of them per work-item, on a 2x2 pixel tile (4 vector FMAs per weight vector load);
-    with few output channels (forward), vectors along output columns instead, several rows per work-item."""
+    vectors of 16 channels, 16 accumulator vectors per work-item (4 channel vectors x 2x2 pixels, or 2 x 2x4);
+    with few output channels (forward), vectors along output columns instead, several rows per work-item. The
+    fallback scan keeps a device with small limits working."""
     space = backend.space(op, p, device)
     G = p.groups
     if op == "backward_bias":
@@ -441,7 +442,8 @@ def _default_config(backend: OpenCLBackend, op: str, p: Problem, device: Device)
         qw = -(-p.output_size[1] // p.stride[1])  # columns of one stride phase
         if op == "forward" and m < 32 and qw >= 8:
             mb = 1 if m < 4 else 4
-            cand.update(vec_axis="w", vec=16 if qw >= 16 else 8, tile_w=1, co_block=mb, tile_h=8 if m == 1 else 4)
+            cand.update(vec_axis="w", vec=16 if qw >= 16 else 8, tile_w=1, co_block=mb, tile_h=8 if m == 1 else 4,
+                        k_block=0)
     reason = space.violation(cand)
     if reason is None:
         return space.validate(cand)
