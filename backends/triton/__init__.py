@@ -48,6 +48,7 @@ import importlib.util
 import math
 import os
 import threading
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
@@ -78,6 +79,8 @@ DEFAULT_SHARED_BYTES = 64 * 1024
 GRID_LIMITS = (2**31 - 1, 65535, 65535)
 # Offsets are int32 while every tensor stays below this many elements (margin for a block's overshoot).
 INT32_LIMIT = 2**31 - 1 - 2**16
+# Prepared kernels kept per backend object (Triton keeps the compiled binaries in its own caches).
+KERNEL_CACHE_SIZE = 256
 # Interpreted tile steps allowed per launch (about a second each 20-40 steps on a small CPU).
 INTERPRETER_MAX_STEPS = 64
 _ITEMSIZE = {"float32": 4, "float64": 8, "float16": 2, "bfloat16": 2}
@@ -151,7 +154,7 @@ class TritonBackend(Backend):
     install_hint = INSTALL_HINT
 
     def __init__(self) -> None:
-        self._kernels: dict[tuple, Kernel] = {}
+        self._kernels: OrderedDict[tuple, Kernel] = OrderedDict()  # least recently used first
         self._lock = threading.Lock()
 
     # ---- where it runs -------------------------------------------------------------------------------------
@@ -322,6 +325,10 @@ class TritonBackend(Backend):
             kernel = self._kernels.get(key)
             if kernel is None:
                 kernel = self._kernels[key] = _build(op, problem, device, dict(config))
+                if len(self._kernels) > KERNEL_CACHE_SIZE:  # a tuner prepares thousands of configs
+                    self._kernels.popitem(last=False)
+            else:
+                self._kernels.move_to_end(key)
         return kernel
 
     def runner(self, kernel: Kernel, inputs: tuple[Any, ...], device: Device) -> Callable[[], float | None]:
