@@ -420,7 +420,7 @@ def test_kernels_compile_for_nvidia_gpus():
     assert result.stdout.split()[-1] == "16"
 
 
-# ---- the GPU branches' Python, with torch.cuda and Triton's driver stubbed ------------------------------------------
+# ---- the GPU branches' Python, with torch.cuda and Triton's driver stubbed -------------------------------------
 
 
 def test_gpu_enumeration_with_a_stubbed_driver(monkeypatch):

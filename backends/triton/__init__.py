@@ -281,15 +281,14 @@ class TritonBackend(Backend):
         if op == "backward_weight":
             params["split_k"] = _upto(SPLITS, _reduction(op, p), 1)
             constraints.append(functools.partial(_split_useful, op, p))
-        if device.kind == "interpreter":
-            constraints.append(functools.partial(_interpreter_budget, op, p))
-            if p.dtype == "bfloat16":
-                constraints.append(lambda c: "the Triton interpreter's tl.dot reads bfloat16 as raw bits (wrong "
-                                             "sums); bfloat16 takes the FMA path there" if _uses_dot(p, c) else None)
-        if device.kind == "interpreter":
-            # The interpreter runs every program alike whatever these say: one value each keeps its space small.
-            return Space({**params, "num_warps": (4,), "num_stages": (2,)}, constraints)
-        return Space({**params, "num_warps": NUM_WARPS, "num_stages": NUM_STAGES}, constraints)
+        if device.kind != "interpreter":
+            return Space({**params, "num_warps": NUM_WARPS, "num_stages": NUM_STAGES}, constraints)
+        constraints.append(functools.partial(_interpreter_budget, op, p))
+        if p.dtype == "bfloat16":
+            constraints.append(lambda c: "the Triton interpreter's tl.dot reads bfloat16 as raw bits (wrong sums); "
+                                         "bfloat16 takes the FMA path there" if _uses_dot(p, c) else None)
+        # The interpreter runs every program alike whatever these say: one value each keeps its space small.
+        return Space({**params, "num_warps": (4,), "num_stages": (2,)}, constraints)
 
     def default_config(self, op: str, problem: Problem, device: Device) -> Config:
         space = self.space(op, problem, device)

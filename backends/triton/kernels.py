@@ -1,5 +1,6 @@
-"""Triton kernels for the four ops, each beside its launcher. Imported only when a kernel is prepared: importing it
-imports triton and torch.
+"""Triton kernels for the four ops. Imported only when a kernel is prepared (importing it imports triton); the
+launcher, `launch_plan` (which kernel, which constexprs) and `_build` (check, stage, allocate, launch, convert), is
+in `backends/triton/__init__.py`.
 
 Every kernel computes one (BLOCK_M x BLOCK_N) tile of its op's output viewed as a GEMM, reducing over BLOCK_K at a
 time (the mapping per op is in `backends/triton/__init__.py`). Shapes, stride, padding, dilation and groups are
@@ -10,6 +11,8 @@ Conventions shared by every kernel:
   launcher sets it only when all three blocks are >= 16 (NVIDIA's smallest dot; AMD takes any) and the dtype is not
   float64, so a config that runs in the interpreter also compiles on a GPU.
 - `ACC`: the accumulator dtype: float32 for float32/float16/bfloat16 inputs, float64 for float64.
+- `CHUNK` (weight and bias gradients): pixels reduced per program; program axis `split` picks the chunk and its
+  partial sums go to slice `split` of the output (SPLIT, ...), which the launcher adds.
 - `IDX`: the dtype of every index vector and program id: tl.int64 when a tensor could reach 2**31 elements,
   else tl.int32 (cheaper on a GPU).
 - An index that is divided by the stride is first clamped to >= 0 (masked lanes read nothing), so C's truncating
