@@ -284,7 +284,7 @@ class TritonBackend(Backend):
         if device.kind != "interpreter":
             return Space({**params, "num_warps": NUM_WARPS, "num_stages": NUM_STAGES}, constraints)
         constraints.append(functools.partial(_interpreter_budget, op, p))
-        if p.dtype == "bfloat16":
+        if p.dtype == "bfloat16":  # triton-lang/triton#11584; the FMA path casts to float32 first, which works
             constraints.append(lambda c: "the Triton interpreter's tl.dot reads bfloat16 as raw bits (wrong sums); "
                                          "bfloat16 takes the FMA path there" if _uses_dot(p, c) else None)
         # The interpreter runs every program alike whatever these say: one value each keeps its space small.
