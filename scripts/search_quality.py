@@ -12,7 +12,7 @@
    over seeds; and the share of studies where TPE's median is at most a quarter of the grid's trials.
 
 Usage: .venv/bin/python scripts/search_quality.py [--backends numpy] [--only NAME...] [--ops OP...]
-       [--seeds 20] [--results DIR] [--timing-budget S] [--markdown]
+       [--seeds 20] [--results DIR] [--timing-budget S] [--restricted] [--replay-only] [--markdown]
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ import os
 import statistics
 import sys
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import optuna
@@ -33,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from autotune import results  # noqa: E402
 from autotune.problems import load_problems, select  # noqa: E402
-from autotune.tuner import StudyPlan, TuneOptions, make_sampler, plan_studies, tune  # noqa: E402
+from autotune.tuner import TuneOptions, make_sampler, tune  # noqa: E402
 
 DEFAULT_PROBLEMS = ["dcgan_rgb", "depthwise_up", "dilated_up", "odd_shapes"]
 DEFAULT_OPS = ["forward", "backward_input", "backward_weight"]
@@ -71,37 +72,68 @@ class Restricted:
         return obj
 
 
-def grid_times(results_dir: Path, plan: StudyPlan) -> dict[str, float | None]:
-    """config JSON -> median seconds (None: the config failed) from the grid run's rows of this study."""
-    df = results.read_file(results.device_file(results_dir, plan.device.id))
-    rows = df[df["study"] == plan.name]
-    out: dict[str, float | None] = {}
-    for r in rows.itertuples():
-        if r.status == "ok":
-            out[r.config] = min(out.get(r.config) or math.inf, float(r.time_s))
-        elif r.status != "pruned":
-            out.setdefault(r.config, None)
+@dataclass
+class GridStudy:
+    """One exhaustively measured study, rebuilt from its rows alone (so a replay does not depend on the backend's
+    code still producing the same space): every recorded config with its time (None: failed) or pruned."""
+
+    backend: str
+    op: str
+    problem: str
+    params: dict[str, tuple]
+    times: dict[str, float | None]
+    pruned: set[str]
+    default: dict[str, object]
+
+    @property
+    def best(self) -> float | None:
+        ok = [t for t in self.times.values() if t is not None]
+        return min(ok) if ok else None
+
+
+def grid_studies(results_dir: Path) -> list[GridStudy]:
+    df = pd.concat([results.read_file(f) for f in sorted(Path(results_dir).glob("*.csv"))], ignore_index=True)
+    out = []
+    for (backend, op, problem), g in df.groupby(["backend", "op", "problem"], sort=False):
+        g = g[g["study"] == g["study"].value_counts().idxmax()]  # the fullest grid if the space ever changed
+        configs = [json.loads(c) for c in g["config"]]
+        params = {k: tuple(sorted({c[k] for c in configs}, key=lambda v: (isinstance(v, str), v)))
+                  for k in configs[0]}
+        times: dict[str, float | None] = {}
+        pruned: set[str] = set()
+        for r in g.itertuples():
+            if r.status == "ok":
+                times[r.config] = min(times.get(r.config) or math.inf, float(r.time_s))
+            elif r.status == "pruned":
+                pruned.add(r.config)
+            else:
+                times.setdefault(r.config, None)
+        defaults = g[pd.to_numeric(g["is_default"]) == 1]
+        if not len(defaults):
+            continue
+        out.append(GridStudy(backend, op, problem, params, times, pruned, json.loads(defaults["config"].iloc[0])))
     return out
 
 
-def replay(plan: StudyPlan, times: dict[str, float | None], sampler: str, seed: int, target: float) -> int | None:
+def replay(grid: GridStudy, sampler: str, seed: int, target: float) -> int | None:
     """Measured trials until the best so far is <= target, sampling as the tuner does; None if never."""
-    from backends.base import config_json
+    from backends.base import Space, config_json
     measured, best = 0, math.inf
     seen: dict[str, float | None] = {}
-    study = optuna.create_study(direction="minimize", sampler=make_sampler(sampler, plan.space, seed))
-    study.enqueue_trial(plan.default)
-    for _ in range(4 * len(times) + 50):
+    space = Space(dict(grid.params))
+    study = optuna.create_study(direction="minimize", sampler=make_sampler(sampler, space, seed))
+    study.enqueue_trial(grid.default)
+    for _ in range(4 * len(grid.times) + 50):
         trial = study.ask()
-        config = {k: trial.suggest_categorical(k, list(v)) for k, v in plan.space.params.items()}
+        config = {k: trial.suggest_categorical(k, list(v)) for k, v in grid.params.items()}
         key = config_json(config)
         if key in seen:
             value = seen[key]
-        elif plan.space.violation(config):
+        elif key not in grid.times:  # pruned by a constraint: free
             value = seen[key] = None
         else:
             measured += 1
-            value = seen[key] = times.get(key)
+            value = seen[key] = grid.times[key]
         if value is None:
             study.tell(trial, state=optuna.trial.TrialState.PRUNED)
         else:
@@ -109,7 +141,7 @@ def replay(plan: StudyPlan, times: dict[str, float | None], sampler: str, seed: 
             best = min(best, value)
         if best <= target:
             return measured
-        if measured >= len(times):
+        if measured >= len(grid.times):
             return None
     return None
 
@@ -131,6 +163,7 @@ def main() -> int:
     ap.add_argument("--results", default="/tmp/autotune-search-quality")
     ap.add_argument("--timing-budget", type=float, default=0.3)
     ap.add_argument("--markdown", action="store_true")
+    ap.add_argument("--replay-only", action="store_true", help="do not measure: replay the grid already in --results")
     ap.add_argument("--restricted", action="store_true", help="fix some parameters at their default (FIXED): "
                     "for spaces too large to measure exhaustively here")
     args = ap.parse_args()
@@ -147,27 +180,29 @@ def main() -> int:
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
-    options = TuneOptions(problems=select(load_problems(), args.only), results=Path(args.results),
-                          ops=tuple(args.ops), backends=args.backends, trials=10**6, sampler="grid", seed=0,
-                          timing_budget_s=args.timing_budget)
-    tune(options)  # the exhaustive baseline (resumes if the directory already holds it)
+    if not args.replay_only:
+        options = TuneOptions(problems=select(load_problems(), args.only), results=Path(args.results),
+                              ops=tuple(args.ops), backends=args.backends, trials=10**6, sampler="grid", seed=0,
+                              timing_budget_s=args.timing_budget)
+        tune(options)  # the exhaustive baseline (resumes if the directory already holds it)
+    names = {n.problem.for_op(op).key: n.name for n in select(load_problems(), args.only) for op in args.ops}
     rows = []
-    for plan in plan_studies(options, lambda _: None):
-        times = grid_times(options.results, plan)
-        ok = [t for t in times.values() if t is not None]
-        if not ok:
+    for grid in grid_studies(Path(args.results)):
+        if grid.backend not in args.backends or grid.op not in args.ops or grid.problem not in names:
             continue
-        best = min(ok)
-        default = times.get(json.dumps(plan.default, sort_keys=True, separators=(",", ":")))
-        entry = {"backend": plan.backend.name, "op": plan.op, "problem": plan.problem_name,
-                 "grid_trials": len(times), "best_ms": best * 1e3,
+        best = grid.best
+        if best is None:
+            continue
+        default = grid.times.get(json.dumps(grid.default, sort_keys=True, separators=(",", ":")))
+        entry = {"backend": grid.backend, "op": grid.op, "problem": names[grid.problem],
+                 "grid_trials": len(grid.times), "best_ms": best * 1e3,
                  "speedup_vs_default": (default / best) if default else float("nan")}
         for sampler in ("tpe", "random"):
-            counts = [replay(plan, times, sampler, seed, WITHIN * best) for seed in range(args.seeds)]
+            counts = [replay(grid, sampler, seed, WITHIN * best) for seed in range(args.seeds)]
             found = sorted(c if c is not None else math.inf for c in counts)
             entry[f"{sampler}_median"] = statistics.median(found)
             entry[f"{sampler}_p75"] = found[int(0.75 * (len(found) - 1))]
-        entry["tpe_within_quarter"] = entry["tpe_median"] <= len(times) / 4
+        entry["tpe_within_quarter"] = entry["tpe_median"] <= len(grid.times) / 4
         rows.append(entry)
     table = pd.DataFrame(rows)
     share = table["tpe_within_quarter"].mean() if len(table) else float("nan")
