@@ -434,10 +434,12 @@ def _default_config(backend: OpenCLBackend, op: str, p: Problem, device: Device)
         cand = {"algorithm": "phase" if op == "forward" else "direct", "vec_axis": "co", "wg_x": 8, "wg_y": 1,
                 "tile_h": 2, "tile_w": 2 if mb == 4 else 4, "co_block": mb, "vec": vec, "local": 0,
                 "k_block": 0}
-        # A work-item streams taps*KC*vec*co_block weights; from 512 KiB up (~L2) barrier-separated k-blocks
-        # keep them in cache across the work-group (measured 1.6x on dcgan_g1 backward_input).
+        # A work-item streams taps*KC*vec*co_block weights; for long reductions or slabs from 512 KiB (~L2) up,
+        # barrier-separated k-blocks keep them in cache across the work-group (measured 1.4-1.6x on dcgan_g1
+        # backward_input and unet_up_deep backward_input; neutral to slightly worse on short reductions).
         from backends.opencl import plans
-        if plans.conv_local_bytes(op, p, cand, 4) >= 1 << 19:
+        kc = p.C_in // G if op == "forward" else p.C_out // G
+        if kc >= 256 or plans.conv_local_bytes(op, p, cand, 4) >= 1 << 19:
             cand["k_block"] = 16
         qw = -(-p.output_size[1] // p.stride[1])  # columns of one stride phase
         if op == "forward" and m < 32 and qw >= 8:
