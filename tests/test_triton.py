@@ -144,6 +144,20 @@ def test_defaults_are_valid_everywhere(tb, dev):
                 space.validate(tb.default_config(op, q, device))  # values among the space's and constraints hold
 
 
+def test_large_problems_keep_a_config_in_the_interpreter(tb, dev):
+    """Beyond the interpreter's usual step budget, the fastest-interpreting configs stay valid (slow, but it runs),
+    and the default is one of them; on a GPU the same problems get the GPU default."""
+    from autotune.problems import load_problems
+    interp = triton_backend._interpreter_device("triton")
+    suite = {n.name: n.problem for n in load_problems()}
+    for name in ("dcgan_g2", "depthwise_up", "fcn_score_up8"):
+        for op in OPS:
+            q = suite[name].for_op(op)
+            config = tb.space(op, q, interp).validate(tb.default_config(op, q, interp))
+            tb.space(op, q, FAKE_GPU).validate(config)
+            tb.space(op, q, FAKE_GPU).validate(tb.default_config(op, q, FAKE_GPU))
+
+
 def test_constraints_reject_before_launch(tb):
     p = Problem.make(4, 256, 16, 16, 256, 3, 3, stride=2, padding=1)
     space = tb.space("forward", p, FAKE_GPU)

@@ -34,7 +34,8 @@ config's algorithm, empty splits, CUDA grid limits.
 
 The interpreter device's space is a subset of a GPU's, so a config that runs there also compiles for a GPU: one
 value of `num_warps` and `num_stages` (the interpreter runs every program alike whatever they say), a budget of
-interpreted tile steps (`INTERPRETER_MAX_STEPS`: it is for correctness, not for minutes-long runs) and, for
+interpreted tile steps (`INTERPRETER_MAX_STEPS`, or twice the fewest any config takes on a large problem: it is
+for correctness, not for minutes-long runs) and, for
 bfloat16, no `tl.dot` (the interpreter's dot reads bfloat16 as raw bits).
 
 Offsets: int64 when any tensor could reach 2**31 elements, int32 (faster) otherwise. float16/bfloat16 accumulate in
@@ -156,6 +157,7 @@ class TritonBackend(Backend):
     def __init__(self) -> None:
         self._kernels: OrderedDict[tuple, Kernel] = OrderedDict()  # least recently used first
         self._lock = threading.Lock()
+        self._budgets: dict[tuple, int] = {}  # (op, problem, device id) -> interpreter step budget
 
     # ---- where it runs -------------------------------------------------------------------------------------
     def available(self) -> tuple[bool, str]:
@@ -218,6 +220,20 @@ class TritonBackend(Backend):
 
     # ---- what can be tuned ---------------------------------------------------------------------------------
     def space(self, op: str, problem: Problem, device: Device) -> Space:
+        return self._space(op, problem, device, budget=True)
+
+    def _interpreter_budget(self, op: str, p: Problem, device: Device) -> int:
+        """INTERPRETER_MAX_STEPS, or twice the fewest steps any otherwise valid config takes where even that is
+        more (a large problem still gets a few configs: slow in the interpreter, but it runs)."""
+        key = (op, p, device.id)
+        if key not in self._budgets:
+            space = self._space(op, p, device, budget=False)
+            fewest = min((interpreter_steps(op, p, c) for c in space.grid() if space.violation(c) is None),
+                         default=0)
+            self._budgets[key] = max(INTERPRETER_MAX_STEPS, 2 * fewest)
+        return self._budgets[key]
+
+    def _space(self, op: str, problem: Problem, device: Device, budget: bool) -> Space:
         check_op(op)
         p = problem
         warp = int(device.info.get("warp_size", 32))
@@ -237,8 +253,9 @@ class TritonBackend(Backend):
                         or _too_big("block_k", c["block_k"], p.N * Ho * Wo, min(BIAS_BLOCKS_K)))
 
             constraints = [bias_fits, bias_extent, functools.partial(_split_useful, op, p)]
-            if device.kind == "interpreter":
-                constraints.append(functools.partial(_interpreter_budget, op, p))
+            if device.kind == "interpreter" and budget:
+                limit = self._interpreter_budget(op, p, device)
+                constraints.append(lambda c: _within_budget(op, p, c, limit))
             return Space({"algorithm": ("reduce",), "block_n": _upto(BIAS_BLOCKS_N, p.C_out, 1),
                           "block_k": _upto(BIAS_BLOCKS_K, p.N * Ho * Wo, min(BIAS_BLOCKS_K)),
                           "split_k": _upto(SPLITS, _reduction(op, p), 1),
@@ -283,7 +300,9 @@ class TritonBackend(Backend):
             constraints.append(functools.partial(_split_useful, op, p))
         if device.kind != "interpreter":
             return Space({**params, "num_warps": NUM_WARPS, "num_stages": NUM_STAGES}, constraints)
-        constraints.append(functools.partial(_interpreter_budget, op, p))
+        if budget:
+            limit = self._interpreter_budget(op, p, device)
+            constraints.append(lambda c: _within_budget(op, p, c, limit))
         if p.dtype == "bfloat16":  # triton-lang/triton#11584; the FMA path casts to float32 first, which works
             constraints.append(lambda c: "the Triton interpreter's tl.dot reads bfloat16 as raw bits (wrong sums); "
                                          "bfloat16 takes the FMA path there" if _uses_dot(p, c) else None)
@@ -308,6 +327,10 @@ class TritonBackend(Backend):
         for c in candidates:
             if all(c[k] in space.params[k] for k in space.params) and space.violation(c) is None:
                 return _default_split(op, problem, device, space, c)
+        # Large problems in the interpreter: the config it runs fastest.
+        valid = [c for c in space.grid() if space.violation(c) is None]
+        if valid:
+            return min(valid, key=lambda c: interpreter_steps(op, problem, c))
         raise ValueError(f"no triton config fits {op} {problem.key} on {device.id}")
 
     # ---- kernels -------------------------------------------------------------------------------------------
@@ -393,12 +416,12 @@ def interpreter_steps(op: str, p: Problem, c: Config) -> int:
     return programs * (1 + inner)
 
 
-def _interpreter_budget(op: str, p: Problem, c: Config) -> str | None:
+def _within_budget(op: str, p: Problem, c: Config, limit: int) -> str | None:
     """The interpreter device is for correctness: configs that would interpret for minutes are pruned there (this
     only narrows the GPU's space, so every config valid here is valid on a GPU)."""
     steps = interpreter_steps(op, p, c)
-    if steps > INTERPRETER_MAX_STEPS:
-        return f"too slow for the interpreter: {steps} tile steps > {INTERPRETER_MAX_STEPS}"
+    if steps > limit:
+        return f"too slow for the interpreter: {steps} tile steps > {limit}"
     return None
 
 
