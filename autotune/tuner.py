@@ -253,7 +253,14 @@ def make_sampler(kind: str, space: Any, seed: int | None) -> Any:
     if kind == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     # Spaces are small and categorical: a few random points are enough before TPE's model takes over.
-    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=min(10, max(3, space.size // 8)))
+    # Multivariate TPE models the parameters jointly (tile sizes and vector widths interact). It is Optuna 5's
+    # default; said explicitly for older Optuna, whose independent TPE, replayed on exhaustively measured OpenCL
+    # spaces, needed ~35% more trials and kept re-proposing known points (scripts/search_quality.py).
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=min(10, max(3, space.size // 8)),
+                                          multivariate=True, group=True, warn_independent_sampling=False)
 
 
 # ---- progress ----------------------------------------------------------------------------------------------------
