@@ -35,8 +35,8 @@ config's algorithm, empty splits, CUDA grid limits.
 The interpreter device's space is a subset of a GPU's, so a config that runs there also compiles for a GPU: one
 value of `num_warps` and `num_stages` (the interpreter runs every program alike whatever they say), a budget of
 interpreted tile steps (`INTERPRETER_MAX_STEPS`, or twice the fewest any config takes on a large problem: it is
-for correctness, not for minutes-long runs) and, for
-bfloat16, no `tl.dot` (the interpreter's dot reads bfloat16 as raw bits).
+for correctness, not for minutes-long runs) and, for bfloat16, no `tl.dot` (the interpreter's dot reads bfloat16 as
+raw bits).
 
 Offsets: int64 when any tensor could reach 2**31 elements, int32 (faster) otherwise. float16/bfloat16 accumulate in
 float32, float64 in float64.
