@@ -260,7 +260,7 @@ def make_sampler(kind: str, space: Any, seed: int | None) -> Any:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         return optuna.samplers.TPESampler(seed=seed, n_startup_trials=min(10, max(3, space.size // 8)),
-                                          multivariate=True, group=True, warn_independent_sampling=False)
+                                          multivariate=True, group=True)
 
 
 # ---- progress ----------------------------------------------------------------------------------------------------
