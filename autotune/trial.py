@@ -85,24 +85,13 @@ def find_device(backend: Any, device_id: str) -> Any:
 
 
 # ---- inputs, reference, tolerance ----------------------------------------------------------------------------------
-def input_shapes(op: str, p: Problem) -> list[tuple[int, ...] | None]:
-    """Shapes of the prepared kernel's arguments, in signature order (None: an absent bias)."""
-    if op == "forward":
-        return [p.input_shape, p.weight_shape, p.bias_shape if p.bias else None]
-    if op == "backward_input":
-        return [p.output_shape, p.weight_shape]
-    if op == "backward_weight":
-        return [p.output_shape, p.input_shape]
-    return [p.output_shape]
-
-
 def make_inputs(op: str, p: Problem, seed: int = 0) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
     """(kernel inputs in the problem's dtype, the same values in float64 for the reference). Values are uniform in
     [-1, 1], so every product is at most 1 in magnitude (the tolerance relies on it)."""
     rng = np.random.default_rng(seed)
     kernel_in: list[Any] = []
     exact: list[Any] = []
-    for shape in input_shapes(op, p):
+    for shape in p.operand_shapes(op):
         if shape is None:
             kernel_in.append(None)
             exact.append(None)
