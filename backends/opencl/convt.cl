@@ -48,43 +48,55 @@ inline T lane_(VT v, int i) {
 #endif
 
 // ---- layout change: NCHW (n, G*KC, H, W) -> channels-last with a zero border (G, n, HP, WP, KCP) -----------------
+// One work-item per padded row (g, n, r): per-element work-items cost more in PoCL's scheduling than the copy.
 __kernel void pad_cl(__global const T* restrict src, __global T* restrict dst, int nb, int kc, int kcp, int h,
                      int w, int hp, int wp, int pt, int pl, int groups) {
-    const long pix = get_global_id(0);  // over groups * nb * hp * wp
-    const long total = (long)groups * nb * hp * wp;
-    if (pix >= total) return;
-    const int c = (int)(pix % wp);
-    const int r = (int)((pix / wp) % hp);
-    const long gn = pix / ((long)wp * hp);
-    const int n = (int)(gn % nb);
-    const int g = (int)(gn / nb);
-    const int ih = r - pt, iw = c - pl;
-    __global T* out = dst + pix * kcp;
-    if (ih < 0 || ih >= h || iw < 0 || iw >= w) {
-        for (int k = 0; k < kcp; ++k) out[k] = (T)0;
+    const long row = get_global_id(0);  // over groups * nb * hp
+    if (row >= (long)groups * nb * hp) return;
+    const int r = (int)(row % hp);
+    const long gn = row / hp;
+    const int n = (int)(gn % nb), g = (int)(gn / nb);
+    const int ih = r - pt;
+    __global T* out = dst + row * wp * kcp;
+    if (ih < 0 || ih >= h) {
+        for (long i = 0; i < (long)wp * kcp; ++i) out[i] = (T)0;
         return;
     }
-    __global const T* in = src + (((long)n * groups + g) * kc * h + ih) * (long)w + iw;
     const long plane = (long)h * w;
-    for (int k = 0; k < kc; ++k) out[k] = in[k * plane];
-    for (int k = kc; k < kcp; ++k) out[k] = (T)0;
+    __global const T* in = src + (((long)n * groups + g) * kc * h + ih) * (long)w;
+    for (int c = 0; c < wp; ++c) {
+        const int iw = c - pl;
+        __global T* o = out + (long)c * kcp;
+        if (iw < 0 || iw >= w) {
+            for (int k = 0; k < kcp; ++k) o[k] = (T)0;
+        } else {
+            for (int k = 0; k < kc; ++k) o[k] = in[k * plane + iw];
+            for (int k = kc; k < kcp; ++k) o[k] = (T)0;
+        }
+    }
 }
 
-// ---- NCHW (n, G*KC, H, W) -> channels-first with a zero border (G, n, KC, HP, WP); one work-item per element
+// ---- NCHW (n, G*KC, H, W) -> channels-first with a zero border (G, n, KC, HP, WP); one work-item per padded row
 __kernel void pad_cf(__global const T* restrict src, __global T* restrict dst, int nb, int kc, int h, int w, int hp,
                      int wp, int pt, int pl, int groups) {
-    const long i = get_global_id(0);
-    const long total = (long)groups * nb * kc * hp * wp;
-    if (i >= total) return;
-    const int c = (int)(i % wp);
-    const int r = (int)((i / wp) % hp);
-    const long plane = i / ((long)wp * hp);  // (g, n, k)
+    const long row = get_global_id(0);  // over groups * nb * kc * hp
+    if (row >= (long)groups * nb * kc * hp) return;
+    const int r = (int)(row % hp);
+    const long plane = row / hp;  // (g, n, k)
     const int k = (int)(plane % kc);
     const long gn = plane / kc;
     const int n = (int)(gn % nb), g = (int)(gn / nb);
-    const int ih = r - pt, iw = c - pl;
-    dst[i] = (ih < 0 || ih >= h || iw < 0 || iw >= w) ? (T)0
-             : src[((((long)n * groups + g) * kc + k) * h + ih) * (long)w + iw];
+    const int ih = r - pt;
+    __global T* out = dst + row * wp;
+    if (ih < 0 || ih >= h) {
+        for (int c = 0; c < wp; ++c) out[c] = (T)0;
+        return;
+    }
+    __global const T* in = src + ((((long)n * groups + g) * kc + k) * h + ih) * (long)w;
+    for (int c = 0; c < wp; ++c) {
+        const int iw = c - pl;
+        out[c] = (iw < 0 || iw >= w) ? (T)0 : in[iw];
+    }
 }
 
 // ---- weights into the conv kernel's layout: Wt[phase, g, tap j, kc, m] = w[g*SG + kc*SK + m*SM + taps[phase, j]]

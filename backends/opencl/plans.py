@@ -97,9 +97,9 @@ def _wg(n: int, lx: int) -> int:
 
 def _pad_step(plan: Plan, src: str, dst: str, p_n: int, kc: int, kcp: int, h: int, w: int, hp: int, wp: int,
               pt: int, pl: int, groups: int) -> None:
-    total = groups * p_n * hp * wp
-    plan.buffers[dst] = total * kcp
-    plan.steps.append(Step("common", "pad_cl", (_wg(total, 64),), (64,),
+    rows = groups * p_n * hp
+    plan.buffers[dst] = rows * wp * kcp
+    plan.steps.append(Step("common", "pad_cl", (_wg(rows, 16),), (16,),
                            (src, dst, ("i", p_n), ("i", kc), ("i", kcp), ("i", h), ("i", w), ("i", hp), ("i", wp),
                             ("i", pt), ("i", pl), ("i", groups))))
 
@@ -179,7 +179,8 @@ def conv_plan(op: str, p: Problem, c: dict[str, Any], double: bool) -> Plan:
         # vector loads of the last tiles run past a row's end into the next (lanes never stored): a tail keeps
         # them inside the buffer
         plan.buffers["xp"] = total + WP + 2 * TW * VEC
-        plan.steps.append(Step("common", "pad_cf", (_wg(total, 64),), (64,),
+        rows = G * p.N * KC * HP
+        plan.steps.append(Step("common", "pad_cf", (_wg(rows, 16),), (16,),
                                (src, "xp", ("i", p.N), ("i", KC), ("i", src_h), ("i", src_w), ("i", HP), ("i", WP),
                                 ("i", padt), ("i", padl), ("i", G))))
     else:
