@@ -8,8 +8,10 @@
   taps with the divisibility test); backward_input is a strided conv2d of gy (the same kernel); backward_weight a
   reduction over N*H*W split across work-groups; backward_bias a split sum.
 - Tunables (the space): work-group shape (wg_x, wg_y), register tile per work-item (tile_h x tile_w output pixels,
-  or c_tile input channels for backward_weight), co_block vectors of `vec` output channels, local-memory staging of
-  the weights, split of the reductions. Constraints come from the device (max work-group size, local memory).
+  or c_tile input channels for backward_weight), co_block vectors of `vec` lanes, the vector axis (output channels,
+  or output columns for the forward phase kernel), local-memory staging of the weights, k_block (barriers that
+  split the reduction so a work-group shares its weights in cache), split of the reductions. Constraints come from
+  the device (max work-group size, local memory) and prune register-spilling tiles.
 - Configs reach kernels only as integer `-D` defines, after `Space.validate`; builds are cached per (device,
   source hash, defines). pyopencl is imported lazily, only when the backend is first asked something.
 """
