@@ -91,6 +91,28 @@ def test_run_trial_in_process_classifies(fake_env: dict, mode: str, status: str)
         assert out["max_abs_err"] == pytest.approx(0.5, rel=1e-3)
 
 
+def test_a_kernel_writing_into_its_inputs_does_not_spoil_later_trials(fake_env: dict,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    import fake_backend
+    good = fake_backend.FakeBackend.prepare
+
+    def clobbering(self, op, problem, device, config):  # type: ignore[no-untyped-def]
+        kernel = good(self, op, problem, device, config)
+
+        def run(*inputs):  # type: ignore[no-untyped-def]
+            out = kernel(*inputs)
+            for a in inputs:
+                if a is not None:
+                    a[...] = 7.0
+            return out
+        return run
+
+    monkeypatch.setattr(fake_backend.FakeBackend, "prepare", clobbering)
+    assert run_trial(request("good", 2))["status"] == "ok"
+    monkeypatch.setattr(fake_backend.FakeBackend, "prepare", good)
+    assert run_trial(request("good", 1))["status"] == "ok"  # the cached inputs were not overwritten
+
+
 def test_run_trial_rejects_config_outside_the_space(fake_env: dict) -> None:
     out = run_trial({**request("good"), "config": {"mode": "rm -rf", "size": 1}})
     assert out["status"] == "error" and "not one of" in out["reason"]
