@@ -3,7 +3,10 @@
 Writers append one complete line per trial under an exclusive lock and flush it, so a killed run loses at most
 the trial in flight and concurrent writers lose no row. Files are untrusted when read back: a file that cannot be
 parsed raises `ResultsFileError` naming the path and line; rows whose values are not valid are dropped with a
-reason (`read_file(..., errors=...)`).
+reason (`read_file(..., errors=...)`); a row cut short by a killed writer lacks its last field (`schema`) and is
+dropped the same way. A file that cannot be read (or appended to: a foreign header) is never overwritten: the tuner
+calls `set_aside_if_unreadable`, which renames it to `<name>.corrupt-<UTC time>` (not a `.csv`, so readers skip
+it), reports path and line, and lets a new file start.
 """
 
 from __future__ import annotations
