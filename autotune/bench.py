@@ -1,5 +1,6 @@
 """`autotune bench`: every available backend side by side with PyTorch's own CPU `conv_transpose2d` (and its
-backward ops, through `aten.convolution_backward`, which autograd calls), timed in the same run, per problem and op.
+backward ops: `aten.convolution_backward`, which autograd calls, for the input and weight gradients, and
+`grad_output.sum((0, 2, 3))` for the bias gradient), timed in the same run, per problem and op.
 
 Each backend runs its default config, the best config recorded in the results (`--configs tuned`), or the best
 of a search over its space done right here (`--configs grid`, at most `--max-configs` valid configs).
@@ -71,9 +72,15 @@ def torch_runner(op: str, p: Problem, inputs: tuple) -> Any:
                 torch.nn.functional.conv_transpose2d(x, w, b, p.stride, pad, p.output_padding, p.groups, p.dilation)
         return fwd
     gy = t[0]
+    if op == "backward_bias":
+        # What a bias gradient costs in torch: a reduction. (aten.convolution_backward with only the bias in its
+        # output mask took 200x longer here: it does the convolution's work too, which would flatter us.)
+        def bias_grad() -> None:
+            gy.sum((0, 2, 3))
+        return bias_grad
     x = t[1] if op == "backward_weight" else torch.zeros(p.input_shape, dtype=gy.dtype)
     w = t[1] if op == "backward_input" else torch.zeros(p.weight_shape, dtype=gy.dtype)
-    mask = [op == "backward_input", op == "backward_weight", op == "backward_bias"]
+    mask = [op == "backward_input", op == "backward_weight", False]
 
     def bwd() -> None:
         torch.ops.aten.convolution_backward(gy, x, w, [p.C_out], list(p.stride), list(pad), list(p.dilation),
