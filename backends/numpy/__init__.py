@@ -85,7 +85,8 @@ class NumpyBackend(Backend):
 
     def default_config(self, op: str, problem: Problem, device: Device) -> Config:
         if op == "backward_bias":
-            return {"algorithm": "sum"}
+            # A GEMV over each image's pixels beat the strided `sum` on all 16 problems measured here (1.6-4.9x).
+            return {"algorithm": "gemv"}
         space = self.space(op, problem, device)
         # Measured on the suite (2-core Xeon, 2026-11): col2im wins when its GEMM output (C_out*k*k rows) is the
         # smaller temporary, i.e. C_in > C_out; otherwise the phase GEMMs do. Backward: the stacked GEMM.
