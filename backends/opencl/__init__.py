@@ -357,9 +357,9 @@ class OpenCLBackend(Backend):
             return found
         dtype = np.dtype(problem.dtype)
         plan = plans.make_plan(op, problem, dict(config), dtype == np.float64)
-        plan.input_shapes = _input_shapes(op, problem)
+        plan.input_shapes = list(problem.operand_shapes(op))
         need = plan.bytes_needed(dtype.itemsize) + sum(
-            int(np.prod(s)) for s in _input_shapes(op, problem)) * dtype.itemsize
+            int(np.prod(s)) for s in plan.input_shapes if s is not None) * dtype.itemsize
         limit = int(device.info["global_mem_size"] * MEMORY_FRACTION)
         biggest = max(plan.buffers.values()) * dtype.itemsize
         if need > limit or biggest > int(device.info["max_mem_alloc_size"]):
@@ -387,12 +387,6 @@ class OpenCLBackend(Backend):
                 events[-1].wait()
             return (events[-1].profile.end - events[0].profile.start) * 1e-9
         return run
-
-
-def _input_shapes(op: str, p: Problem) -> list[tuple[int, ...]]:
-    return {"forward": [p.input_shape, p.weight_shape, p.bias_shape],
-            "backward_input": [p.output_shape, p.weight_shape],
-            "backward_weight": [p.output_shape, p.input_shape], "backward_bias": [p.output_shape]}[op]
 
 
 def _name(obj: Any) -> str:

@@ -85,7 +85,7 @@ class Plan:
     constants: dict[str, np.ndarray] = field(default_factory=dict)  # name -> int32 array uploaded once
     programs: dict[str, dict[str, int]] = field(default_factory=dict)  # name -> defines
     steps: list[Step] = field(default_factory=list)
-    input_shapes: list[tuple[int, ...]] = field(default_factory=list)  # in the kernel signature's order
+    input_shapes: list[tuple[int, ...] | None] = field(default_factory=list)  # signature order; None: no bias
 
     def bytes_needed(self, itemsize: int) -> int:
         return sum(self.buffers.values()) * itemsize + sum(int(a.nbytes) for a in self.constants.values())
