@@ -29,6 +29,17 @@ from triton.runtime.jit import JITFunction
 
 
 @triton.jit
+def _multiply_accumulate(a, b, acc, USE_DOT: tl.constexpr, ACC: tl.constexpr):
+    """acc + a @ b: `tl.dot` where the blocks allow it (IEEE, not tf32: float32 stays float32), else exact
+    multiply-adds in the accumulator's dtype."""
+    if USE_DOT:
+        acc = tl.dot(a, b, acc, input_precision="ieee")
+    else:
+        acc += tl.sum(a.to(ACC)[:, :, None] * b.to(ACC)[None, :, :], axis=1)
+    return acc
+
+
+@triton.jit
 def forward_tap_kernel(x_ptr, w_ptr, b_ptr, y_ptr,
                        N: tl.constexpr, C_IN: tl.constexpr, H: tl.constexpr, W: tl.constexpr, C_OUT: tl.constexpr,
                        HO: tl.constexpr, WO: tl.constexpr, KH: tl.constexpr, KW: tl.constexpr,
@@ -108,10 +119,7 @@ def forward_tap_kernel(x_ptr, w_ptr, b_ptr, y_ptr,
                                     mask=ok[:, None] & ci_ok[None, :], other=0.0)
                         b = tl.load(w_ptr + ((ci[:, None] * COG + co[None, :]) * TAPS + (kh * KW + kw)),
                                     mask=ci_ok[:, None] & co_ok[None, :], other=0.0)
-                        if USE_DOT:
-                            acc = tl.dot(a, b, acc, input_precision="ieee")  # not tf32: float32 stays float32
-                        else:
-                            acc += tl.sum(a.to(ACC)[:, :, None] * b.to(ACC)[None, :, :], axis=1)
+                        acc = _multiply_accumulate(a, b, acc, USE_DOT, ACC)
     if HAS_BIAS:
         acc += tl.load(b_ptr + g * COG + co, mask=co_ok, other=0.0).to(ACC)[None, :]
     y_off = (n * (C_OUT * HO * WO) + oh * WO + ow)[:, None] + ((g * COG + co) * (HO * WO))[None, :]
@@ -167,10 +175,7 @@ def forward_gemm_kernel(x_ptr, w_ptr, b_ptr, y_ptr,
         a = tl.load(x_ptr + (x_pix[:, None] + (ci * (H * W))[None, :] + ih * W + iw), mask=ok, other=0.0)
         b = tl.load(w_ptr + ((ci * COG * TAPS + t)[:, None] + (co * TAPS)[None, :]),
                     mask=k_ok[:, None] & co_ok[None, :], other=0.0)
-        if USE_DOT:
-            acc = tl.dot(a, b, acc, input_precision="ieee")
-        else:
-            acc += tl.sum(a.to(ACC)[:, :, None] * b.to(ACC)[None, :, :], axis=1)
+        acc = _multiply_accumulate(a, b, acc, USE_DOT, ACC)
     if HAS_BIAS:
         acc += tl.load(b_ptr + g * COG + co, mask=co_ok, other=0.0).to(ACC)[None, :]
     y_off = (n * (C_OUT * HO * WO) + oh * WO + ow)[:, None] + ((g * COG + co) * (HO * WO))[None, :]
@@ -221,10 +226,7 @@ def backward_input_kernel(gy_ptr, w_ptr, gx_ptr,
             a = tl.load(gy_ptr + (gy_pix[:, None] + (co * (HO * WO))[None, :] + oh * WO + ow), mask=ok, other=0.0)
             b = tl.load(w_ptr + ((ci * COG * TAPS)[None, :] + ((co - g * COG) * TAPS + t)[:, None]),
                         mask=k_ok[:, None] & ci_ok[None, :], other=0.0)
-            if USE_DOT:
-                acc = tl.dot(a, b, acc, input_precision="ieee")
-            else:
-                acc += tl.sum(a.to(ACC)[:, :, None] * b.to(ACC)[None, :, :], axis=1)
+            acc = _multiply_accumulate(a, b, acc, USE_DOT, ACC)
     else:
         for kh in range(KH):
             oh = ih * SH - PT + kh * DH
@@ -240,10 +242,7 @@ def backward_input_kernel(gy_ptr, w_ptr, gx_ptr,
                                 mask=ok[:, None] & co_ok[None, :], other=0.0)
                     b = tl.load(w_ptr + ((ci * COG)[None, :] + cor[:, None]) * TAPS + (kh * KW + kw),
                                 mask=co_ok[:, None] & ci_ok[None, :], other=0.0)
-                    if USE_DOT:
-                        acc = tl.dot(a, b, acc, input_precision="ieee")
-                    else:
-                        acc += tl.sum(a.to(ACC)[:, :, None] * b.to(ACC)[None, :, :], axis=1)
+                    acc = _multiply_accumulate(a, b, acc, USE_DOT, ACC)
     gx_off = (n * (C_IN * H * W) + ih * W + iw)[:, None] + (ci * (H * W))[None, :]
     tl.store(gx_ptr + gx_off, acc.to(gx_ptr.dtype.element_ty), mask=m_ok[:, None] & ci_ok[None, :])
 
@@ -307,10 +306,7 @@ def backward_weight_kernel(gy_ptr, x_ptr, gw_ptr,
         ok = (oh >= 0) & (oh < HO) & (ow >= 0) & (ow < WO) & p_ok[:, None] & j_ok[None, :]
         b = tl.load(gy_ptr + ((n * (C_OUT * HO * WO))[:, None] + (co * (HO * WO))[None, :] + oh * WO + ow),
                     mask=ok, other=0.0)
-        if USE_DOT:
-            acc = tl.dot(a, b, acc, input_precision="ieee")
-        else:
-            acc += tl.sum(a.to(ACC)[:, :, None] * b.to(ACC)[None, :, :], axis=1)
+        acc = _multiply_accumulate(a, b, acc, USE_DOT, ACC)
     gw_off = split * (C_IN * COG * TAPS) + (ci * (COG * TAPS))[:, None] + ((co - g * COG) * TAPS + t)[None, :]
     tl.store(gw_ptr + gw_off, acc.to(gw_ptr.dtype.element_ty), mask=ci_ok[:, None] & j_ok[None, :])
 
