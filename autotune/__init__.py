@@ -1,13 +1,40 @@
 """Tune and run transposed-convolution (ConvTranspose2d) kernels.
 
-`import autotune` imports neither pyopencl, triton nor torch: backends load their libraries lazily. The PyTorch
-module and autograd function are in `autotune.torch` (import it explicitly; it needs the torch extra).
+`import autotune` imports neither pyopencl, triton nor torch: backends load their libraries lazily, and the public
+names below are imported on first use (so the core, `autotune.core`, can be imported by backends without pulling in
+dispatch). The PyTorch module and autograd function are in `autotune.torch` (import it explicitly; it needs the
+torch extra).
 """
 
-from autotune.api import conv_transpose2d, conv_transpose2d_backward
-from autotune.bilinear import bilinear_kernel
-from autotune.dispatch import which
-from autotune.problem import OPS, Problem
+from __future__ import annotations
 
-__all__ = ["OPS", "Problem", "bilinear_kernel", "conv_transpose2d", "conv_transpose2d_backward", "which"]
-__version__ = "0.1.0"
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from autotune.core import __version__
+
+if TYPE_CHECKING:
+    from autotune.api import conv_transpose2d, conv_transpose2d_backward
+    from autotune.bilinear import bilinear_kernel
+    from autotune.core.problem import OPS, Problem
+    from autotune.dispatch import which
+
+__all__ = ["OPS", "Problem", "__version__", "bilinear_kernel", "conv_transpose2d", "conv_transpose2d_backward",
+           "which"]
+
+# public name -> the module that defines it
+_LAZY = {"conv_transpose2d": "autotune.api", "conv_transpose2d_backward": "autotune.api",
+         "bilinear_kernel": "autotune.bilinear", "which": "autotune.dispatch", "OPS": "autotune.core.problem",
+         "Problem": "autotune.core.problem"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'autotune' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from autotune import dispatch
-from autotune.problem import Problem
+from autotune.core.problem import Problem
 
 _FLOAT_DTYPES = {"float16", "float32", "float64", "bfloat16"}
 

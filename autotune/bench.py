@@ -19,13 +19,13 @@ import numpy as np
 import pandas as pd
 
 import backends
-from autotune import results
-from autotune.devices import cpu_device_id, cpu_device_name
-from autotune.problem import OPS, Problem
+from autotune.core import results
+from autotune.core.devices import cpu_device_id, cpu_device_name
+from autotune.core.problem import OPS, Problem
 from autotune.problems import load_problems, select
-from autotune.timing import Timing, measure
+from autotune.core.timing import Timing, measure
 from backends.base import Backend, Config, Device, config_json
-from backends.numpy import reference
+from autotune.core import reference
 
 HELP = "time every backend (and PyTorch as the baseline) on a set of problems"
 

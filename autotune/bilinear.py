@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from autotune.problem import DTYPES
+from autotune.core.problem import DTYPES
 
 
 def bilinear_kernel(factor: int, channels: int, *, depthwise: bool = False, dtype: str = "float32") -> np.ndarray:

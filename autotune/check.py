@@ -16,9 +16,9 @@ import numpy as np
 import pandas as pd
 
 import backends
-from autotune.problem import OPS
+from autotune.core.problem import OPS
 from autotune.problems import load_problems
-from backends.numpy import reference
+from autotune.core import reference
 
 HELP = "check every available backend against the reference"
 

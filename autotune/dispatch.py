@@ -1,6 +1,6 @@
 """Dispatch: which backend, device and config run a call, and what runs next when one fails.
 
-For a call, the device is where the input lives: this CPU (`autotune.devices.cpu_device_id()`) for NumPy arrays and
+For a call, the device is where the input lives: this CPU (`autotune.core.devices.cpu_device_id()`) for NumPy arrays and
 CPU tensors; for CUDA tensors, the GPU's id as a backend reports it. The candidates, best first:
 
 1. **exact**: the `ok` rows of (device, op, problem.for_op(op).key), at most one per backend (its fastest config that
@@ -50,8 +50,8 @@ from typing import Any, NamedTuple
 import numpy as np
 
 import backends
-from autotune.devices import cpu_device_id
-from autotune.problem import OPS, Problem, check_op
+from autotune.core.devices import cpu_device_id
+from autotune.core.problem import OPS, Problem, check_op
 from backends.base import Backend, Config, ConfigError, Device, Kernel, config_json
 
 FALLBACK = "numpy"
@@ -175,7 +175,7 @@ def _gpu_device_id(index: int) -> str:
     if found is None:
         import torch  # only reached for CUDA tensors, so torch is installed
 
-        from autotune.devices import device_id
+        from autotune.core.devices import device_id
         props = torch.cuda.get_device_properties(index)
         vendor = "amd" if getattr(torch.version, "hip", None) else "nvidia"
         # rounded up as the triton backend does: a 79.2 GiB part is an 80 GB one
@@ -244,7 +244,7 @@ _lock = threading.RLock()
 
 
 def _results() -> Any:
-    from autotune import results  # lazily: it imports pandas, which `import autotune` should not pay for
+    from autotune.core import results  # lazily: it imports pandas, which `import autotune` should not pay for
     return results
 
 
@@ -509,7 +509,7 @@ class _ReferenceBackend(Backend):
 
 
 def _reference_kernel(op: str, problem: Problem) -> Kernel:
-    from backends.numpy import reference
+    from autotune.core import reference
 
     def run(*inputs: Any) -> Any:
         tensor = next((a for a in inputs if a is not None and not isinstance(a, np.ndarray)), None)

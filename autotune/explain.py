@@ -22,7 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from autotune.problem import Problem
+from autotune.core.geometry import stride_phases
+from autotune.core.problem import Problem
 
 HELP = "Show a layer's stride-phase decomposition: which kernel taps feed which output pixels."
 MAX_KERNEL = 64        # per axis, also for stride and dilation: a bigger layer is not something a person reads
@@ -207,11 +208,17 @@ def _axis_overlap(n_in: int, n_out: int, k: int, s: int, p: int, d: int) -> np.n
     return count
 
 
-def _axis_phase(r: int, k: int, s: int, p_begin: int, d: int) -> AxisPhase:
-    # Python's % and // floor, so negative numerators are handled exactly.
-    taps = sorted((kk for kk in range(k) if (r + p_begin - kk * d) % s == 0), reverse=True)
-    offset = (r + p_begin - taps[0] * d) // s if taps else 0
-    return AxisPhase(phase=r, taps=tuple(taps), offset=offset, dilation=d // math.gcd(s, d))
+def _axis_phases(k: int, s: int, p_begin: int, d: int, n_out: int) -> list[AxisPhase]:
+    """Explain's view of the geometry's phases, in output-phase order: taps descending (flipped, as a correlation
+    reads them) and the input offset of the first one."""
+    by_output = {ph.output_phase: ph for ph in stride_phases(k, s, d, p_begin, n_out)}
+    out = []
+    for r in range(s):
+        ph = by_output[r]
+        taps = tuple(reversed(ph.taps))
+        offset = (r + p_begin - taps[0] * d) // s if taps else 0
+        out.append(AxisPhase(phase=r, taps=taps, offset=offset, dilation=ph.input_step))
+    return out
 
 
 def phase_decomposition(kernel: Any, stride: Any = 1, padding: Any = 0, dilation: Any = 1,
@@ -228,8 +235,9 @@ def phase_decomposition(kernel: Any, stride: Any = 1, padding: Any = 0, dilation
         if max(v) > MAX_KERNEL:
             raise ValueError(f"{name} must be at most {MAX_KERNEL} per axis for explain, got {v}")
     (pt, _), (pl, _) = base.padding
-    phases = tuple(Phase(_axis_phase(rh, kH, sh, pt, dh), _axis_phase(rw, kW, sw, pl, dw))
-                   for rh in range(sh) for rw in range(sw))
+    Ho, Wo = base.output_size
+    rows, cols = _axis_phases(kH, sh, pt, dh, Ho), _axis_phases(kW, sw, pl, dw, Wo)
+    phases = tuple(Phase(r, c) for r in rows for c in cols)
     return Decomposition(kernel=(kH, kW), stride=base.stride, padding=base.padding, dilation=base.dilation,
                          output_padding=base.output_padding, phases=phases)
 

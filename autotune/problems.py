@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from autotune.problem import Problem
+from autotune.core.problem import Problem
+from autotune.core.errors import UserError
 
 REQUIRED = ("name", "N", "C_in", "H", "W", "C_out", "kH", "kW", "stride", "padding", "output_padding", "dilation",
             "groups", "bias")
@@ -28,14 +29,14 @@ class NamedProblem:
 def _int(text: str, where: str) -> int:
     t = text.strip()
     if not (t.isdigit() or (t.startswith("-") and t[1:].isdigit())) or len(t) > 9:
-        raise ValueError(f"{where}: expected an integer, got {text!r}")
+        raise UserError(f"{where}: expected an integer, got {text!r}")
     return int(t)
 
 
 def _ints(text: str, where: str, allowed: tuple[int, ...]) -> tuple[int, ...]:
     parts = text.strip().split(":")
     if len(parts) not in allowed:
-        raise ValueError(f"{where}: expected {' or '.join(str(n) for n in allowed)} integer(s) separated by ':', "
+        raise UserError(f"{where}: expected {' or '.join(str(n) for n in allowed)} integer(s) separated by ':', "
                          f"got {text!r}")
     return tuple(_int(p, where) for p in parts)
 
@@ -43,7 +44,7 @@ def _ints(text: str, where: str, allowed: tuple[int, ...]) -> tuple[int, ...]:
 def parse_row(row: dict[str, str], where: str) -> NamedProblem:
     name = (row.get("name") or "").strip()
     if not name or len(name) > 100 or not all(ch.isalnum() or ch in "_-." for ch in name):
-        raise ValueError(f"{where}: column 'name' must be 1-100 letters, digits, '_', '-' or '.', got {name!r}")
+        raise UserError(f"{where}: column 'name' must be 1-100 letters, digits, '_', '-' or '.', got {name!r}")
     f = {k: _int(row[k], f"{where}, column '{k}'") for k in ("N", "C_in", "H", "W", "C_out", "kH", "kW", "groups")}
 
     def pair(k: str) -> int | tuple[int, int]:
@@ -54,13 +55,13 @@ def parse_row(row: dict[str, str], where: str) -> NamedProblem:
     padding = pad[0] if len(pad) == 1 else (pad if len(pad) == 2 else ((pad[0], pad[1]), (pad[2], pad[3])))
     bias_text = row["bias"].strip().lower()
     if bias_text not in ("0", "1", "true", "false"):
-        raise ValueError(f"{where}, column 'bias': expected 0 or 1, got {row['bias']!r}")
+        raise UserError(f"{where}, column 'bias': expected 0 or 1, got {row['bias']!r}")
     dtype = (row.get("dtype") or "float32").strip()
     pairs = {k: pair(k) for k in ("stride", "output_padding", "dilation")}
     try:
         problem = Problem.make(**f, **pairs, padding=padding, bias=bias_text in ("1", "true"), dtype=dtype)
     except (ValueError, TypeError) as exc:
-        raise ValueError(f"{where} ({name}): {exc}") from None
+        raise UserError(f"{where} ({name}): {exc}") from None
     return NamedProblem(name, problem)
 
 
@@ -72,31 +73,31 @@ def load_problems(path: str | Path | None = None) -> list[NamedProblem]:
     else:
         p = Path(path)
         if not p.is_file():
-            raise FileNotFoundError(f"problems file {str(p)!r} does not exist")
+            raise UserError(f"problems file {str(p)!r} does not exist")
         try:
             text = p.read_text(encoding="utf-8")
         except UnicodeDecodeError:
-            raise ValueError(f"problems file {str(p)!r} is not UTF-8 text") from None
+            raise UserError(f"problems file {str(p)!r} is not UTF-8 text") from None
         source = str(p)
     reader = csv.DictReader(text.splitlines())
     missing = [c for c in REQUIRED if c not in (reader.fieldnames or [])]
     if missing:
-        raise ValueError(f"{source}: missing column(s) {', '.join(missing)}; expected {','.join(REQUIRED)}")
+        raise UserError(f"{source}: missing column(s) {', '.join(missing)}; expected {','.join(REQUIRED)}")
     out: list[NamedProblem] = []
     seen: set[str] = set()
     for i, row in enumerate(reader, start=2):
         where = f"{source}, line {i}"
         if None in row or any(row[k] is None for k in REQUIRED):
-            raise ValueError(f"{where}: wrong number of fields")
+            raise UserError(f"{where}: wrong number of fields")
         if i - 1 > MAX_ROWS:
-            raise ValueError(f"{source}: more than {MAX_ROWS} problems")
+            raise UserError(f"{source}: more than {MAX_ROWS} problems")
         named = parse_row(row, where)
         if named.name in seen:
-            raise ValueError(f"{where}: duplicate problem name {named.name!r}")
+            raise UserError(f"{where}: duplicate problem name {named.name!r}")
         seen.add(named.name)
         out.append(named)
     if not out:
-        raise ValueError(f"{source}: no problems in the file")
+        raise UserError(f"{source}: no problems in the file")
     return out
 
 
@@ -107,5 +108,5 @@ def select(problems: list[NamedProblem], names: list[str] | None) -> list[NamedP
     known = {p.name for p in problems}
     unknown = [n for n in names if n not in known]
     if unknown:
-        raise ValueError(f"unknown problem name(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        raise UserError(f"unknown problem name(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
     return [p for p in problems if p.name in set(names)]

@@ -25,8 +25,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from autotune import explain, results
-from autotune.problem import OPS, Problem
+from autotune import explain
+from autotune.core import results
+from autotune.core.problem import OPS, Problem
 
 HELP = "write an HTML report (plots embedded) of the tuned results and print a Markdown summary"
 MIN_OPTUNA_TRIALS = 10   # below this many ok trials PED-ANOVA's top-quantile split is meaningless

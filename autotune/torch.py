@@ -18,7 +18,7 @@ import torch
 from torch.autograd.function import once_differentiable
 
 from autotune import api
-from autotune.problem import OPS
+from autotune.core.problem import OPS
 
 __all__ = ["ConvTranspose2d", "conv_transpose2d"]
 

@@ -6,9 +6,6 @@ records `crash` or `timeout`, and starts a fresh worker for the next trial. The 
 the backends' build caches (compiled programs, reference results) survive. Protocol: one JSON object per line on
 the worker's stdin and on a private copy of its stdout (the worker points fd 1 at stderr, so whatever a kernel or
 driver prints cannot corrupt the protocol); the worker's stderr goes to a log file whose tail explains crashes.
-
-Plugin hook (tests, out-of-tree backends under development): `AUTOTUNE_EXTRA_BACKENDS="name=module:Class,..."`
-adds backends by import path, in the tuner and in its workers, next to `backends.get`'s registry.
 """
 
 from __future__ import annotations
@@ -28,122 +25,20 @@ from typing import Any
 
 import numpy as np
 
-from autotune.problem import OPS, Problem
+import backends
+from autotune.core import verify
+from autotune.core.problem import OPS, Problem
 
-EXTRA_BACKENDS_ENV = "AUTOTUNE_EXTRA_BACKENDS"
 STARTUP_TIMEOUT_S = 120.0
 REFERENCE_TIMEOUT_S = 900.0
 _OOR_WORDS = ("out of resources", "out_of_resources", "outofresources", "mem_object_allocation", "out of memory",
               "outofmemory", "cuda_error_out_of_memory", "insufficient shared memory")
-_extra_instances: dict[str, Any] = {}
-
-
-# ---- backends --------------------------------------------------------------------------------------------------
-def extra_backend_specs() -> dict[str, str]:
-    """`name -> module:Class` from $AUTOTUNE_EXTRA_BACKENDS (empty when unset)."""
-    text = os.environ.get(EXTRA_BACKENDS_ENV, "").strip()
-    out: dict[str, str] = {}
-    for item in filter(None, (t.strip() for t in text.split(","))):
-        name, sep, target = item.partition("=")
-        if not sep or ":" not in target or not name.strip():
-            raise ValueError(f"${EXTRA_BACKENDS_ENV}: expected name=module:Class, got {item!r}")
-        out[name.strip()] = target.strip()
-    return out
-
-
-def backend_names() -> list[str]:
-    import backends
-    names = backends.names()
-    return names + [n for n in extra_backend_specs() if n not in names]
-
-
-def get_backend(name: str) -> Any:
-    """The backend object `name`: from $AUTOTUNE_EXTRA_BACKENDS if listed there, else `backends.get(name)`."""
-    specs = extra_backend_specs()
-    if name in specs:
-        if name not in _extra_instances:
-            import importlib
-
-            from backends.base import Backend
-            module_name, _, cls_name = specs[name].partition(":")
-            cls = getattr(importlib.import_module(module_name), cls_name)
-            backend = cls()
-            if not isinstance(backend, Backend):
-                raise TypeError(f"extra backend {name!r} ({specs[name]}) does not implement backends.base.Backend")
-            backend.name = name
-            _extra_instances[name] = backend
-        return _extra_instances[name]
-    import backends
-    return backends.get(name)
-
-
-def find_device(backend: Any, device_id: str) -> Any:
-    for d in backend.devices():
-        if d.id == device_id:
-            return d
-    raise ValueError(f"backend {backend.name!r} has no device {device_id!r} here")
-
-
-# ---- inputs, reference, tolerance ----------------------------------------------------------------------------------
-def make_inputs(op: str, p: Problem, seed: int = 0) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
-    """(kernel inputs in the problem's dtype, the same values in float64 for the reference). Values are uniform in
-    [-1, 1], so every product is at most 1 in magnitude (the tolerance relies on it)."""
-    rng = np.random.default_rng(seed)
-    kernel_in: list[Any] = []
-    exact: list[Any] = []
-    for shape in p.operand_shapes(op):
-        if shape is None:
-            kernel_in.append(None)
-            exact.append(None)
-            continue
-        values = rng.uniform(-1.0, 1.0, size=shape)
-        if p.dtype == "bfloat16":  # NumPy has no bfloat16: torch tensors (only GPU backends offer this dtype)
-            import torch
-            t = torch.from_numpy(values).to(torch.bfloat16)
-            kernel_in.append(t)
-            exact.append(t.to(torch.float64).numpy())
-        else:
-            a = np.ascontiguousarray(values.astype(p.dtype))
-            kernel_in.append(a)
-            exact.append(a.astype(np.float64))
-    return tuple(kernel_in), tuple(exact)
-
-
-def reduction_length(op: str, p: Problem) -> int:
-    """Products summed into one output element, at most (bounds the rounding error)."""
-    G = p.groups
-    if op == "forward":
-        return (p.C_in // G) * p.kH * p.kW + int(p.bias)
-    if op == "backward_input":
-        return (p.C_out // G) * p.kH * p.kW
-    if op == "backward_weight":
-        return p.N * p.H * p.W
-    return p.N * p.output_size[0] * p.output_size[1]
-
-
-_EPS = {"float64": 2.0**-52, "float32": 2.0**-23, "float16": 2.0**-10, "bfloat16": 2.0**-7}
-
-
-def tolerance(op: str, p: Problem) -> float:
-    """Largest accepted |result - reference|: with inputs in [-1, 1] every product is at most 1, so a sum of K of
-    them, accumulated in float32 (or better) and rounded to the dtype, is off by at most about K*eps32 + |y|*eps.
-    We allow 4x the accumulation bound (blocked/tree sums stay well inside it) plus the output rounding; a wrong
-    index or a missing tap moves an element by a whole product, far more for any sane K."""
-    K = reduction_length(op, p)
-    accumulate = _EPS["float64"] if p.dtype == "float64" else _EPS["float32"]
-    return 4.0 * K * accumulate + K * _EPS.get(p.dtype, _EPS["float32"]) + 1e-12
 
 
 def _copy(a: Any) -> Any:
     if a is None:
         return None
     return a.clone() if hasattr(a, "clone") else np.array(a, copy=True)
-
-
-def _as_float64(out: Any) -> np.ndarray:
-    if type(out).__module__.startswith("torch"):
-        out = out.detach().to("cpu").double().numpy()
-    return np.asarray(out, dtype=np.float64)
 
 
 # ---- one trial, in-process ---------------------------------------------------------------------------------------
@@ -170,8 +65,8 @@ class _References:
     def get(self, op: str, p: Problem, seed: int) -> tuple[tuple[Any, ...], np.ndarray]:
         key = (op, p.key, seed)
         if key not in self.cache:
-            from backends.numpy import reference
-            kernel_in, exact = make_inputs(op, p, seed)
+            from autotune.core import reference
+            kernel_in, exact = verify.make_inputs(op, p, seed)
             self.cache[key] = (kernel_in, reference.run(op, p, exact))
             while len(self.cache) > self.size:
                 self.cache.popitem(last=False)
@@ -186,13 +81,13 @@ def run_trial(request: dict[str, Any]) -> dict[str, Any]:
     """Build, check and time one config (in this process). `request`: backend, device, op, problem (key), config,
     budget_s (timing budget), seed (inputs). Returns a dict with status, reason, and when ok: time_s, time_min_s,
     time_max_s, reps, max_abs_err; plus backend_version."""
-    from autotune.timing import measure
+    from autotune.core.timing import measure
 
     out: dict[str, Any] = {"status": "error", "reason": ""}
     try:
-        backend = get_backend(request["backend"])
+        target = backends.find(request["backend"], request["device"])
+        backend, device = target.backend, target.device
         out["backend_version"] = backend.version()
-        device = find_device(backend, request["device"])
         op = request["op"]
         if op not in OPS:
             raise ValueError(f"unknown op {op!r}")
@@ -207,18 +102,13 @@ def run_trial(request: dict[str, Any]) -> dict[str, Any]:
     try:
         cached, expected = _references.get(op, problem, int(request.get("seed", 0)))
         inputs = tuple(_copy(a) for a in cached)  # a kernel that writes into its inputs spoils only its copy
-        got = _as_float64(kernel(*inputs))
+        verdict = verify.compare(kernel(*inputs), expected, op, problem)
     except Exception as exc:
         return {**out, "status": classify("run", exc), "reason": f"run: {_short(exc)}"}
-    if got.shape != expected.shape:
-        return {**out, "status": "wrong_answer", "reason": f"result shape {got.shape}, expected {expected.shape}"}
-    finite = bool(np.isfinite(got).all())
-    err = float(np.max(np.abs(got - expected))) if got.size and finite else (0.0 if finite else math.inf)
-    tol = tolerance(op, problem)
-    out["max_abs_err"] = err
-    if not err <= tol:
-        what = "non-finite values" if not finite else f"max |error| {err:.3g} > tolerance {tol:.3g}"
-        return {**out, "status": "wrong_answer", "reason": f"{what} against the NumPy reference"}
+    if math.isfinite(verdict.max_abs_err):
+        out["max_abs_err"] = verdict.max_abs_err
+    if not verdict.ok:
+        return {**out, "status": "wrong_answer", "reason": verdict.reason}
     try:
         timing = measure(backend.runner(kernel, inputs, device), budget_s=float(request.get("budget_s", 0.3)))
     except Exception as exc:

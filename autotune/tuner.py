@@ -31,8 +31,8 @@ from typing import Any, TextIO
 
 import pandas as pd
 
-from autotune import results
-from autotune.problem import OPS, Problem
+from autotune.core import results
+from autotune.core.problem import OPS, Problem
 from autotune.problems import NamedProblem, load_problems, select
 
 HELP = "tune every backend's kernels per device, problem and op with Optuna; results go to one CSV per device"
@@ -120,35 +120,19 @@ def _device_selected(device: Any, wanted: Sequence[str] | None) -> bool:
 
 def plan_studies(options: TuneOptions, say: Callable[[str], None]) -> list[StudyPlan]:
     """Every (problem, op, backend, device) study to run, in that order; what is skipped is said, with why."""
-    from autotune.trial import backend_names, get_backend
+    import backends
 
-    known = backend_names()
-    wanted = list(options.backends) if options.backends else known
-    unknown = [b for b in wanted if b not in known]
-    if unknown:
-        raise ValueError(f"unknown backend(s) {', '.join(unknown)}; registered: {', '.join(known)}")
-    pairs: list[tuple[Any, Any]] = []
-    seen_devices: list[str] = []
-    for name in wanted:
-        backend = get_backend(name)
-        ok, why = backend.available()
-        if not ok:
-            say(f"skipping backend {name}: not available here ({why})")
-            continue
-        try:
-            devices = backend.devices()
-        except Exception as exc:  # a broken driver must not stop the other backends
-            say(f"skipping backend {name}: listing its devices failed ({type(exc).__name__}: {exc})")
-            continue
-        for device in devices:
-            seen_devices += [device.id, device.kind]
-            if not _device_selected(device, options.devices):
-                continue
-            if device.kind == "interpreter":
-                say(f"skipping {name} on {device.id}: an interpreter, its timings are not speed (tune it on "
-                    f"real hardware)")
-                continue
-            pairs.append((backend, device))
+    found, skipped = backends.targets(options.backends or None)
+    for skip in skipped:
+        where = f" on {skip.device.id}" if skip.device else ""
+        say(f"skipping backend {skip.backend}{where}: {skip.reason}")
+    seen_devices = [x for t in found for x in (t.device.id, t.device.kind)]
+    seen_devices += [x for s in skipped if s.device for x in (s.device.id, s.device.kind)]
+    pairs = [(t.backend, t.device) for t in found if t.device.timing_is_speed and _device_selected(t.device,
+                                                                                                     options.devices)]
+    for t in found:
+        if not t.device.timing_is_speed and _device_selected(t.device, options.devices):
+            say(f"skipping {t.backend.name} on {t.device.id}: its timings are not speed (tune it on real hardware)")
     if options.devices:
         missing = [d for d in options.devices if d not in seen_devices]
         if missing:

@@ -29,9 +29,10 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import autotune  # noqa: E402
-from autotune import dispatch, results  # noqa: E402
-from autotune.devices import cpu_device_id, cpu_device_name  # noqa: E402
-from autotune.problem import Problem  # noqa: E402
+from autotune import dispatch  # noqa: E402
+from autotune.core import results
+from autotune.core.devices import cpu_device_id, cpu_device_name  # noqa: E402
+from autotune.core.problem import Problem  # noqa: E402
 from backends.base import config_json  # noqa: E402
 
 

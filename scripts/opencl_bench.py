@@ -3,7 +3,7 @@
     .venv/bin/python scripts/opencl_bench.py [--ops forward,...] [--problems a,b] [--configs FILE.json] [--budget S]
 
 For every problem and op: the default config, optional extra configs (JSON list of partial configs, completed with
-the default), timed with autotune.timing.measure through the backend's runner; torch timed the same way (wall
+the default), timed with autotune.core.timing.measure through the backend's runner; torch timed the same way (wall
 clock). Prints GFLOP/s and opencl/torch ratios, and geometric means per op.
 """
 
@@ -18,7 +18,7 @@ import numpy as np
 
 import backends
 from autotune.problems import load_problems
-from autotune.timing import measure
+from autotune.core.timing import measure
 
 OPS = ("forward", "backward_input", "backward_weight", "backward_bias")
 

@@ -32,7 +32,7 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from autotune import results  # noqa: E402
+from autotune.core import results  # noqa: E402
 from autotune.problems import load_problems, select  # noqa: E402
 from autotune.tuner import TuneOptions, make_sampler, tune  # noqa: E402
 

@@ -4,14 +4,16 @@ optional part fails instead of skipping."""
 from __future__ import annotations
 
 import os
-import random
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 import backends
-from autotune.problem import Problem
+from autotune.core import verify
+from autotune.core.problem import Problem
 
+TESTS = Path(__file__).resolve().parent
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 # Backends CI installs and must therefore be able to run (triton through TRITON_INTERPRET=1).
 EXPECTED_IN_CI = ("numpy", "opencl", "triton")
@@ -27,13 +29,22 @@ def require(condition: bool, what: str) -> None:
 
 def backend_devices() -> list[tuple[str, backends.Device]]:
     """(backend name, device) for every available backend and each of its devices."""
-    out = []
-    for name in backends.names():
-        backend = backends.get(name)
-        ok, _ = backend.available()
-        if ok:
-            out.extend((name, d) for d in backend.devices())
-    return out
+    return [(t.backend.name, t.device) for t in backends.targets()[0]]
+
+
+def register_plugin(monkeypatch: pytest.MonkeyPatch, directory: Path, name: str, target: str) -> None:
+    """Register a backend through the registry's one external route, an `autotune.backends` entry point: installed
+    metadata in `directory`, put on the path of this process and of its subprocesses (workers, CLI runs); the
+    tests folder goes on the path too, for the plug-in's module."""
+    info = directory / f"autotune_test_{name}-0.dist-info"
+    info.mkdir(parents=True, exist_ok=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: autotune-test-{name}\nVersion: 0\n")
+    (info / "entry_points.txt").write_text(f"[{backends.ENTRY_POINT_GROUP}]\n{name} = {target}\n")
+    paths = [str(directory), str(TESTS)]
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [*paths, os.environ.get("PYTHONPATH")])))
+    for p in reversed(paths):
+        monkeypatch.syspath_prepend(p)
+    backends.clear_cache()
 
 
 def backend_params() -> list:
@@ -41,49 +52,14 @@ def backend_params() -> list:
 
 
 def inputs_for(op: str, p: Problem, seed: int = 0) -> tuple:
-    """Random inputs in the order of the prepared kernels' signatures."""
-    rng = np.random.default_rng(seed)
-    return tuple(None if s is None else rng.standard_normal(s).astype(p.dtype) for s in p.operand_shapes(op))
-
-
-def reduction_length(op: str, p: Problem) -> int:
-    """How many products are summed per output element, at most (sizes the float32 tolerance)."""
-    taps = p.kH * p.kW
-    if op == "forward":
-        return (p.C_in // p.groups) * taps
-    if op == "backward_input":
-        return (p.C_out // p.groups) * taps
-    if op == "backward_weight":
-        return p.N * p.H * p.W
-    return p.N * p.output_size[0] * p.output_size[1]
+    """The inputs every check uses (verify.make_inputs), in the order of the prepared kernels' signatures."""
+    return verify.make_inputs(op, p, seed)[0]
 
 
 def assert_close(out, ref: np.ndarray, op: str, p: Problem, what: str = "") -> None:
-    out = np.asarray(out, dtype=np.float64)
-    assert out.shape == ref.shape, f"{what}: shape {out.shape} != {ref.shape}"
-    eps = {"float64": 1e-12, "float32": 2e-6, "float16": 2e-3, "bfloat16": 1e-2}[p.dtype]
-    # Each output is a sum of unit-variance products: its rounding error grows like sqrt(length).
-    tol = eps * 8 * np.sqrt(reduction_length(op, p)) * max(1.0, float(np.abs(ref).max(initial=0.0)) ** 0.5)
-    err = float(np.abs(out - ref).max(initial=0.0))
-    assert np.isfinite(out).all(), f"{what}: non-finite values"
-    assert err <= tol, f"{what}: max abs error {err:.3g} > {tol:.3g}"
+    """The one correctness check (verify.compare) as a test assertion."""
+    verdict = verify.compare(out, ref, op, p)
+    assert verdict.ok, f"{what}: {verdict.reason}"
 
 
-def sample_configs(space: backends.Space, count: int, seed: int = 0) -> list[dict]:
-    """Up to `count` distinct configs that satisfy the space's constraints, chosen at random but reproducibly."""
-    rng = random.Random(seed)
-    valid = []
-    if space.size <= 4096:
-        valid = [c for c in space.grid() if space.violation(c) is None]
-        rng.shuffle(valid)
-        return valid[:count]
-    seen = set()
-    for _ in range(50 * count):
-        c = {k: rng.choice(v) for k, v in space.params.items()}
-        key = tuple(sorted(c.items()))
-        if key not in seen and space.violation(c) is None:
-            seen.add(key)
-            valid.append(c)
-            if len(valid) == count:
-                break
-    return valid
+sample_configs = verify.sample_configs

@@ -18,14 +18,14 @@ from typing import Any
 
 import numpy as np
 
-from autotune.problem import Problem
+from autotune.core.problem import Problem
 from backends.base import Backend, Config, Device, Kernel, Space
-from backends.numpy import reference
+from autotune.core import reference
 
 MODES = ("good", "wrong", "build_error", "oom", "hang", "crash")
 SIZES = (1, 2, 3)
-DEVICE = Device(id="cpu-fake-test-1c", name="Fake test CPU", kind="cpu", backend="fake")
-INTERPRETER = Device(id="interp-fake-test", name="Fake interpreter", kind="interpreter", backend="fake")
+DEVICE = Device(id="cpu-fake-test-1c", name="Fake test CPU", kind="cpu")
+INTERPRETER = Device(id="interp-fake-test", name="Fake interpreter", kind="interpreter", timing_is_speed=False)
 
 
 def modes() -> tuple[str, ...]:

@@ -10,10 +10,10 @@ import pytest
 
 import autotune
 import backends
-from autotune.devices import cpu_device_id, device_id, slug
-from autotune.problem import Problem
+from autotune.core.devices import cpu_device_id, device_id, slug
+from autotune.core.problem import Problem
 from autotune.problems import load_problems
-from backends.numpy import reference
+from autotune.core import reference
 from conftest import IN_CI, require
 
 
@@ -255,7 +255,7 @@ def test_bench_runs_and_prints_ratios(tmp_path):
     if IN_CI or "torch" in set(df.backend):
         assert (df[df.backend == "torch"].status == "baseline").all() and len(df[df.backend == "torch"]) == 4
         assert "numpy/torch" in proc.stdout and "Geometric mean" in proc.stdout
-    from autotune import results
+    from autotune.core import results
     recorded = results.read_file(results.device_file(tmp_path / "res", cpu_device_id()))
     assert len(recorded) == len(df[df.status.isin(["ok", "baseline"])])
     assert set(recorded[recorded.backend == "numpy"].status) == {"ok"}

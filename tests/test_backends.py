@@ -10,8 +10,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import backends
-from autotune.problem import OPS, Problem
-from backends.numpy import reference
+from autotune.core.problem import OPS, Problem
+from autotune.core import reference
 from conftest import (EXPECTED_IN_CI, IN_CI, assert_close, backend_params, inputs_for, require,
                       sample_configs)
 

@@ -15,10 +15,11 @@ import pytest
 
 import autotune
 import backends
-from autotune import cli, dispatch, results
-from autotune import cmd_which
-from autotune.devices import cpu_device_id
-from autotune.problem import Problem
+from autotune import cli, dispatch
+from autotune.core import results
+from autotune.cli import which as cmd_which
+from autotune.core.devices import cpu_device_id
+from autotune.core.problem import Problem
 from backends.base import Device, config_json
 from backends.numpy import NumpyBackend, reference
 
@@ -35,7 +36,7 @@ class FakeBackend(NumpyBackend):
     kind = "cpu"
 
     def devices(self) -> list[Device]:
-        return [Device(id=DEV, name="fake", kind=self.kind, backend="fake")]
+        return [Device(id=DEV, name="fake", kind=self.kind)]
 
 
 class InterpreterBackend(FakeBackend):
@@ -44,7 +45,7 @@ class InterpreterBackend(FakeBackend):
 
 class NotSpeedBackend(FakeBackend):
     def devices(self) -> list[Device]:
-        return [Device(id=DEV, name="slow", kind="cpu", backend="notspeed", info={"timing": "not-speed"})]
+        return [Device(id=DEV, name="slow", kind="cpu", timing_is_speed=False)]
 
 
 GPU = "gpu-test-fake-1gb"
@@ -54,7 +55,7 @@ class FakeGpuBackend(NumpyBackend):
     """Pretends to run on CUDA device 0 (its kernels are numpy's): for the GPU rules without a GPU."""
 
     def devices(self) -> list[Device]:
-        return [Device(id=GPU, name="fake gpu", kind="gpu", backend="fakegpu", info={"index": 0})]
+        return [Device(id=GPU, name="fake gpu", kind="gpu", info={"index": 0})]
 
 
 class CudaLike:
@@ -259,13 +260,13 @@ def test_gpu_inputs_use_the_gpu_device_and_its_default_rule(dirs, fake):
 
 
 def test_forced_backend_and_config(dirs, fake):
-    w = autotune.which(P, backend="fake", config={"algorithm": "col2im"})
+    w = autotune.which(P, config={"algorithm": "col2im"})
     assert (w.backend, w.reason, w.config) == ("fake", "forced", COL2IM)
-    assert_forward_correct(P, backend="fake", config={"algorithm": "col2im"})
+    assert_forward_correct(P, config={"algorithm": "col2im"})
     with pytest.raises(ValueError, match="backend="):
         assert_forward_correct(P, config={"algorithm": "col2im"})
     with pytest.raises(ValueError, match="unknown backend"):
-        assert_forward_correct(P, backend="nosuch")
+        assert_forward_correct(P)
 
 
 def test_repeated_calls_skip_checks_only_for_identical_arguments(dirs):
@@ -312,7 +313,7 @@ def test_a_forced_backend_that_raises_reaches_the_caller(dirs, fake, monkeypatch
         raise RuntimeError("device lost")
     monkeypatch.setattr(fake["fake"], "prepare", lambda *a: broken)
     with pytest.raises(RuntimeError, match="device lost"):
-        assert_forward_correct(P, backend="fake")
+        assert_forward_correct(P)
 
 
 def test_kernels_are_prepared_lazily_and_decisions_memoized(dirs, fake, monkeypatch):
@@ -422,7 +423,7 @@ def _cli(argv: list[str], capsys) -> tuple[int, str, str]:
     # Only this verb: the CLI imports every verb's module to build its parser.
     orig = dict(cli.COMMANDS)
     cli.COMMANDS.clear()
-    cli.COMMANDS["which"] = "autotune.cmd_which"
+    cli.COMMANDS["which"] = "autotune.cli.which"
     try:
         rc = cli.main(["which", *argv])
     finally:
@@ -488,7 +489,7 @@ def test_which_module_parser_has_documented_flags():
 def test_cli_module_does_not_shadow_the_library_function():
     # a submodule named `autotune.which` would rebind `autotune.which` to itself once imported
     import importlib
-    importlib.import_module(cli.COMMANDS.get("which", "autotune.cmd_which"))
+    importlib.import_module(cli.COMMANDS.get("which", "autotune.cli.which"))
     assert callable(autotune.which) and autotune.which is dispatch.which
 
 

@@ -12,8 +12,8 @@ import pytest
 
 from autotune import explain
 from autotune.explain import phase_decomposition
-from autotune.problem import Problem
-from backends.numpy import reference
+from autotune.core.problem import Problem
+from autotune.core import reference
 
 # (kernel, stride, padding, dilation, output_padding, groups, H, W): k < s, k % s != 0, dilation sharing a
 # factor with the stride, asymmetric padding that crops more than one phase period, output_padding from dilation.

@@ -12,12 +12,12 @@ import numpy as np
 import pytest
 
 import backends
-from autotune.devices import cpu_device_id
-from autotune.problem import OPS, Problem
+from autotune.core.devices import cpu_device_id
+from autotune.core.problem import OPS, Problem
 from autotune.problems import load_problems
-from autotune.timing import measure
+from autotune.core.timing import measure
 from backends.base import ConfigError, Space
-from backends.numpy import reference
+from autotune.core import reference
 from backends.opencl import INSTALL_HINT, OpenCLBackend
 from conftest import assert_close, inputs_for, require, sample_configs
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from autotune import results
-from autotune.problem import Problem
+from autotune.core import results
+from autotune.core.problem import Problem
 
 P = Problem.make(2, 3, 5, 5, 4, 3, 3, stride=2, padding=1)
 

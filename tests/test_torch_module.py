@@ -8,7 +8,8 @@ import pytest
 
 import autotune
 import backends
-from autotune import dispatch, results
+from autotune import dispatch
+from autotune.core import results
 from conftest import IN_CI
 
 try:

@@ -15,16 +15,16 @@ import pytest
 
 import backends
 import backends.triton as triton_backend  # the package itself imports neither triton nor torch
-from autotune.devices import cpu_device_id
-from autotune.problem import OPS, Problem
+from autotune.core.devices import cpu_device_id
+from autotune.core.problem import OPS, Problem
 from backends.base import ConfigError, Device
-from backends.numpy import reference
+from autotune.core import reference
 from conftest import assert_close, inputs_for, require
 
 # groups, dilation, output_padding, asymmetric padding and a bias at once; tiny for the interpreter.
 PROBLEM = Problem.make(N=2, C_in=4, H=3, W=4, C_out=6, kH=3, kW=2, stride=(2, 3), padding=((2, 0), (1, 2)),
                        output_padding=(1, 2), dilation=(1, 2), groups=2, bias=True)
-FAKE_GPU = Device(id="gpu-nvidia-test-80gb", name="test GPU", kind="gpu", backend="triton",
+FAKE_GPU = Device(id="gpu-nvidia-test-80gb", name="test GPU", kind="gpu",
                   info={"warp_size": 32, "shared_memory_bytes": 227 * 1024})
 
 
@@ -104,7 +104,7 @@ def test_split_reductions(tb, dev):
 def test_gpu_default_splits_long_reductions(tb, dev):
     """A weight gradient with few output tiles and a long reduction gets split on a GPU, not in the interpreter."""
     p = Problem.make(16, 32, 64, 64, 32, 4, 4, stride=2, padding=1)
-    gpu = Device(id="gpu-test", name="test", kind="gpu", backend="triton",
+    gpu = Device(id="gpu-test", name="test", kind="gpu",
                  info={**FAKE_GPU.info, "multiprocessors": 132})
     for op in ("backward_weight", "backward_bias"):
         assert tb.default_config(op, p, gpu)["split_k"] > 1
@@ -165,7 +165,7 @@ def test_constraints_reject_before_launch(tb):
     assert space.violation(base) is None
     cases = {
         "shared memory": {"block_m": 32, "block_n": 32, "block_k": 128, "num_stages": 4, "num_warps": 8,
-                          "device": Device(id="gpu-small", name="48 KiB", kind="gpu", backend="triton",
+                          "device": Device(id="gpu-small", name="48 KiB", kind="gpu",
                                            info={"warp_size": 32, "shared_memory_bytes": 48 * 1024})},
         "register pressure: FMA": {"block_m": 128, "block_n": 8, "block_k": 8, "num_stages": 1, "num_warps": 1},
         "register pressure: dot tile": {"block_m": 128, "block_n": 128, "block_k": 16, "num_warps": 1},
@@ -238,7 +238,7 @@ def test_interpreter_device(tb, dev, monkeypatch):
     monkeypatch.setenv("TRITON_INTERPRET", "1")
     devices = tb.devices()
     assert [d.kind for d in devices] == ["interpreter"]
-    assert devices[0].id == f"interpreter-{cpu_device_id()}" and devices[0].info["timing"] == "not-speed"
+    assert devices[0].id == f"interpreter-{cpu_device_id()}" and not devices[0].timing_is_speed
     assert "triton" in tb.version() and "interpreter" in tb.version()
 
 
@@ -324,12 +324,11 @@ def test_public_api_keeps_the_array_type(tb):
     x, w, b = inputs_for("forward", PROBLEM, seed=4)
     args = dict(stride=PROBLEM.stride, padding=PROBLEM.padding, output_padding=PROBLEM.output_padding,
                 groups=PROBLEM.groups, dilation=PROBLEM.dilation)
-    y = autotune.conv_transpose2d(torch.from_numpy(x), torch.from_numpy(w), torch.from_numpy(b), **args,
-                                  backend="triton")
+    y = autotune.conv_transpose2d(torch.from_numpy(x), torch.from_numpy(w), torch.from_numpy(b), **args)
     assert isinstance(y, torch.Tensor)
     assert_close(y.numpy(), reference.forward(PROBLEM, x, w, b), "forward", PROBLEM, "api")
     gy = np.random.default_rng(0).standard_normal(PROBLEM.output_shape).astype(np.float32)
-    gx, gw, gb = autotune.conv_transpose2d_backward(gy, x, w, **args, backend="triton")
+    gx, gw, gb = autotune.conv_transpose2d_backward(gy, x, w, **args)
     assert all(isinstance(g, np.ndarray) for g in (gx, gw, gb))
     q = PROBLEM.for_op("backward_input")
     assert_close(gx, reference.backward_input(q, gy, w), "backward_input", q, "api gx")
@@ -338,14 +337,14 @@ def test_public_api_keeps_the_array_type(tb):
 
 
 def test_runner_in_the_interpreter_is_wall_clock(tb, dev):
-    from autotune.timing import measure
+    from autotune.core.timing import measure
     p = PROBLEM.for_op("backward_bias")
     kernel = tb.prepare("backward_bias", p, dev, tb.default_config("backward_bias", p, dev))
     run_once = tb.runner(kernel, inputs_for("backward_bias", p), dev)
     if dev.kind == "gpu":
         assert run_once() > 0  # CUDA events
         return
-    assert run_once() is None  # no device timer: the caller's wall clock, and the device says "not-speed"
+    assert run_once() is None  # no device timer: the caller's wall clock, and the device's timings are not speed
     assert measure(run_once, budget_s=0.0, min_reps=2, max_reps=2).reps == 2
 
 
@@ -438,7 +437,7 @@ def test_kernels_compile_for_nvidia_gpus():
 
 
 def test_gpu_enumeration_with_a_stubbed_driver(monkeypatch):
-    """Two H100s as torch and Triton's driver would report them: one device each, ids from autotune.devices."""
+    """Two H100s as torch and Triton's driver would report them: one device each, ids from autotune.core.devices."""
     torch = need("torch")
     import triton.runtime
 
@@ -499,7 +498,7 @@ def test_gpu_launch_and_event_timing_paths(tb, dev, monkeypatch):
 
     monkeypatch.setattr(torch.cuda, "device", DeviceContext)
     monkeypatch.setattr(torch.cuda, "Event", Event)
-    gpu = Device(id="gpu-test", name="stand-in", kind="gpu", backend="triton", info=dict(FAKE_GPU.info),
+    gpu = Device(id="gpu-test", name="stand-in", kind="gpu", info=dict(FAKE_GPU.info),
                  handle=torch.device("cpu"))
     p = PROBLEM.for_op("backward_input")
     config = tb.default_config("backward_input", p, dev)

@@ -18,11 +18,11 @@ from collections.abc import Callable
 
 import numpy as np
 
-from autotune.devices import cpu_device_id, cpu_device_name
-from autotune.problem import Problem
+from autotune.core.devices import cpu_device_id, cpu_device_name
+from autotune.core.problem import Problem
 from backends.base import Backend, Config, Device, Kernel, Space
-from backends.numpy import reference
-from backends.numpy.reference import canvas_size, output_window, tap_window
+from autotune.core import reference
+from autotune.core.geometry import canvas_size, output_window, problem_phases, tap_window
 
 BATCH_BLOCKS = (0, 1, 2, 4, 8, 16)
 # Temporaries above this are pruned as "out of resources" before anything runs.
@@ -32,27 +32,14 @@ DEFAULT_WORKSPACE_BYTES = 8 << 20
 _SUPPORTED = ("float32", "float64")
 
 
-def _phase_taps(k: int, s: int, d: int, r: int) -> list[int]:
-    """Kernel taps along one axis whose canvas offset k*d falls in phase r (mod s)."""
-    return [t for t in range(k) if (t * d) % s == r]
-
-
-def _phase_rows(n_in: int, k: int, s: int, d: int, pad_begin: int, n_out: int, r: int) -> tuple[int, int]:
-    """Phase-r rows q (canvas row q*s + r) that land inside the output crop: [q0, q1)."""
-    q0 = max(0, -(-(pad_begin - r) // s))
-    q1 = (pad_begin + n_out - 1 - r) // s + 1
-    return q0, max(q0, q1)
-
-
 class NumpyBackend(Backend):
-    install_hint = "pip install numpy"
 
     def available(self) -> tuple[bool, str]:
         return True, ""
 
     @functools.lru_cache(maxsize=1)  # noqa: B019 - one backend object per process
     def devices(self) -> list[Device]:
-        return [Device(id=cpu_device_id(), name=cpu_device_name(), kind="cpu", backend=self.name or "numpy",
+        return [Device(id=cpu_device_id(), name=cpu_device_name(), kind="cpu",
                        info={"numpy": np.__version__})]
 
     def version(self) -> str:
@@ -192,22 +179,19 @@ def _channels_first(a: np.ndarray, G: int) -> np.ndarray:
 def _forward_phase(p: Problem, x: np.ndarray, w: np.ndarray, y: np.ndarray) -> None:
     G, n = p.groups, x.shape[0]
     Cig, Cog = p.C_in // G, p.C_out // G
-    (sh, sw), (dh, dw) = p.stride, p.dilation
-    (pt, _), (pl, _) = p.padding
-    Ho, Wo = p.output_size
+    sh, sw = p.stride
     xc = _channels_first(x, G)  # (G, Cig, n, H, W)
     wg = w.reshape(G, Cig, Cog, p.kH, p.kW)
-    yg = y.reshape(n, G, Cog, Ho, Wo)
-    for rh in range(sh):
-        taps_h = _phase_taps(p.kH, sh, dh, rh)
-        q0h, q1h = _phase_rows(p.H, p.kH, sh, dh, pt, Ho, rh)
-        for rw in range(sw):
-            taps_w = _phase_taps(p.kW, sw, dw, rw)
-            q0w, q1w = _phase_rows(p.W, p.kW, sw, dw, pl, Wo, rw)
+    yg = y.reshape(n, G, Cog, *p.output_size)
+    phases_h, phases_w = problem_phases(p)
+    for ph in phases_h:
+        taps_h, q0h, q1h = list(ph.taps), ph.q0, ph.q0 + ph.count
+        for pw in phases_w:
+            taps_w, q0w, q1w = list(pw.taps), pw.q0, pw.q0 + pw.count
             if q1h <= q0h or q1w <= q0w:
                 continue
             # Output rows of this phase: canvas row q*s + r  ->  output row q*s + r - pad_top.
-            out = yg[:, :, :, q0h * sh + rh - pt::sh, q0w * sw + rw - pl::sw][..., :q1h - q0h, :q1w - q0w]
+            out = yg[:, :, :, ph.first_output::sh, pw.first_output::sw][..., :q1h - q0h, :q1w - q0w]
             if not taps_h or not taps_w:
                 out[...] = 0
                 continue
@@ -215,12 +199,12 @@ def _forward_phase(p: Problem, x: np.ndarray, w: np.ndarray, y: np.ndarray) -> N
             # im2col: tap (th, tw) reads input row q - th*dh//sh; rows outside the input read zeros.
             cols = np.zeros((G, len(taps_h), len(taps_w), Cig, n, Qh, Qw), x.dtype)
             for i, th in enumerate(taps_h):
-                oh = (th * dh) // sh
+                oh = ph.input_offset(th)
                 ih0, ih1 = max(q0h - oh, 0), min(q1h - oh, p.H)
                 if ih1 <= ih0:
                     continue
                 for j, tw in enumerate(taps_w):
-                    ow = (tw * dw) // sw
+                    ow = pw.input_offset(tw)
                     iw0, iw1 = max(q0w - ow, 0), min(q1w - ow, p.W)
                     if iw1 <= iw0:
                         continue
@@ -302,4 +286,3 @@ def _backward_weight(p: Problem, gy: np.ndarray, x: np.ndarray, gw: np.ndarray, 
 
 
 BACKEND = NumpyBackend
-REFERENCE = reference

@@ -26,8 +26,8 @@ from typing import Any
 
 import numpy as np
 
-from autotune.devices import cpu_device_id, device_id
-from autotune.problem import Problem
+from autotune.core.devices import cpu_device_id, device_id
+from autotune.core.problem import Problem
 from backends.base import Backend, Config, Device, Kernel, Space
 
 _SOURCE_PATH = Path(__file__).with_name("convt.cl")
@@ -157,7 +157,6 @@ class Prepared:
 
 
 class OpenCLBackend(Backend):
-    install_hint = INSTALL_HINT
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -239,7 +238,7 @@ class OpenCLBackend(Backend):
                 "local_mem_size": int(handle.local_mem_size), "global_mem_size": mem,
                 "max_mem_alloc_size": int(handle.max_mem_alloc_size), "compute_units": int(handle.max_compute_units),
                 "fp64": "cl_khr_fp64" in exts or int(getattr(handle, "double_fp_config", 0) or 0) != 0}
-        return Device(id=dev_id, name=_name(handle), kind=kind, backend=self.name or "opencl", info=info,
+        return Device(id=dev_id, name=_name(handle), kind=kind, info=info,
                       handle=state)
 
     def available(self) -> tuple[bool, str]:

@@ -13,8 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from autotune.problem import Problem
-from backends.numpy.reference import canvas_size
+from autotune.core.problem import Problem
+from autotune.core.geometry import AxisPhase, canvas_size, problem_phases
 
 INT32_MAX = 2**31 - 1
 
@@ -23,40 +23,14 @@ def ceil_to(n: int, m: int) -> int:
     return -(-n // m) * m
 
 
-@dataclass(frozen=True)
-class AxisPhase:
-    """One stride phase r along one axis of the forward op: its output rows q in [q0, q0+count), its taps
-    t0, t0+step, ... (ntaps of them) and the input row read by (q, tap j): q - base - j*dstep."""
-
-    r: int
-    q0: int
-    count: int
-    t0: int
-    step: int
-    ntaps: int
-    base: int
-    dstep: int
-
-
-def axis_phases(n_in: int, k: int, s: int, d: int, pad_begin: int, n_out: int) -> list[AxisPhase]:
-    g = math.gcd(s, d)
-    out = []
-    for r in range(s):
-        taps = [t for t in range(k) if (t * d) % s == r]
-        q0 = max(0, -(-(pad_begin - r) // s))
-        q1 = max(q0, (pad_begin + n_out - 1 - r) // s + 1)
-        t0 = taps[0] if taps else 0
-        out.append(AxisPhase(r, q0, q1 - q0, t0, s // g, len(taps), (t0 * d) // s, d // g))
-    return out
-
-
 def axis_padding(phases: list[AxisPhase], n_in: int) -> tuple[int, int]:
     """(zero rows before the input, padded length) so every row any phase reads lies in the padded buffer."""
     lo, hi = 0, n_in - 1
     for a in phases:
-        if a.count and a.ntaps:
-            lo = min(lo, a.q0 - a.base - (a.ntaps - 1) * a.dstep)
-            hi = max(hi, a.q0 + a.count - 1 - a.base)
+        if a.count and a.taps:
+            base = a.input_offset(a.taps[0])
+            lo = min(lo, a.q0 - base - (len(a.taps) - 1) * a.input_step)
+            hi = max(hi, a.q0 + a.count - 1 - base)
     return -lo, hi - lo + 1
 
 
@@ -130,18 +104,19 @@ def conv_plan(op: str, p: Problem, c: dict[str, Any], double: bool) -> Plan:
         plan = Plan(op, ("x", "w", "b") if p.bias else ("x", "w"), "y", p.output_shape)
         KC, M, src, out_h, out_w = Cig, Cog, "x", Ho, Wo
         if c["algorithm"] == "phase":
-            rows = axis_phases(p.H, p.kH, sh, dh, pt, Ho)
-            cols = axis_phases(p.W, p.kW, sw, dw, pl, Wo)
+            rows, cols = problem_phases(p)
             padt, HP = axis_padding(rows, p.H)
             padl, WP = axis_padding(cols, p.W)
             table, tap_h, tap_w = [], [], []
             for a in rows:
                 for b in cols:
-                    table.append([a.count, b.count, a.q0 - a.base + padt, b.q0 - b.base + padl,
-                                  a.q0 * sh + a.r - pt, b.q0 * sw + b.r - pl, a.ntaps, b.ntaps])
-                    tap_h.append([a.t0 + j * a.step for j in range(a.ntaps)])
-                    tap_w.append([b.t0 + j * b.step for j in range(b.ntaps)])
-            RS, CS, RDH, RDW, OSH, OSW = 1, 1, -rows[0].dstep, -cols[0].dstep, sh, sw
+                    base_h = a.input_offset(a.taps[0]) if a.taps else 0
+                    base_w = b.input_offset(b.taps[0]) if b.taps else 0
+                    table.append([a.count, b.count, a.q0 - base_h + padt, b.q0 - base_w + padl,
+                                  a.first_output, b.first_output, len(a.taps), len(b.taps)])
+                    tap_h.append(list(a.taps))
+                    tap_w.append(list(b.taps))
+            RS, CS, RDH, RDW, OSH, OSW = 1, 1, -rows[0].input_step, -cols[0].input_step, sh, sw
             direct = 0
         else:  # direct gather over every tap, with the divisibility test
             padt, padl, HP, WP = 0, 0, p.H, p.W

@@ -4,7 +4,7 @@ Devices. Each GPU that Triton's active driver (CUDA or HIP, through torch) sees 
 `gpu-<vendor>-<model>-<memory>gb`. Where there is none, the backend runs only when `TRITON_INTERPRET=1` is set (read
 at call time, not import time): it then reports one device of kind `interpreter` whose kernels run in Triton's
 CPU interpreter. That device exists for correctness: its timings say nothing about speed, which its
-`info["timing"] == "not-speed"` tells the tuner and dispatch. With `TRITON_INTERPRET=1` set, even a machine with a
+`timing_is_speed=False` tells the tuner and dispatch. With `TRITON_INTERPRET=1` set, even a machine with a
 GPU gets only the interpreter device, because Triton then interprets every kernel.
 
 Arrays. Kernels take torch tensors: tensors already on the kernel's device (CPU for the interpreter) are used
@@ -55,8 +55,8 @@ from typing import Any
 
 import numpy as np
 
-from autotune.devices import cpu_device_id, cpu_device_name, device_id
-from autotune.problem import Problem, check_op
+from autotune.core.devices import cpu_device_id, cpu_device_name, device_id
+from autotune.core.problem import Problem, check_op
 from backends.base import Backend, Config, Device, Kernel, Space, config_json
 
 INSTALL_HINT = "pip install 'convt-autotune[triton]'  (triton and torch)"
@@ -147,12 +147,11 @@ def _gpu_devices() -> tuple[Device, ...]:
                 "multiprocessors": int(getattr(props, "multi_processor_count", 0) or 100),
                 "capability": f"{props.major}.{props.minor}", "timing": "device"}
         found.append(Device(id=device_id("gpu", vendor, props.name, memory_gb=memory_gb), name=props.name,
-                            kind="gpu", backend="triton", info=info, handle=torch.device("cuda", i)))
+                            kind="gpu", info=info, handle=torch.device("cuda", i)))
     return tuple(found)
 
 
 class TritonBackend(Backend):
-    install_hint = INSTALL_HINT
 
     def __init__(self) -> None:
         self._kernels: OrderedDict[tuple, Kernel] = OrderedDict()  # least recently used first
@@ -378,8 +377,8 @@ class TritonBackend(Backend):
 def _interpreter_device(name: str) -> Device:
     import torch
     return Device(id=f"interpreter-{cpu_device_id()}", name=f"Triton interpreter on {cpu_device_name()}",
-                  kind="interpreter", backend=name,
-                  info={"timing": "not-speed", "note": "Triton's CPU interpreter: for correctness, not speed",
+                  kind="interpreter", timing_is_speed=False,
+                  info={"note": "Triton's CPU interpreter: for correctness, not speed",
                         "warp_size": 32, "shared_memory_bytes": DEFAULT_SHARED_BYTES},
                   handle=torch.device("cpu"))
 

@@ -10,29 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from autotune.problem import Problem
-
-
-def canvas_size(p: Problem) -> tuple[int, int]:
-    """Rows and columns of the uncropped canvas: every tap position, and every output position."""
-    (pt, _), (pl, _) = p.padding
-    Ho, Wo = p.output_size
-    return (max((p.H - 1) * p.stride[0] + p.dilation[0] * (p.kH - 1) + 1, pt + Ho),
-            max((p.W - 1) * p.stride[1] + p.dilation[1] * (p.kW - 1) + 1, pl + Wo))
-
-
-def tap_window(p: Problem, kh: int, kw: int) -> tuple[slice, slice]:
-    """The canvas rows and columns that tap (kh, kw) writes: input pixel (ih, iw) lands at
-    (ih*s + kh*d, iw*s + kw*d)."""
-    (sh, sw), (dh, dw) = p.stride, p.dilation
-    return (slice(kh * dh, kh * dh + (p.H - 1) * sh + 1, sh), slice(kw * dw, kw * dw + (p.W - 1) * sw + 1, sw))
-
-
-def output_window(p: Problem) -> tuple[slice, slice]:
-    """The canvas rows and columns that are the output (the crop by the padding)."""
-    (pt, _), (pl, _) = p.padding
-    Ho, Wo = p.output_size
-    return slice(pt, pt + Ho), slice(pl, pl + Wo)
+from autotune.core.geometry import canvas_size, output_window, tap_window
+from autotune.core.problem import Problem
 
 
 def _grouped(p: Problem, x: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

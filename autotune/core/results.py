@@ -25,7 +25,9 @@ from typing import Any
 
 import pandas as pd
 
-from autotune.problem import OPS, Problem
+from autotune.core import __version__
+from autotune.core.problem import OPS, Problem
+from autotune.core.errors import UserError
 
 SCHEMA_VERSION = 1
 # DESIGN.md's required columns first, then ours.
@@ -42,7 +44,7 @@ _SLUG = re.compile(r"[a-z0-9][a-z0-9-]{0,120}")
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,63}")
 
 
-class ResultsFileError(ValueError):
+class ResultsFileError(UserError):
     """A results file that cannot be read: never overwritten, reported with its path and line."""
 
 
@@ -58,12 +60,12 @@ def results_dir(arg: str | os.PathLike[str] | None = None) -> Path:
 
 def shipped_results_dir() -> Path:
     """The `results/` shipped with the project (read after the user's own)."""
-    return Path(__file__).resolve().parent.parent / "results"
+    return Path(__file__).resolve().parents[2] / "results"
 
 
 def device_file(directory: str | os.PathLike[str], device_id: str) -> Path:
     if not _SLUG.fullmatch(device_id):
-        raise ValueError(f"device id {device_id!r} is not a slug of lower-case letters, digits and dashes")
+        raise UserError(f"device id {device_id!r} is not a slug of lower-case letters, digits and dashes")
     return Path(directory) / f"{device_id}.csv"
 
 
@@ -76,6 +78,31 @@ def problem_columns(problem: Problem) -> dict[str, Any]:
             "output_padding": f"{problem.output_padding[0]}:{problem.output_padding[1]}",
             "dilation": f"{problem.dilation[0]}:{problem.dilation[1]}", "groups": problem.groups,
             "bias": int(problem.bias)}
+
+
+def utc_timestamp() -> str:
+    """The one timestamp format of the results: UTC, ISO 8601, `Z`."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def make_row(*, device_id: str, device_name: str, backend: str, op: str, problem: Problem, config: str,
+             status: str, time_s: float | None = None, time_min_s: float | None = None,
+             time_max_s: float | None = None, reps: int | None = None, max_abs_err: float | None = None,
+             reason: str | None = None, study: str | None = None, trial: int | None = None,
+             is_default: bool | None = None, backend_version: str | None = None) -> dict[str, Any]:
+    """The one builder of result rows (tune and bench): problem columns, GFLOP/s from the median time, a UTC
+    timestamp, the versions. `problem` is the op's own problem (`Problem.for_op`)."""
+    def number(v: float | None) -> float | None:
+        return None if v is None or not math.isfinite(v) else float(v)
+
+    t = number(time_s)
+    return {"device": device_id, "device_name": device_name, "backend": backend, "op": op,
+            **problem_columns(problem), "config": config, "status": status, "time_s": t,
+            "gflops": problem.flops(op) / t / 1e9 if t else None, "max_abs_err": number(max_abs_err),
+            "timestamp": utc_timestamp(), "time_min_s": number(time_min_s), "time_max_s": number(time_max_s),
+            "reps": reps, "reason": " ".join(str(reason or "").split())[:500] or None, "study": study,
+            "trial": trial, "is_default": None if is_default is None else int(is_default),
+            "backend_version": backend_version, "autotune_version": __version__}
 
 
 def format_row(row: dict[str, Any]) -> str:

@@ -14,8 +14,9 @@ import os
 import sys
 import warnings
 
-from autotune import dispatch, results
-from autotune.problem import OPS, Problem
+from autotune import dispatch
+from autotune.core import results
+from autotune.core.problem import OPS, Problem
 from autotune.problems import load_problems, parse_row, select
 
 HELP = "say which backend and config a call would run for a problem, and why (exact, nearest, default, fallback)"

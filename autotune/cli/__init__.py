@@ -1,6 +1,7 @@
-"""The `autotune` command line. Each verb lives in its own module exposing `HELP`, `add_arguments(parser)` and
-`run(args) -> int`; this file only maps verbs to modules (imported lazily, so `--help` stays fast) and turns user
-mistakes into one clear line instead of a traceback."""
+"""The `autotune` command line. Each verb is a module of this package exposing `HELP`, `add_arguments(parser)` and
+`run(args) -> int`: it parses, calls the library with explicit arguments, and prints. This file only maps verbs to
+modules (imported lazily, so `--help` stays fast) and turns the library's user errors into one clear line instead of
+a traceback; any other exception is a bug and keeps its traceback."""
 
 from __future__ import annotations
 
@@ -8,20 +9,18 @@ import argparse
 import importlib
 import sys
 
+from autotune.core.errors import UserError
+
 # verb -> module
 COMMANDS = {
     "bench": "autotune.bench",
     "check": "autotune.check",
+    "devices": "autotune.cli.devices",
     "explain": "autotune.explain",
     "report": "autotune.report",
-    "which": "autotune.cmd_which",
     "tune": "autotune.tuner",
-    "devices": "autotune.device_table",
+    "which": "autotune.cli.which",
 }
-
-
-class UserError(Exception):
-    """A mistake in what the user asked for: printed as one line, exit status 2."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -40,13 +39,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args._run(args) or 0)
-    except (UserError, ValueError, TypeError, FileNotFoundError, PermissionError, IsADirectoryError) as exc:
+    except UserError as exc:
         print(f"autotune {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"autotune {args.command}: interrupted", file=sys.stderr)
         return 130
-
-
-if __name__ == "__main__":
-    sys.exit(main())

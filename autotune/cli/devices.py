@@ -13,34 +13,18 @@ COLUMNS = ["backend", "available", "device", "kind", "name", "note"]
 
 def device_table() -> pd.DataFrame:
     """One row per (backend, device); one row with the reason for a backend that is unavailable or has none."""
-    from autotune.trial import backend_names, get_backend
+    import backends
 
-    rows = []
-    for name in backend_names():
-        try:
-            backend = get_backend(name)
-            ok, why = backend.available()
-        except Exception as exc:  # a broken plug-in is listed, not fatal
-            rows.append({"backend": name, "available": False, "note": f"cannot load: {type(exc).__name__}: {exc}"})
-            continue
-        if not ok:
-            rows.append({"backend": name, "available": False, "note": why})
-            continue
-        try:
-            devices = backend.devices()
-        except Exception as exc:
-            rows.append({"backend": name, "available": False,
-                         "note": f"listing devices failed: {type(exc).__name__}: {exc}"})
-            continue
-        if not devices:
-            rows.append({"backend": name, "available": False, "note": "no device found"})
-        version = backend.version()
-        for d in devices:
-            note = version
-            if d.kind == "interpreter":
-                note = f"{version}; interpreter: correct but slow, never tuned for speed".lstrip("; ")
-            rows.append({"backend": name, "available": True, "device": d.id, "kind": d.kind, "name": d.name,
-                         "note": note})
+    found, skipped = backends.targets()
+    rows = [{"backend": s.backend, "available": False, "note": s.reason} for s in skipped]
+    for t in found:
+        note = t.backend.version()
+        if not t.device.timing_is_speed:
+            note = f"{note}; interpreter: correct but slow, never tuned for speed".lstrip("; ")
+        rows.append({"backend": t.backend.name, "available": True, "device": t.device.id, "kind": t.device.kind,
+                     "name": t.device.name, "note": note})
+    order = {name: i for i, name in enumerate(backends.names())}
+    rows.sort(key=lambda r: order.get(r["backend"], len(order)))
     return pd.DataFrame(rows, columns=COLUMNS)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from typing import Any
+from autotune.core.errors import ArgumentTypeError, UserError
 
 OPS = ("forward", "backward_input", "backward_weight", "backward_bias")
 DTYPES = ("float32", "float64", "float16", "bfloat16")
@@ -32,7 +33,7 @@ def _pair(name: str, value: Any) -> Pair:
         return (int(value), int(value))
     if isinstance(value, (tuple, list)) and len(value) == 2 and all(_is_int(v) for v in value):
         return (int(value[0]), int(value[1]))
-    raise TypeError(f"{name} must be an int or a pair of ints, got {value!r}")
+    raise ArgumentTypeError(f"{name} must be an int or a pair of ints, got {value!r}")
 
 
 def _padding(value: Any) -> tuple[Pair, Pair]:
@@ -46,7 +47,7 @@ def _padding(value: Any) -> tuple[Pair, Pair]:
         if all(isinstance(v, (tuple, list)) and len(v) == 2 and all(_is_int(u) for u in v) for v in value):
             (t, b), (left, r) = value
             return ((int(t), int(b)), (int(left), int(r)))
-    raise TypeError(
+    raise ArgumentTypeError(
         "padding must be an int, a pair (ph, pw), or ((top, bottom), (left, right)) of ints, "
         f"got {value!r}"
     )
@@ -79,9 +80,9 @@ class Problem:
         for name, v in (("N", N), ("C_in", C_in), ("H", H), ("W", W), ("C_out", C_out), ("kH", kH),
                         ("kW", kW), ("groups", groups)):
             if not _is_int(v):
-                raise TypeError(f"{name} must be an int, got {v!r}")
+                raise ArgumentTypeError(f"{name} must be an int, got {v!r}")
         if not isinstance(bias, bool) and not (_is_int(bias) and int(bias) in (0, 1)):
-            raise TypeError(f"bias must be a bool, got {bias!r}")
+            raise ArgumentTypeError(f"bias must be a bool, got {bias!r}")
         p = cls(int(N), int(C_in), int(H), int(W), int(C_out), int(kH), int(kW), _pair("stride", stride),
                 _padding(padding), _pair("output_padding", output_padding), _pair("dilation", dilation),
                 int(groups), bool(bias), str(dtype))
@@ -92,32 +93,32 @@ class Problem:
         """Raise ValueError naming the argument and the rule it breaks."""
         for name in ("N", "C_in", "H", "W", "C_out"):
             if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+                raise UserError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.kH < 1 or self.kW < 1:
-            raise ValueError(f"kernel size must be >= 1, got {(self.kH, self.kW)}")
+            raise UserError(f"kernel size must be >= 1, got {(self.kH, self.kW)}")
         if min(self.stride) < 1:
-            raise ValueError(f"stride must be >= 1, got {self.stride}")
+            raise UserError(f"stride must be >= 1, got {self.stride}")
         if min(self.dilation) < 1:
-            raise ValueError(f"dilation must be >= 1, got {self.dilation}")
+            raise UserError(f"dilation must be >= 1, got {self.dilation}")
         if min(min(self.padding[0]), min(self.padding[1])) < 0:
-            raise ValueError(f"padding must be >= 0, got {self.padding}")
+            raise UserError(f"padding must be >= 0, got {self.padding}")
         if min(self.output_padding) < 0:
-            raise ValueError(f"output_padding must be >= 0, got {self.output_padding}")
+            raise UserError(f"output_padding must be >= 0, got {self.output_padding}")
         for axis in (0, 1):
             op, s, d = self.output_padding[axis], self.stride[axis], self.dilation[axis]
             if not (op < s or op < d):
-                raise ValueError(
+                raise UserError(
                     f"output_padding must be smaller than either stride or dilation, got output_padding="
                     f"{self.output_padding}, stride={self.stride}, dilation={self.dilation}")
         if self.groups < 1:
-            raise ValueError(f"groups must be >= 1, got {self.groups}")
+            raise UserError(f"groups must be >= 1, got {self.groups}")
         if self.C_in % self.groups or self.C_out % self.groups:
-            raise ValueError(f"groups={self.groups} must divide both C_in={self.C_in} and C_out={self.C_out}")
+            raise UserError(f"groups={self.groups} must divide both C_in={self.C_in} and C_out={self.C_out}")
         if self.dtype not in DTYPES:
-            raise ValueError(f"dtype must be one of {DTYPES}, got {self.dtype!r}")
+            raise UserError(f"dtype must be one of {DTYPES}, got {self.dtype!r}")
         Ho, Wo = self.output_size
         if Ho < 1 or Wo < 1:
-            raise ValueError(
+            raise UserError(
                 f"output size {(Ho, Wo)} is smaller than 1: padding {self.padding} crops more than "
                 f"(H-1)*stride + dilation*(k-1) + 1 + output_padding")
 
@@ -201,7 +202,7 @@ class Problem:
     def from_key(cls, key: str) -> Problem:
         m = cls._KEY.fullmatch(str(key))
         if not m:
-            raise ValueError(f"not a problem key: {key!r}")
+            raise UserError(f"not a problem key: {key!r}")
         v = [int(g) for g in m.groups()[:-1]]
         return cls.make(N=v[0], C_in=v[1], H=v[2], W=v[3], C_out=v[4], kH=v[5], kW=v[6], stride=(v[7], v[8]),
                         padding=((v[9], v[10]), (v[11], v[12])), output_padding=(v[13], v[14]),
@@ -213,5 +214,5 @@ class Problem:
 
 def check_op(op: str) -> str:
     if op not in OPS:
-        raise ValueError(f"op must be one of {OPS}, got {op!r}")
+        raise UserError(f"op must be one of {OPS}, got {op!r}")
     return op
