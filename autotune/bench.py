@@ -1,4 +1,4 @@
-"""`autotune bench`: every available backend side by side with PyTorch's own CPU `conv_transpose2d` (and its
+"""Benchmarks: every available backend side by side with PyTorch's own CPU `conv_transpose2d` (and its
 backward ops: `aten.convolution_backward`, which autograd calls, for the input and weight gradients, and
 `grad_output.sum((0, 2, 3))` for the bias gradient), timed in the same run, per problem and op.
 
@@ -8,11 +8,11 @@ of a search over its space done right here (`--configs grid`, at most `--max-con
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
-import sys
 import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -22,31 +22,13 @@ import backends
 from autotune.core import results
 from autotune.core.devices import cpu_device_id, cpu_device_name
 from autotune.core.problem import OPS, Problem
-from autotune.problems import load_problems, select
+from autotune.core import verify
+from autotune.core.errors import UserError
+from autotune.problems import NamedProblem
 from autotune.core.timing import Timing, measure
+from backends import Target
 from backends.base import Backend, Config, Device, config_json
 from autotune.core import reference
-
-HELP = "time every backend (and PyTorch as the baseline) on a set of problems"
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--problems", metavar="FILE", help="problems CSV (default: the built-in suite)")
-    p.add_argument("--only", nargs="+", metavar="NAME", help="run only these problems of the file")
-    p.add_argument("--backends", nargs="+", metavar="NAME", help="backends to run (default: every available one)")
-    p.add_argument("--ops", nargs="+", choices=OPS, default=list(OPS), metavar="OP",
-                   help=f"ops to time (default: all of {', '.join(OPS)})")
-    p.add_argument("--configs", choices=("default", "tuned", "grid"), default="default",
-                   help="default config; best recorded in the results (else default); or search the space here")
-    p.add_argument("--max-configs", type=int, default=24, metavar="K", help="configs timed per op with --configs grid")
-    p.add_argument("--budget", type=float, default=0.5, metavar="S", help="seconds of repetitions per measurement")
-    p.add_argument("--results", metavar="DIR", help="results directory read by --configs tuned")
-    p.add_argument("--no-torch", action="store_true", help="do not time PyTorch")
-    p.add_argument("--csv", metavar="FILE", help="also save the long table (one row per problem, op, backend)")
-    p.add_argument("--record", action="store_true",
-                   help="append every measurement (PyTorch's as status 'baseline') to the device's results file "
-                        "in the results directory, for reports and dispatch")
-
 
 # ---- PyTorch baseline -----------------------------------------------------------------------------------------
 def _torch() -> Any:
@@ -55,6 +37,11 @@ def _torch() -> Any:
         return torch
     except ImportError:
         return None
+
+
+def torch_version() -> str | None:
+    torch = _torch()
+    return None if torch is None else str(torch.__version__)
 
 
 def torch_runner(op: str, p: Problem, inputs: tuple) -> Any:
@@ -105,27 +92,22 @@ def tuned_config(rows: pd.DataFrame, backend: Backend, op: str, p: Problem, devi
     return None
 
 
-def candidate_configs(args: argparse.Namespace, rows: pd.DataFrame, backend: Backend, op: str, p: Problem,
+def candidate_configs(mode: str, max_configs: int, rows: pd.DataFrame, backend: Backend, op: str, p: Problem,
                       device: Device) -> list[Config]:
     space = backend.space(op, p, device)
     default = space.validate(backend.default_config(op, p, device))
-    if args.configs == "tuned":
+    if mode == "tuned":
         return [tuned_config(rows, backend, op, p, device) or default]
-    if args.configs == "grid":
+    if mode == "grid":
         valid = [c for c in space.grid() if space.violation(c) is None]
-        if len(valid) > args.max_configs:
+        if len(valid) > max_configs:
             rng = np.random.default_rng(0)
-            valid = [valid[i] for i in sorted(rng.choice(len(valid), args.max_configs, replace=False))]
+            valid = [valid[i] for i in sorted(rng.choice(len(valid), max_configs, replace=False))]
         return [default] + [c for c in valid if c != default]
     return [default]
 
 
 # ---- the run ---------------------------------------------------------------------------------------------------
-def _inputs(op: str, p: Problem) -> tuple:
-    rng = np.random.default_rng(0)
-    return tuple(None if s is None else rng.standard_normal(s).astype(p.dtype) for s in p.operand_shapes(op))
-
-
 def _row(name: str, op: str, p: Problem, backend: str, device: str, config: str, t: Timing | None, status: str,
          err: float | None = None) -> dict[str, Any]:
     return {"problem_name": name, "op": op, "backend": backend, "device": device, "config": config, "status": status,
@@ -134,20 +116,19 @@ def _row(name: str, op: str, p: Problem, backend: str, device: str, config: str,
             "gflops": p.flops(op) / t.median_s / 1e9 if t else math.nan, "max_abs_err": err, "problem": p.key}
 
 
-def _time_backend(args: argparse.Namespace, rows: pd.DataFrame, backend: Backend, device: Device, op: str,
+def _time_backend(configs: list[Config], budget_s: float, backend: Backend, device: Device, op: str,
                   p: Problem, inputs: tuple, expected: np.ndarray) -> tuple[Config | None, Timing | None, str, float]:
     """Time each candidate config; return the fastest correct one."""
     best: tuple[Config | None, Timing | None, str, float] = (None, None, "no valid config", math.nan)
-    for config in candidate_configs(args, rows, backend, op, p, device):
+    for config in configs:
         try:
             kernel = backend.prepare(op, p, device, config)
-            out = np.asarray(kernel(*inputs), dtype=np.float64)
-            err = float(np.abs(out - expected).max(initial=0.0))
-            scale = float(np.abs(expected).max(initial=1.0))
-            if not np.isfinite(err) or err > 1e-3 * max(1.0, scale):
-                best = best if best[1] else (config, None, f"wrong answer (max abs err {err:.3g})", err)
+            verdict = verify.compare(kernel(*inputs), expected, op, p)
+            err = verdict.max_abs_err
+            if not verdict.ok:
+                best = best if best[1] else (config, None, f"wrong answer ({verdict.reason})", err)
                 continue
-            t = measure(backend.runner(kernel, inputs, device), budget_s=args.budget)
+            t = measure(backend.runner(kernel, inputs, device), budget_s=budget_s)
         except Exception as exc:  # a config that fails is reported, the bench goes on
             best = best if best[1] else (config, None, f"error: {type(exc).__name__}: {exc}"[:200], math.nan)
             continue
@@ -211,30 +192,72 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def record(df: pd.DataFrame, problems: list, chosen: list[tuple[Backend, Device]], torch: Any,
-           results_arg: str | None) -> None:
+def bench(problems: list[NamedProblem], ops: Sequence[str], backend_names: Sequence[str] | None = None, *,
+          configs: str = "default", max_configs: int = 24, budget_s: float = 0.5,
+          results_dirs: Sequence[Path] = (), with_torch: bool = True,
+          say: Callable[[str], None] = lambda _: None) -> tuple[pd.DataFrame, list[Target]]:
+    """Time every usable backend (or `backend_names`) and PyTorch on each (problem, op) in one run. Returns the long
+    table (one row per problem, op and backend) and the (backend, device) pairs that were timed."""
+    chosen, skipped = backends.targets(backend_names, timed=True)
+    for skip in skipped:
+        if backend_names and skip.device is None:
+            raise UserError(f"backend {skip.backend!r} is not available here: {skip.reason}")
+        where = f" on {skip.device.id}" if skip.device else ""
+        say(f"skipping backend {skip.backend}{where}: {skip.reason}")
+    if not chosen:
+        raise UserError("no backend with a device to time")
+    rows = results.read_dirs(results_dirs, errors=[]) if configs == "tuned" else pd.DataFrame()
+    torch = _torch() if with_torch else None
+    if torch is None and with_torch:
+        say("torch is not installed: no PyTorch baseline (pip install convt-autotune[torch])")
+
+    table: list[dict[str, Any]] = []
+    start = time.perf_counter()
+    total = len(problems) * len(ops)
+    for i, named in enumerate(problems):
+        for j, op in enumerate(ops):
+            p = named.problem
+            say(f"[{i * len(ops) + j + 1}/{total}] {named.name} {op} ({time.perf_counter() - start:.0f}s)")
+            inputs, exact = verify.make_inputs(op, p)
+            expected = reference.run(op, p, exact)
+            run_torch = torch_runner(op, p, inputs) if torch is not None else None
+            if run_torch is not None:
+                table.append(_row(named.name, op, p, "torch", cpu_device_id(), f"torch {torch.__version__}",
+                                  measure(run_torch, budget_s=budget_s), "baseline"))
+            for target in chosen:
+                backend, device = target.backend, target.device
+                why = backend.supports(p, device)
+                if why:
+                    table.append(_row(named.name, op, p, backend.name, device.id, "", None, f"unsupported: {why}"))
+                    continue
+                candidates = candidate_configs(configs, max_configs, rows, backend, op, p, device)
+                config, t, status, err = _time_backend(candidates, budget_s, backend, device, op, p, inputs,
+                                                       expected)
+                table.append(_row(named.name, op, p, backend.name, device.id,
+                                  config_json(config) if config is not None else "", t, status, err))
+    return pd.DataFrame(table), chosen
+
+
+def record(df: pd.DataFrame, problems: list[NamedProblem], chosen: list[Target], torch_version: str | None,
+           results_directory: Path) -> None:
     """Append the timed rows to each device's results file (failed ones are the tuner's business)."""
-    from autotune import __version__
     by_name = {n.name: n.problem for n in problems}
-    devices = {d.id: (b.version(), d.id, d.name) for b, d in chosen}
-    stamp = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-    per_file: dict[Any, list[dict[str, Any]]] = {}
+    devices = {t.device.id: (t.backend.version(), t.device.name) for t in chosen}
+    per_file: dict[Path, list[dict[str, Any]]] = {}
     for r in df[df.status.isin(["ok", "baseline"])].itertuples():
         # PyTorch's baseline ran on this CPU.
-        version, device_id, device_name = devices.get(r.device, (None, cpu_device_id(), cpu_device_name()))
+        version, device_name = devices.get(r.device, (None, cpu_device_name()))
         if r.backend == "torch":
-            version = f"torch {torch.__version__}"
-        p = by_name[r.problem_name].for_op(r.op)
-        row = {"device": device_id, "device_name": device_name, "backend": r.backend, "op": r.op,
-               **results.problem_columns(p), "config": "{}" if r.backend == "torch" else r.config,
-               "status": r.status, "time_s": r.time_s, "gflops": r.gflops,
-               "max_abs_err": None if pd.isna(r.max_abs_err) else r.max_abs_err, "timestamp": stamp,
-               "time_min_s": r.time_min_s, "time_max_s": r.time_max_s, "reps": r.reps, "reason": "autotune bench",
-               "backend_version": version, "autotune_version": __version__, "schema": results.SCHEMA_VERSION}
-        per_file.setdefault(results.device_file(results.results_dir(results_arg), device_id), []).append(row)
+            version = f"torch {torch_version}"
+        row = results.make_row(device_id=r.device, device_name=device_name, backend=r.backend, op=r.op,
+                               problem=by_name[r.problem_name].for_op(r.op),
+                               config="{}" if r.backend == "torch" else r.config, status=r.status, time_s=r.time_s,
+                               time_min_s=r.time_min_s, time_max_s=r.time_max_s, reps=r.reps,
+                               max_abs_err=None if pd.isna(r.max_abs_err) else r.max_abs_err,
+                               reason="autotune bench", backend_version=version)
+        per_file.setdefault(results.device_file(results_directory, r.device), []).append(row)
     for path, rows in per_file.items():
         results.append_rows(path, rows)
-        print(f"bench: recorded {len(rows)} rows in {path}", file=sys.stderr)
 
 
 def summary(df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -256,18 +279,3 @@ def summary(df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
                                 "geomean_ratio": float(np.exp(np.log(r).mean())), "min_ratio": float(r.min()),
                                 "max_ratio": float(r.max())})
     return wide, pd.DataFrame(geo)
-
-
-def print_table(df: pd.DataFrame) -> None:
-    wide, geo = summary(df)
-    with pd.option_context("display.width", 200, "display.max_rows", 1000, "display.max_columns", 50,
-                           "display.float_format", "{:.2f}".format):
-        print("GFLOP/s (higher is better); <backend>/torch = backend GFLOP/s over PyTorch's, same run")
-        print(wide.to_string())
-        if not geo.empty:
-            print("\nGeometric mean of <backend>/torch per op (min..max over problems):")
-            print(geo.to_string(index=False))
-        failed = df[~df.status.isin(["ok", "baseline"])]
-        if not failed.empty:
-            print("\nNot timed:")
-            print(failed[["problem_name", "op", "backend", "status"]].to_string(index=False))

@@ -1,83 +1,67 @@
-"""`autotune check`: every available backend, on each of its devices, against the reference.
+"""Checks every usable backend, on each of its devices, against the float64 reference (`autotune check`).
 
-Runs each op with the backend's default config (or `--configs K` sampled valid configs) on small problems that
-each stress one semantic corner (`autotune/data/corners.csv`, or `--problems FILE`), and prints the largest error
-per backend, device and op. Exit status 1 if anything is wrong.
+Each op runs with the backend's default config plus `configs - 1` sampled valid ones, on small problems that each
+stress one semantic corner (`autotune/data/corners.csv` by default), with the one correctness definition of
+`autotune.core.verify`.
 """
 
 from __future__ import annotations
 
-import argparse
-import random
-import sys
+from collections.abc import Callable, Sequence
 from importlib import resources
 
-import numpy as np
 import pandas as pd
 
 import backends
+from autotune.core import reference, verify
 from autotune.core.problem import OPS
-from autotune.problems import load_problems
-from autotune.core import reference
+from autotune.problems import NamedProblem, load_problems
 
-HELP = "check every available backend against the reference"
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--problems", metavar="FILE", help="problems CSV (default: built-in corner cases)")
-    p.add_argument("--backends", nargs="+", metavar="NAME", help="backends to check (default: every available one)")
-    p.add_argument("--configs", type=int, default=1, metavar="K",
-                   help="configs per op: the default, plus K-1 sampled valid ones")
+COLUMNS = ["backend", "device", "op", "checked", "max_err_over_tol", "result"]
 
 
-def run(args: argparse.Namespace) -> int:
-    if args.problems:
-        problems = load_problems(args.problems)
-    else:
-        with resources.as_file(resources.files("autotune").joinpath("data/corners.csv")) as path:
-            problems = load_problems(path)
-    names = args.backends or backends.names()
-    rng = np.random.default_rng(0)
+def corner_problems() -> list[NamedProblem]:
+    """The built-in corner cases: one semantic corner each (asymmetric padding, groups, dilation, ...)."""
+    with resources.as_file(resources.files("autotune").joinpath("data/corners.csv")) as path:
+        return load_problems(path)
+
+
+def check(problems: Sequence[NamedProblem], backend_names: Sequence[str] | None = None, configs: int = 1,
+          say: Callable[[str], None] = lambda _: None) -> pd.DataFrame:
+    """One row per (backend, device, op): configs checked, the worst error as a fraction of its tolerance, and
+    "ok" or "FAIL" (each failure is said, with the problem and config)."""
+    found, skipped = backends.targets(backend_names)
     rows = []
-    for name in names:
-        backend = backends.get(name)
-        ok, why = backend.available()
-        if not ok:
-            print(f"check: {name}: not available: {why}", file=sys.stderr)
-            if args.backends:
-                rows.append({"backend": name, "device": "-", "op": "-", "checked": 0, "max_rel_err": np.nan,
-                             "result": f"unavailable: {why}"})
-            continue
-        for device in backend.devices():
-            for op in OPS:
-                worst, checked, failures = 0.0, 0, []
-                for named in problems:
-                    p = named.problem
-                    if backend.supports(p, device):
+    for skip in skipped:
+        say(f"{skip.backend}: not available: {skip.reason}")
+        if backend_names:
+            rows.append({"backend": skip.backend, "device": "-", "op": "-", "checked": 0,
+                         "max_err_over_tol": float("nan"), "result": f"unavailable: {skip.reason}"})
+    for target in found:
+        backend, device = target.backend, target.device
+        for op in OPS:
+            worst, checked, failures = 0.0, 0, []
+            for named in problems:
+                p = named.problem
+                if backend.supports(p, device):
+                    continue
+                space = backend.space(op, p, device)
+                default = space.validate(backend.default_config(op, p, device))
+                candidates = [default] + verify.sample_configs(space, configs - 1, exclude=default)
+                inputs, exact = verify.make_inputs(op, p)
+                expected = reference.run(op, p, exact)
+                for config in candidates:
+                    try:
+                        verdict = verify.compare(backend.prepare(op, p, device, config)(*inputs), expected, op, p)
+                    except Exception as exc:  # reported, not raised: check every backend
+                        failures.append(f"{named.name} {config}: {type(exc).__name__}: {exc}")
                         continue
-                    space = backend.space(op, p, device)
-                    configs = [space.validate(backend.default_config(op, p, device))]
-                    others = [c for c in space.grid() if space.violation(c) is None and c != configs[0]] \
-                        if space.size <= 4096 else []
-                    configs += random.Random(0).sample(others, min(len(others), args.configs - 1))
-                    inputs = tuple(None if s is None else rng.standard_normal(s).astype(p.dtype)
-                                   for s in p.operand_shapes(op))
-                    ref = reference.run(op, p, inputs)
-                    for config in configs:
-                        try:
-                            out = np.asarray(backend.prepare(op, p, device, config)(*inputs), dtype=np.float64)
-                            err = float(np.abs(out - ref).max()) / max(1.0, float(np.abs(ref).max()))
-                        except Exception as exc:  # reported, not raised: check every backend
-                            failures.append(f"{named.name} {config}: {type(exc).__name__}: {exc}")
-                            continue
-                        checked += 1
-                        worst = max(worst, err)
-                        if not np.isfinite(err) or err > 1e-4:
-                            failures.append(f"{named.name} {config}: relative error {err:.3g}")
-                for f in failures:
-                    print(f"check: {name} {device.id} {op}: FAIL {f}", file=sys.stderr)
-                rows.append({"backend": name, "device": device.id, "op": op, "checked": checked,
-                             "max_rel_err": worst, "result": "FAIL" if failures else "ok"})
-    table = pd.DataFrame(rows)
-    print(table.to_string(index=False, float_format="{:.2e}".format))
-    return 1 if (table.result != "ok").any() else 0
+                    checked += 1
+                    worst = max(worst, verdict.max_abs_err / verdict.tolerance if verdict.tolerance else 0.0)
+                    if not verdict.ok:
+                        failures.append(f"{named.name} {config}: {verdict.reason}")
+            for f in failures:
+                say(f"{backend.name} {device.id} {op}: FAIL {f}")
+            rows.append({"backend": backend.name, "device": device.id, "op": op, "checked": checked,
+                         "max_err_over_tol": worst, "result": "FAIL" if failures else "ok"})
+    return pd.DataFrame(rows, columns=COLUMNS)

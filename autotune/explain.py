@@ -12,7 +12,6 @@ run as plain convolutions (e.g. in a shader).
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
@@ -22,10 +21,10 @@ from typing import Any
 
 import numpy as np
 
+from autotune.core.errors import ArgumentTypeError, MissingFileError, UserError
 from autotune.core.geometry import stride_phases
 from autotune.core.problem import Problem
 
-HELP = "Show a layer's stride-phase decomposition: which kernel taps feed which output pixels."
 MAX_KERNEL = 64        # per axis, also for stride and dilation: a bigger layer is not something a person reads
 MAX_GRID = 48          # rows/columns of the overlap map printed in full; bigger maps are summarized
 MAX_WEIGHT_BYTES = 256 * 2**20
@@ -143,11 +142,11 @@ class Decomposition:
         """The transposed convolution computed as s_h*s_w stride-1 correlations, interleaved (float64)."""
         x = np.asarray(x, dtype=np.float64)
         if x.ndim != 4:
-            raise ValueError(f"x must have shape (N, C_in, H, W), got {x.shape}")
+            raise UserError(f"x must have shape (N, C_in, H, W), got {x.shape}")
         w = check_weight(weight, self.kernel, groups).astype(np.float64)
         N, C_in, H, W = x.shape
         if C_in != w.shape[0]:
-            raise ValueError(f"x has {C_in} channels but weight has C_in={w.shape[0]}")
+            raise UserError(f"x has {C_in} channels but weight has C_in={w.shape[0]}")
         Ho, Wo = self.output_size(H, W)
         C_out = groups * w.shape[1]
         y = np.zeros((N, C_out, Ho, Wo))
@@ -233,7 +232,7 @@ def phase_decomposition(kernel: Any, stride: Any = 1, padding: Any = 0, dilation
     (sh, sw), (dh, dw) = base.stride, base.dilation
     for name, v in (("stride", base.stride), ("dilation", base.dilation)):
         if max(v) > MAX_KERNEL:
-            raise ValueError(f"{name} must be at most {MAX_KERNEL} per axis for explain, got {v}")
+            raise UserError(f"{name} must be at most {MAX_KERNEL} per axis for explain, got {v}")
     (pt, _), (pl, _) = base.padding
     Ho, Wo = base.output_size
     rows, cols = _axis_phases(kH, sh, pt, dh, Ho), _axis_phases(kW, sw, pl, dw, Wo)
@@ -249,29 +248,29 @@ def _pair_arg(name: str, value: Any) -> tuple[int, int]:
           and all(isinstance(u, (int, np.integer)) and not isinstance(u, bool) for u in value)):
         v = (int(value[0]), int(value[1]))
     else:
-        raise TypeError(f"{name} must be an int or a pair of ints, got {value!r}")
+        raise ArgumentTypeError(f"{name} must be an int or a pair of ints, got {value!r}")
     if min(v) < 1 or max(v) > MAX_KERNEL:
-        raise ValueError(f"{name} must be between 1 and {MAX_KERNEL} per axis, got {v}")
+        raise UserError(f"{name} must be between 1 and {MAX_KERNEL} per axis, got {v}")
     return v
 
 
 def check_weight(weight: Any, kernel: tuple[int, int], groups: int = 1) -> np.ndarray:
     """A real, finite weight of shape (C_in, C_out/groups, kH, kW), or (kH, kW) meaning one channel."""
     if not isinstance(weight, np.ndarray):
-        raise TypeError(f"weight must be a numpy.ndarray, got {type(weight).__name__}")
+        raise ArgumentTypeError(f"weight must be a numpy.ndarray, got {type(weight).__name__}")
     if weight.dtype.kind not in "fiu" or weight.dtype.kind == "b":
-        raise TypeError(f"weight must hold real numbers, got dtype {weight.dtype}")
+        raise ArgumentTypeError(f"weight must hold real numbers, got dtype {weight.dtype}")
     if weight.ndim == 2:
         weight = weight[None, None]
     if weight.ndim != 4 or tuple(weight.shape[2:]) != tuple(kernel):
-        raise ValueError(f"weight must have shape (C_in, C_out/groups, {kernel[0]}, {kernel[1]}) or "
+        raise UserError(f"weight must have shape (C_in, C_out/groups, {kernel[0]}, {kernel[1]}) or "
                          f"({kernel[0]}, {kernel[1]}), got {weight.shape}")
     if not isinstance(groups, int) or isinstance(groups, bool) or groups < 1:
-        raise ValueError(f"groups must be an int >= 1, got {groups!r}")
+        raise UserError(f"groups must be an int >= 1, got {groups!r}")
     if weight.shape[0] % groups or weight.shape[0] == 0 or weight.shape[1] == 0:
-        raise ValueError(f"weight's C_in={weight.shape[0]} must be a positive multiple of groups={groups}")
+        raise UserError(f"weight's C_in={weight.shape[0]} must be a positive multiple of groups={groups}")
     if not np.all(np.isfinite(weight)):
-        raise ValueError("weight holds NaN or infinite values")
+        raise UserError("weight holds NaN or infinite values")
     return weight
 
 
@@ -413,85 +412,26 @@ def format_text(dec: Decomposition, weight: np.ndarray, H: int, W: int, groups: 
 
 # ---- CLI ---------------------------------------------------------------------------------------------------
 
-def _ints(text: str, name: str, counts: tuple[int, ...]) -> tuple[int, ...]:
-    parts = str(text).replace("x", ":").replace(",", ":").split(":")
-    if len(parts) not in counts or not all(p.strip().isdigit() and len(p.strip()) < 6 for p in parts):
-        raise ValueError(f"--{name} must be {' or '.join(str(c) for c in counts)} non-negative integer(s) "
-                         f"separated by ':', got {text!r}")
-    return tuple(int(p) for p in parts)
-
-
-def _pair_opt(text: str | None, name: str, default: int) -> tuple[int, int]:
-    if text is None:
-        return (default, default)
-    v = _ints(text, name, (1, 2))
-    return (v[0], v[0]) if len(v) == 1 else (v[0], v[1])
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--kernel", help="kernel size K or KH:KW (default: from --weight FILE.npy)")
-    parser.add_argument("--stride", help="S or SH:SW (default 1)")
-    parser.add_argument("--padding", help="P, PH:PW, or asymmetric TOP:BOTTOM:LEFT:RIGHT (default 0)")
-    parser.add_argument("--dilation", help="D or DH:DW (default 1)")
-    parser.add_argument("--output-padding", dest="output_padding", help="OP or OPH:OPW (default 0)")
-    parser.add_argument("--groups", type=int, default=1, help="groups of the weight (default 1)")
-    parser.add_argument("--input-size", dest="input_size", default="6",
-                        help="H or H:W of the input used for the overlap map and output sizes (default 6)")
-    parser.add_argument("--weight", default="random",
-                        help="FILE.npy of shape (C_in, C_out/groups, KH, KW) or (KH, KW); or 'random' (seeded, "
-                             "the default: shows how a learned kernel's phases sum differently) or 'ones'")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the random demonstration weight")
-    parser.add_argument("--export", metavar="DIR",
-                        help="write the per-phase conv2d kernels (.npy) and phases.json / phases.txt to DIR")
-
 
 def load_weight(spec: str, kernel: tuple[int, int] | None, seed: int = 0) -> np.ndarray:
     """'random', 'ones' (need the kernel size), or an .npy file (read without pickle, size-limited)."""
     if spec in ("random", "ones"):
         if kernel is None:
-            raise ValueError("--kernel is required unless --weight names an .npy file")
+            raise UserError("--kernel is required unless --weight names an .npy file")
         if spec == "ones":
             return np.ones((1, 1, *kernel))
         return np.random.default_rng(seed).normal(size=(1, 1, *kernel))
     path = Path(spec)
     if not path.is_file():
-        raise FileNotFoundError(f"--weight: no such file {spec!r} (or use 'random' / 'ones')")
+        raise MissingFileError(f"--weight: no such file {spec!r} (or use 'random' / 'ones')")
     if path.stat().st_size > MAX_WEIGHT_BYTES:
-        raise ValueError(f"--weight: {spec} is larger than {MAX_WEIGHT_BYTES >> 20} MiB")
+        raise UserError(f"--weight: {spec} is larger than {MAX_WEIGHT_BYTES >> 20} MiB")
     try:
         w = np.load(path, allow_pickle=False)
     except (ValueError, OSError, EOFError) as exc:
-        raise ValueError(f"--weight: {spec} is not a readable .npy array ({exc})") from None
+        raise UserError(f"--weight: {spec} is not a readable .npy array ({exc})") from None
     if not isinstance(w, np.ndarray):
-        raise ValueError(f"--weight: {spec} holds several arrays; give one .npy array")
+        raise UserError(f"--weight: {spec} holds several arrays; give one .npy array")
     if w.ndim not in (2, 4):
-        raise ValueError(f"--weight: {spec} has shape {w.shape}; expected (C_in, C_out/groups, KH, KW) or (KH, KW)")
+        raise UserError(f"--weight: {spec} has shape {w.shape}; expected (C_in, C_out/groups, KH, KW) or (KH, KW)")
     return w
-
-
-def run(args: argparse.Namespace) -> int:
-    weight_spec = args.weight
-    kernel: tuple[int, int] | None = _pair_opt(args.kernel, "kernel", 1) if args.kernel else None
-    if weight_spec not in ("random", "ones"):
-        w = load_weight(weight_spec, kernel, args.seed)
-        if kernel is None:
-            kernel = (int(w.shape[-2]), int(w.shape[-1]))
-    else:
-        w = load_weight(weight_spec, kernel, args.seed)
-    assert kernel is not None
-    pad = _ints(args.padding, "padding", (1, 2, 4)) if args.padding is not None else (0,)
-    padding: Any = pad[0] if len(pad) == 1 else (pad if len(pad) == 2 else ((pad[0], pad[1]), (pad[2], pad[3])))
-    dec = phase_decomposition(kernel, _pair_opt(args.stride, "stride", 1), padding,
-                              _pair_opt(args.dilation, "dilation", 1),
-                              _pair_opt(args.output_padding, "output-padding", 0))
-    H, W = _pair_opt(args.input_size, "input-size", 6)
-    if not (1 <= H <= MAX_INPUT_SIZE and 1 <= W <= MAX_INPUT_SIZE):
-        raise ValueError(f"--input-size must be between 1 and {MAX_INPUT_SIZE}, got {H}x{W}")
-    w = check_weight(w, dec.kernel, args.groups)
-    # The layer must be valid for this input size (padding may crop everything of a small input).
-    dec._problem(H, W, C_in=w.shape[0], C_out=w.shape[1] * args.groups, groups=args.groups)
-    print(format_text(dec, w, H, W, args.groups))
-    if args.export:
-        paths = export(dec, w, args.export, H, W, args.groups)
-        print(f"\nwrote {len(paths)} files to {args.export}: " + ", ".join(p.name for p in paths))
-    return 0

@@ -13,7 +13,7 @@ from importlib import resources
 from pathlib import Path
 
 from autotune.core.problem import Problem
-from autotune.core.errors import UserError
+from autotune.core.errors import MissingFileError, UserError
 
 REQUIRED = ("name", "N", "C_in", "H", "W", "C_out", "kH", "kW", "stride", "padding", "output_padding", "dilation",
             "groups", "bias")
@@ -73,7 +73,7 @@ def load_problems(path: str | Path | None = None) -> list[NamedProblem]:
     else:
         p = Path(path)
         if not p.is_file():
-            raise UserError(f"problems file {str(p)!r} does not exist")
+            raise MissingFileError(f"problems file {str(p)!r} does not exist")
         try:
             text = p.read_text(encoding="utf-8")
         except UnicodeDecodeError:

@@ -13,10 +13,10 @@ from autotune.core.errors import UserError
 
 # verb -> module
 COMMANDS = {
-    "bench": "autotune.bench",
-    "check": "autotune.check",
+    "bench": "autotune.cli.bench",
+    "check": "autotune.cli.check",
     "devices": "autotune.cli.devices",
-    "explain": "autotune.explain",
+    "explain": "autotune.cli.explain",
     "report": "autotune.report",
     "tune": "autotune.tuner",
     "which": "autotune.cli.which",

@@ -11,3 +11,7 @@ class UserError(ValueError):
 
 class ArgumentTypeError(UserError, TypeError):
     """An argument of the wrong type."""
+
+
+class MissingFileError(UserError, FileNotFoundError):
+    """A file the user named does not exist."""

@@ -1,0 +1,78 @@
+"""`autotune bench`: every available backend side by side with PyTorch, timed in the same run (library:
+`autotune.bench`)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from autotune import bench
+from autotune.core import results
+from autotune.core.errors import UserError
+from autotune.core.problem import OPS
+from autotune.problems import load_problems, select
+
+HELP = "time every backend (and PyTorch as the baseline) on a set of problems"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--problems", metavar="FILE", help="problems CSV (default: the built-in suite)")
+    p.add_argument("--only", nargs="+", metavar="NAME", help="run only these problems of the file")
+    p.add_argument("--backends", nargs="+", metavar="NAME", help="backends to run (default: every available one)")
+    p.add_argument("--ops", nargs="+", choices=OPS, default=list(OPS), metavar="OP",
+                   help=f"ops to time (default: all of {', '.join(OPS)})")
+    p.add_argument("--configs", choices=("default", "tuned", "grid"), default="default",
+                   help="default config; best recorded in the results (else default); or search the space here")
+    p.add_argument("--max-configs", type=int, default=24, metavar="K", help="configs timed per op with --configs grid")
+    p.add_argument("--budget", type=float, default=0.5, metavar="S", help="seconds of repetitions per measurement")
+    p.add_argument("--results", metavar="DIR", help="results directory read by --configs tuned")
+    p.add_argument("--no-torch", action="store_true", help="do not time PyTorch")
+    p.add_argument("--csv", metavar="FILE", help="also save the long table (one row per problem, op, backend)")
+    p.add_argument("--record", action="store_true",
+                   help="append every measurement (PyTorch's as status 'baseline') to the device's results file "
+                        "in the results directory, for reports and dispatch")
+
+
+def _say(message: str) -> None:
+    print(f"bench: {message}", file=sys.stderr, flush=True)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.budget <= 0:
+        raise UserError(f"--budget must be > 0 seconds, got {args.budget}")
+    if args.max_configs < 1:
+        raise UserError(f"--max-configs must be >= 1, got {args.max_configs}")
+    problems = select(load_problems(args.problems), args.only)
+    directory = results.results_dir(args.results)
+    df, chosen = bench.bench(problems, args.ops, args.backends, configs=args.configs, max_configs=args.max_configs,
+                             budget_s=args.budget, results_dirs=[directory, results.shipped_results_dir()],
+                             with_torch=not args.no_torch, say=_say)
+    if args.record:
+        bench.record(df, problems, chosen, bench.torch_version(), directory)
+        _say(f"recorded {int(df.status.isin(['ok', 'baseline']).sum())} rows in {directory}")
+    print_table(df)
+    if args.csv:
+        try:
+            df.to_csv(args.csv, index=False)
+        except OSError as exc:
+            raise UserError(f"--csv {args.csv}: cannot write: {exc.strerror or exc}") from None
+        _say(f"saved {len(df)} rows to {args.csv}")
+    return 0
+
+
+def print_table(df: pd.DataFrame) -> None:
+    wide, geo = bench.summary(df)
+    with pd.option_context("display.width", 200, "display.max_rows", 1000, "display.max_columns", 50,
+                           "display.float_format", "{:.2f}".format):
+        print("GFLOP/s (higher is better); <backend>/torch = backend GFLOP/s over PyTorch's, same run")
+        print(wide.to_string())
+        if not geo.empty:
+            print("\nGeometric mean of <backend>/torch per op (min..max over problems):")
+            print(geo.to_string(index=False))
+        failed = df[~df.status.isin(["ok", "baseline"])]
+        if not failed.empty:
+            print("\nNot timed:")
+            print(failed[["problem_name", "op", "backend", "status"]].to_string(index=False))
