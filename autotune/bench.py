@@ -19,19 +19,18 @@ import numpy as np
 import pandas as pd
 
 import backends
-from autotune.core import results
+from autotune.core import reference, results, verify
 from autotune.core.devices import cpu_device_id, cpu_device_name
-from autotune.core.problem import OPS, Problem
-from autotune.core import verify
 from autotune.core.errors import UserError
-from autotune.problems import NamedProblem
+from autotune.core.problem import Problem
 from autotune.core.timing import Timing, measure
+from autotune.problems import NamedProblem
 from backends import Target
 from backends.base import Backend, Config, Device, config_json
-from autotune.core import reference
+
 
 # ---- PyTorch baseline -----------------------------------------------------------------------------------------
-def _torch() -> Any:
+def _torch() -> Any:  # the torch module, or None
     try:
         import torch
         return torch
@@ -50,7 +49,7 @@ def torch_runner(op: str, p: Problem, inputs: tuple) -> Any:
     pad = p.symmetric_padding
     if torch is None or pad is None or p.dtype not in ("float32", "float64"):
         return None
-    t = [None if a is None else torch.from_numpy(a) for a in inputs]
+    t: list[Any] = [None if a is None else torch.from_numpy(a) for a in inputs]
     if op == "forward":
         x, w, b = t
 
@@ -137,61 +136,6 @@ def _time_backend(configs: list[Config], budget_s: float, backend: Backend, devi
     return best
 
 
-def run(args: argparse.Namespace) -> int:
-    problems = select(load_problems(args.problems), args.only)
-    names = args.backends or backends.names()
-    chosen: list[tuple[Backend, Device]] = []
-    for name in names:
-        backend = backends.get(name)
-        ok, why = backend.available()
-        if not ok:
-            if args.backends:
-                raise ValueError(f"backend {name!r} is not available here: {why}")
-            print(f"bench: skipping backend {name}: {why}", file=sys.stderr)
-            continue
-        # Interpreter devices (Triton without a GPU) compute correctly but their timings are not speed.
-        chosen.extend((backend, d) for d in backend.devices() if d.kind != "interpreter")
-    if not chosen:
-        raise ValueError("no backend with a device to time")
-    rows = results.read_dirs([results.results_dir(args.results), results.shipped_results_dir()], errors=[]) \
-        if args.configs == "tuned" else pd.DataFrame()
-    torch = None if args.no_torch else _torch()
-    if torch is None and not args.no_torch:
-        print("bench: torch is not installed: no PyTorch baseline (pip install convt-autotune[torch])", file=sys.stderr)
-
-    table: list[dict[str, Any]] = []
-    start = time.perf_counter()
-    total = len(problems) * len(args.ops)
-    for i, named in enumerate(problems):
-        for j, op in enumerate(args.ops):
-            p = named.problem
-            done = i * len(args.ops) + j
-            print(f"bench: [{done + 1}/{total}] {named.name} {op} ({time.perf_counter() - start:.0f}s)",
-                  file=sys.stderr, flush=True)
-            inputs = _inputs(op, p)
-            expected = reference.run(op, p, inputs)
-            run_torch = torch_runner(op, p, inputs) if torch is not None else None
-            if run_torch is not None:
-                table.append(_row(named.name, op, p, "torch", cpu_device_id(), f"torch {torch.__version__}",
-                                  measure(run_torch, budget_s=args.budget), "baseline"))
-            for backend, device in chosen:
-                why = backend.supports(p, device)
-                if why:
-                    table.append(_row(named.name, op, p, backend.name, device.id, "", None, f"unsupported: {why}"))
-                    continue
-                config, t, status, err = _time_backend(args, rows, backend, device, op, p, inputs, expected)
-                table.append(_row(named.name, op, p, backend.name, device.id,
-                                  config_json(config) if config is not None else "", t, status, err))
-    df = pd.DataFrame(table)
-    if args.record:
-        record(df, problems, chosen, torch, args.results)
-    print_table(df)
-    if args.csv:
-        df.to_csv(args.csv, index=False)
-        print(f"bench: saved {len(df)} rows to {args.csv}", file=sys.stderr)
-    return 0
-
-
 def bench(problems: list[NamedProblem], ops: Sequence[str], backend_names: Sequence[str] | None = None, *,
           configs: str = "default", max_configs: int = 24, budget_s: float = 0.5,
           results_dirs: Sequence[Path] = (), with_torch: bool = True,
@@ -207,7 +151,7 @@ def bench(problems: list[NamedProblem], ops: Sequence[str], backend_names: Seque
     if not chosen:
         raise UserError("no backend with a device to time")
     rows = results.read_dirs(results_dirs, errors=[]) if configs == "tuned" else pd.DataFrame()
-    torch = _torch() if with_torch else None
+    torch: Any = _torch() if with_torch else None
     if torch is None and with_torch:
         say("torch is not installed: no PyTorch baseline (pip install convt-autotune[torch])")
 

@@ -13,7 +13,6 @@ run as plain convolutions (e.g. in a shader).
 from __future__ import annotations
 
 import json
-import math
 import os
 from dataclasses import dataclass
 from pathlib import Path

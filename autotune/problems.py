@@ -11,6 +11,7 @@ import csv
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 from autotune.core.problem import Problem
 from autotune.core.errors import MissingFileError, UserError
@@ -57,7 +58,7 @@ def parse_row(row: dict[str, str], where: str) -> NamedProblem:
     if bias_text not in ("0", "1", "true", "false"):
         raise UserError(f"{where}, column 'bias': expected 0 or 1, got {row['bias']!r}")
     dtype = (row.get("dtype") or "float32").strip()
-    pairs = {k: pair(k) for k in ("stride", "output_padding", "dilation")}
+    pairs: dict[str, Any] = {k: pair(k) for k in ("stride", "output_padding", "dilation")}
     try:
         problem = Problem.make(**f, **pairs, padding=padding, bias=bias_text in ("1", "true"), dtype=dtype)
     except (ValueError, TypeError) as exc:

@@ -17,6 +17,10 @@ run_pg "'$PG_BIN/pg_ctl' -D '$PG_DIR/data' -l '$PG_DIR/log' -w -o \"-p $PG_PORT 
 trap 'run_pg "\"$PG_BIN/pg_ctl\" -D \"$PG_DIR/data\" -m immediate stop" >/dev/null 2>&1 || true; rm -rf "$PG_DIR"' EXIT
 export AUTOTUNE_TEST_POSTGRES_URL="postgresql+psycopg2://postgres@127.0.0.1:$PG_PORT/postgres"
 
+# Style and types first: cheap, and a failure names the line.
+.venv/bin/ruff check
+.venv/bin/mypy
+
 # Triton runs its kernels in the CPU interpreter where no GPU is present.
 export TRITON_INTERPRET=${TRITON_INTERPRET:-1}
 .venv/bin/python -m pytest "$@"

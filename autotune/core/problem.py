@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from typing import Any
+
 from autotune.core.errors import ArgumentTypeError, UserError
 
 OPS = ("forward", "backward_input", "backward_weight", "backward_bias")
@@ -43,7 +44,7 @@ def _padding(value: Any) -> tuple[Pair, Pair]:
         return ((p, p), (p, p))
     if isinstance(value, (tuple, list)) and len(value) == 2:
         if all(_is_int(v) for v in value):
-            return ((int(value[0]),) * 2, (int(value[1]),) * 2)  # type: ignore[return-value]
+            return ((int(value[0]),) * 2, (int(value[1]),) * 2)
         if all(isinstance(v, (tuple, list)) and len(v) == 2 and all(_is_int(u) for u in v) for v in value):
             (t, b), (left, r) = value
             return ((int(t), int(b)), (int(left), int(r)))

@@ -8,6 +8,8 @@ padding. The three gradients are the adjoints of the same tap loop. Results are 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 from autotune.core.geometry import canvas_size, output_window, tap_window
@@ -71,5 +73,6 @@ def backward_bias(p: Problem, gy: np.ndarray) -> np.ndarray:
 
 def run(op: str, p: Problem, inputs: tuple[np.ndarray | None, ...]) -> np.ndarray:
     """The reference for `op`, with the inputs in the order of the prepared kernels' signatures."""
-    return {"forward": forward, "backward_input": backward_input, "backward_weight": backward_weight,
-            "backward_bias": backward_bias}[op](p, *inputs)
+    ops: dict[str, Callable[..., np.ndarray]] = {"forward": forward, "backward_input": backward_input,
+                                                 "backward_weight": backward_weight, "backward_bias": backward_bias}
+    return ops[op](p, *inputs)

@@ -26,8 +26,8 @@ from typing import Any
 import pandas as pd
 
 from autotune.core import __version__
-from autotune.core.problem import OPS, Problem
 from autotune.core.errors import UserError
+from autotune.core.problem import OPS, Problem
 
 SCHEMA_VERSION = 1
 # DESIGN.md's required columns first, then ours.

@@ -9,6 +9,7 @@ import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
+
 from autotune.core.errors import UserError
 
 Config = dict[str, Any]

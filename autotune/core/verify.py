@@ -103,9 +103,9 @@ def sample_configs(space: Space, count: int, seed: int = 0, exclude: Config | No
         return []
     rng = random.Random(seed)
     if space.size <= 4096:
-        valid = [c for c in space.grid() if space.violation(c) is None and c != exclude]
-        rng.shuffle(valid)
-        return valid[:count]
+        every = [c for c in space.grid() if space.violation(c) is None and c != exclude]
+        rng.shuffle(every)
+        return every[:count]
     valid: list[Config] = []
     seen = set()
     for _ in range(50 * count):

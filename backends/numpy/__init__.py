@@ -19,10 +19,9 @@ from collections.abc import Callable
 import numpy as np
 
 from autotune.core.devices import cpu_device_id, cpu_device_name
+from autotune.core.geometry import canvas_size, output_window, problem_phases, tap_window
 from autotune.core.problem import Problem
 from backends.base import Backend, Config, Device, Kernel, Space
-from autotune.core import reference
-from autotune.core.geometry import canvas_size, output_window, problem_phases, tap_window
 
 BATCH_BLOCKS = (0, 1, 2, 4, 8, 16)
 # Temporaries above this are pruned as "out of resources" before anything runs.
@@ -135,10 +134,11 @@ def _prepare(op: str, p: Problem, config_items: tuple) -> Kernel:
             return bias_grad
         return lambda gy: np.asarray(gy, dtype=dt).sum(axis=(0, 2, 3), dtype=dt)
     blocks = _batch_blocks(p.N, c["batch_block"])
-    body: Callable[..., None] = {("forward", "phase"): _forward_phase, ("forward", "col2im"): _forward_col2im,
-                                 ("backward_input", "im2col"): _backward_input, ("backward_input", "per_tap"): _backward_input,
-                                 ("backward_weight", "im2col"): _backward_weight,
-                                 ("backward_weight", "per_tap"): _backward_weight}[(op, c["algorithm"])]
+    bodies: dict[tuple[str, str], Callable[..., None]] = {
+        ("forward", "phase"): _forward_phase, ("forward", "col2im"): _forward_col2im,
+        ("backward_input", "im2col"): _backward_input, ("backward_input", "per_tap"): _backward_input,
+        ("backward_weight", "im2col"): _backward_weight, ("backward_weight", "per_tap"): _backward_weight}
+    body = bodies[(op, c["algorithm"])]
     stacked = c["algorithm"] == "im2col"
 
     if op == "forward":

@@ -7,14 +7,13 @@ kernel's layout (`wlayout`), run the main kernel, reduce split partials.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from autotune.core.problem import Problem
 from autotune.core.geometry import AxisPhase, canvas_size, problem_phases
+from autotune.core.problem import Problem
 
 INT32_MAX = 2**31 - 1
 
@@ -154,8 +153,8 @@ def conv_plan(op: str, p: Problem, c: dict[str, Any], double: bool) -> Plan:
         # vector loads of the last tiles run past a row's end into the next (lanes never stored): a tail keeps
         # them inside the buffer
         plan.buffers["xp"] = total + WP + 2 * TW * VEC
-        rows = G * p.N * KC * HP
-        plan.steps.append(Step("common", "pad_cf", (_wg(rows, 16),), (16,),
+        n_rows = G * p.N * KC * HP
+        plan.steps.append(Step("common", "pad_cf", (_wg(n_rows, 16),), (16,),
                                (src, "xp", ("i", p.N), ("i", KC), ("i", src_h), ("i", src_w), ("i", HP), ("i", WP),
                                 ("i", padt), ("i", padl), ("i", G))))
     else:
