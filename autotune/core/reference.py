@@ -1,6 +1,6 @@
 """The reference: a small, obviously-correct transposed convolution in float64, checked against PyTorch.
 
-Every backend, and every tuning trial, is checked against these four functions. They follow DESIGN.md's scatter
+Every backend, and every tuning trial, is checked against these four functions. They follow the scatter
 definition literally: each kernel tap (kh, kw) adds `x @ w[:, :, kh, kw]` onto a strided window of an uncropped
 "canvas" whose row `ih*s + kh*d` is output row `ih*s + kh*d - pad_top`; the output is the canvas cropped by the
 padding. The three gradients are the adjoints of the same tap loop. Results are float64.

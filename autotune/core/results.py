@@ -30,7 +30,7 @@ from autotune.core.errors import UserError
 from autotune.core.problem import OPS, Problem
 
 SCHEMA_VERSION = 1
-# DESIGN.md's required columns first, then ours.
+# The required columns first (docs/design.md, results schema), then ours.
 REQUIRED = ("device", "device_name", "backend", "op", "problem", "dtype", "N", "C_in", "H", "W", "C_out", "kH",
             "kW", "config", "status", "time_s", "gflops", "max_abs_err", "timestamp")
 COLUMNS = REQUIRED + ("stride", "padding", "output_padding", "dilation", "groups", "bias", "time_min_s",

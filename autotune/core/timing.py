@@ -20,11 +20,6 @@ class Timing:
     max_s: float
     reps: int
 
-    @property
-    def spread(self) -> float:
-        """(max - min) / median: how noisy the repetitions were."""
-        return (self.max_s - self.min_s) / self.median_s if self.median_s > 0 else 0.0
-
 
 def _once(run: Callable[[], float | None]) -> float:
     start = time.perf_counter()
