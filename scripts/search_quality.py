@@ -23,6 +23,7 @@ import math
 import os
 import statistics
 import sys
+import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,8 +52,9 @@ RESTRICTED_ENV = "SEARCH_QUALITY_BASE"
 
 
 class Restricted:
-    """A backend that is `$SEARCH_QUALITY_BASE` with some parameters fixed at its default (see FIXED); loaded
-    through the tuner's plug-in hook ($AUTOTUNE_EXTRA_BACKENDS), so its trials run in the tuner's workers."""
+    """A backend that is `$SEARCH_QUALITY_BASE` with some parameters fixed at its default (see FIXED);
+    registered as an `autotune.backends` entry point (register_restricted), so its trials run in the tuner's
+    workers too."""
 
     def __new__(cls) -> object:
         import backends
@@ -146,6 +148,27 @@ def replay(grid: GridStudy, sampler: str, seed: int, target: float) -> int | Non
     return None
 
 
+def register_restricted(base: str) -> str:
+    """Register `Restricted` over backend `base` through the registry's one external route, an entry point:
+    its metadata goes into a temporary directory put on sys.path and on PYTHONPATH (for the tuner's worker
+    subprocesses), with this scripts folder for the `search_quality` module. Returns the backend's name."""
+    import backends
+
+    name = f"{base}_restricted"
+    os.environ[RESTRICTED_ENV] = base
+    directory = Path(tempfile.mkdtemp(prefix="search-quality-plugin-"))
+    info = directory / "search_quality_restricted-0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: search-quality-restricted\nVersion: 0\n")
+    entry = f"{name} = search_quality:Restricted"
+    (info / "entry_points.txt").write_text(f"[{backends.ENTRY_POINT_GROUP}]\n{entry}\n")
+    paths = [str(directory), str(Path(__file__).resolve().parent)]
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [*paths, os.environ.get("PYTHONPATH")]))
+    sys.path[:0] = paths
+    backends.clear_cache()  # the registry read the entry points before the new ones were on the path
+    return name
+
+
 def markdown(table: pd.DataFrame) -> str:
     def cell(v: object) -> str:
         return f"{v:.3g}" if isinstance(v, float) else str(v)
@@ -170,13 +193,7 @@ def main() -> int:
     if args.restricted:
         if len(args.backends) != 1:
             ap.error("--restricted takes one backend")
-        os.environ[RESTRICTED_ENV] = args.backends[0]
-        name = f"{args.backends[0]}_restricted"
-        os.environ["AUTOTUNE_EXTRA_BACKENDS"] = f"{name}=search_quality:Restricted"
-        here = str(Path(__file__).resolve().parent)
-        os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [here, os.environ.get("PYTHONPATH")]))
-        sys.path.insert(0, here)
-        args.backends = [name]
+        args.backends = [register_restricted(args.backends[0])]
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 

@@ -16,14 +16,14 @@ from pathlib import Path
 import optuna
 import pandas as pd
 import pytest
-from conftest import IN_CI, require, register_plugin
+from conftest import IN_CI, register_plugin, require
 
 from autotune.core import results
 from autotune.core.problem import Problem
-from autotune.problems import NamedProblem
 from autotune.core.verify import make_inputs, tolerance
-from autotune.trial import Worker, run_trial
+from autotune.problems import NamedProblem
 from autotune.tuner import TuneOptions, tune
+from autotune.tuner.trial import Worker, run_trial
 
 TESTS = Path(__file__).resolve().parent
 ROOT = TESTS.parent
@@ -67,7 +67,7 @@ def recorded_trials(storage: str) -> list[optuna.trial.FrozenTrial]:
 
 
 def info(trial: optuna.trial.FrozenTrial) -> dict:
-    """What the tuner stored about a trial (autotune.tuner._StudyRunner.objective)."""
+    """What the tuner stored about a trial (autotune.tuner.study.StudyRunner.objective)."""
     return trial.user_attrs.get("info", {})
 
 
@@ -149,7 +149,8 @@ def test_worker_survives_hang_and_crash(fake_env: dict) -> None:
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="parent-death signal is Linux's")
 def test_worker_in_a_hanging_kernel_dies_with_the_tuner(fake_env: dict) -> None:
-    code = ("import sys; from autotune.trial import Worker; w = Worker(); r = " + repr(request("good")) + "\n"
+    code = ("import sys; from autotune.tuner.trial import Worker; w = Worker(); "
+            "r = " + repr(request("good")) + "\n"
             "print(w.run(r, 60)['status'], w.proc.pid, flush=True)\n"
             "w.run({**r, 'config': {'mode': 'hang', 'size': 1}}, 600)\n")
     proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, env=fake_env, stdout=subprocess.PIPE, text=True)

@@ -18,7 +18,7 @@ COMMANDS = {
     "devices": "autotune.cli.devices",
     "explain": "autotune.cli.explain",
     "report": "autotune.report",
-    "tune": "autotune.tuner",
+    "tune": "autotune.cli.tune",
     "which": "autotune.cli.which",
 }
 

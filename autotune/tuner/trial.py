@@ -1,11 +1,13 @@
-"""One tuning trial: build a config, check it against the NumPy reference on the trial's own problem, time it.
+"""One tuning trial: build a config, check it (autotune.core.verify, against the float64 reference) on the
+trial's own problem, time it.
 
-Trials run in a persistent worker subprocess (`Worker`), so a kernel that crashes the process (a segfault in a
-driver, `os._exit`) or hangs cannot take the tuning run down: the parent sees the worker die or miss its deadline,
-records `crash` or `timeout`, and starts a fresh worker for the next trial. The worker is kept between trials so
-the backends' build caches (compiled programs, reference results) survive. Protocol: one JSON object per line on
-the worker's stdin and on a private copy of its stdout (the worker points fd 1 at stderr, so whatever a kernel or
-driver prints cannot corrupt the protocol); the worker's stderr goes to a log file whose tail explains crashes.
+Trials run in a persistent worker subprocess (`Worker`, running `python -m autotune.tuner.trial`), so a kernel
+that crashes the process (a segfault in a driver, `os._exit`) or hangs cannot take the tuning run down: the
+parent sees the worker die or miss its deadline, records `crash` or `timeout`, and starts a fresh worker for
+the next trial. The worker is kept between trials so the backends' build caches (compiled programs, reference
+results) survive. Protocol: one JSON object per line on the worker's stdin and on a private copy of its stdout
+(the worker points fd 1 at stderr, so whatever a kernel or driver prints cannot corrupt the protocol); the
+worker's stderr goes to a log file whose tail explains crashes.
 """
 
 from __future__ import annotations
@@ -31,7 +33,8 @@ from autotune.core.problem import OPS, Problem
 
 STARTUP_TIMEOUT_S = 120.0
 REFERENCE_TIMEOUT_S = 900.0
-_OOR_WORDS = ("out of resources", "out_of_resources", "outofresources", "mem_object_allocation", "out of memory",
+_OOR_WORDS = ("out of resources", "out_of_resources", "outofresources", "mem_object_allocation",
+              "out of memory",
               "outofmemory", "cuda_error_out_of_memory", "insufficient shared memory")
 
 
@@ -41,7 +44,7 @@ def _copy(a: Any) -> Any:
     return a.clone() if hasattr(a, "clone") else np.array(a, copy=True)
 
 
-# ---- one trial, in-process ---------------------------------------------------------------------------------------
+# ---- one trial, in-process ---------------------------------------------------------------------------------
 def classify(stage: str, exc: BaseException) -> str:
     """The status for an exception raised while building (`build`) or running (`run`) a kernel."""
     text = f"{type(exc).__name__} {exc}".lower().replace(" ", "")
@@ -78,9 +81,9 @@ _references = _References()
 
 
 def run_trial(request: dict[str, Any]) -> dict[str, Any]:
-    """Build, check and time one config (in this process). `request`: backend, device, op, problem (key), config,
-    budget_s (timing budget), seed (inputs). Returns a dict with status, reason, and when ok: time_s, time_min_s,
-    time_max_s, reps, max_abs_err; plus backend_version."""
+    """Build, check and time one config (in this process). `request`: backend, device, op, problem (key),
+    config, budget_s (timing budget), seed (inputs). Returns a dict with status, reason, and when ok: time_s,
+    time_min_s, time_max_s, reps, max_abs_err; plus backend_version."""
     from autotune.core.timing import measure
 
     out: dict[str, Any] = {"status": "error", "reason": ""}
@@ -119,10 +122,11 @@ def run_trial(request: dict[str, Any]) -> dict[str, Any]:
             "time_max_s": timing.max_s, "reps": timing.reps}
 
 
-# ---- the worker subprocess ---------------------------------------------------------------------------------------
+# ---- the worker subprocess ---------------------------------------------------------------------------------
 def _die_with_parent() -> None:
-    """Linux: have the kernel kill this worker when the tuner dies (even by kill -9), so that a worker stuck in
-    a hanging kernel is not left behind. Best effort elsewhere (the worker also exits when its stdin closes)."""
+    """Linux: have the kernel kill this worker when the tuner dies (even by kill -9), so that a worker stuck
+    in a hanging kernel is not left behind. Best effort elsewhere (the worker also exits when its stdin
+    closes)."""
     if not sys.platform.startswith("linux"):
         return
     try:
@@ -156,7 +160,8 @@ def _worker_main() -> int:
             else:
                 result = run_trial(request)
         except Exception:  # a bug here must still answer, or the parent would wait for the time limit
-            result = {"status": "error", "reason": "worker: " + traceback.format_exc(limit=3).replace("\n", " | ")}
+            where = traceback.format_exc(limit=3).replace("\n", " | ")
+            result = {"status": "error", "reason": "worker: " + where}
         proto.write(json.dumps(result) + "\n")
         proto.flush()
     return 0
@@ -167,9 +172,9 @@ class WorkerDied(RuntimeError):
 
 
 class Worker:
-    """A persistent trial-running subprocess. `run(request, timeout_s)` returns the trial's result dict; a worker
-    that dies yields status `crash`, one that misses the deadline is killed and yields `timeout`; either way the
-    next `run` starts a fresh worker."""
+    """A persistent trial-running subprocess. `run(request, timeout_s)` returns the trial's result dict; a
+    worker that dies yields status `crash`, one that misses the deadline is killed and yields `timeout`;
+    either way the next `run` starts a fresh worker."""
 
     def __init__(self) -> None:
         self.proc: subprocess.Popen[bytes] | None = None
@@ -182,7 +187,7 @@ class Worker:
     # A worker dies with the tuner: its stdin closes, `for line in sys.stdin` ends.
     def _start(self) -> None:
         self._log = tempfile.TemporaryFile(prefix="autotune-worker-")
-        self.proc = subprocess.Popen([sys.executable, "-m", "autotune.trial"], stdin=subprocess.PIPE,
+        self.proc = subprocess.Popen([sys.executable, "-m", "autotune.tuner.trial"], stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, stderr=self._log, close_fds=True)
         self._buf = b""
         self._warm: tuple | None = None
@@ -277,8 +282,8 @@ class Worker:
             if what != "trial":
                 return f"took longer than {timeout_s:g} s"
             return {"status": "timeout",
-                    "reason": f"trial took longer than its limit of {timeout_s:g} s (build, check and timing); "
-                              f"worker killed"}
+                    "reason": f"trial took longer than its limit of {timeout_s:g} s (build, check and "
+                              f"timing); worker killed"}
         code = self.proc.wait()
         tail = self._stderr_tail()
         self.stop()

@@ -1,0 +1,180 @@
+"""One study: open (or resume) it in storage, then run trials until its target is reached.
+
+Each trial samples every parameter with `suggest_categorical` over the space's values; a config that breaks a
+constraint is recorded as `pruned` and not run; any other config is built, checked and timed in the worker
+subprocess (autotune.tuner.trial), and its row appended to the device's results file whatever the outcome. The
+backend's default config is enqueued as each study's first trial, so the best config found is never worse than
+the default. The counts that decide when a study is done are read from storage each time: other processes may
+be tuning the same study."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from autotune.core import results
+from autotune.tuner.options import TuneOptions
+from autotune.tuner.plan import StudyPlan
+from autotune.tuner.progress import Progress
+from autotune.tuner.samplers import make_sampler
+
+# Only for type hints: the worker, `python -m autotune.tuner.trial`, must not find its module imported.
+if TYPE_CHECKING:
+    from autotune.tuner.trial import Worker
+
+
+def open_study(plan: StudyPlan, storage: Any, sampler: str, seed: int | None) -> Any:
+    """The Optuna study of `plan`, created or loaded, with the default config enqueued."""
+    import optuna
+
+    study = optuna.create_study(study_name=plan.name, storage=storage, direction="minimize",
+                                load_if_exists=True, sampler=make_sampler(sampler, plan.space, seed))
+    if not study.user_attrs:
+        for k, v in (("device", plan.device.id), ("backend", plan.backend.name), ("op", plan.op),
+                     ("problem", plan.problem.key), ("problem_name", plan.problem_name)):
+            study.set_user_attr(k, v)
+    # Enqueued once (also when several processes start together, at worst twice: a repeat is not re-run).
+    study.enqueue_trial(plan.default, skip_if_exists=True)
+    return study
+
+
+@dataclass(frozen=True)
+class _State:
+    total: int  # finished trials (complete or pruned), repeats included
+    measured: int  # trials that ran in the worker (ok or failed): what --trials counts
+    distinct: int  # distinct configs among the finished trials
+    distinct_measured: int
+    best_s: float | None
+    default_s: float | None
+
+
+def _info(trial: Any) -> dict[str, Any]:
+    """What a trial did (see StudyRunner.objective); empty for a trial still running or killed mid-way."""
+    info = trial.user_attrs.get("info")
+    return info if isinstance(info, dict) else {}
+
+
+def _same(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """Same config, types included (1 and True, or 1 and 1.0, are different points of a space)."""
+    return a.keys() == b.keys() and all(type(a[k]) is type(b[k]) and a[k] == b[k] for k in a)
+
+
+class StudyRunner:
+    """Runs the trials of one study in `worker`, appending a results row per trial, until the study is done or
+    `deadline` (a time.monotonic() value, the run's time budget) passes."""
+
+    def __init__(self, plan: StudyPlan, study: Any, worker: Worker, options: TuneOptions, progress: Progress,
+                 deadline: float | None) -> None:
+        self.plan, self.study, self.worker, self.options = plan, study, worker, options
+        self.progress, self.deadline = progress, deadline
+        self.path = results.device_file(options.results, plan.device.id)
+        self.version = plan.backend.version()
+
+    def finished(self) -> list[Any]:
+        from optuna.trial import TrialState
+        return self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
+
+    def state(self) -> _State:
+        trials = self.finished()
+        ok = [t.value for t in trials if t.value is not None]
+        default = [t.value for t in trials if t.value is not None and _info(t).get("is_default")]
+        return _State(total=len(trials), measured=sum(1 for t in trials if _info(t).get("measured")),
+                      distinct=len({json.dumps(t.params, sort_keys=True) for t in trials}),
+                      distinct_measured=len({json.dumps(t.params, sort_keys=True) for t in trials
+                                             if _info(t).get("measured")}),
+                      best_s=min(ok) if ok else None, default_s=default[0] if default else None)
+
+    def done(self, s: _State) -> bool:
+        """Enough configs measured, or every point of the space tried; except with grid sampling (exhaustive:
+        every point, pruned ones too, is visited and recorded), also when every feasible point has been
+        measured or the sampler keeps proposing known points (it has converged)."""
+        if s.measured >= self.options.trials or s.distinct >= self.plan.space.size:
+            return True
+        if self.options.sampler == "grid":
+            return False
+        if self.plan.feasible is not None and s.distinct_measured >= self.plan.feasible:
+            return True
+        return s.total >= 4 * self.options.trials + 20
+
+    def write_row(self, trial: Any, config: dict[str, Any], outcome: dict[str, Any]) -> None:
+        from backends.base import config_json
+
+        p = self.plan
+        row = results.make_row(device_id=p.device.id, device_name=p.device.name, backend=p.backend.name,
+                               op=p.op, problem=p.problem, config=config_json(config),
+                               status=outcome["status"],
+                               time_s=outcome.get("time_s"), time_min_s=outcome.get("time_min_s"),
+                               time_max_s=outcome.get("time_max_s"), reps=outcome.get("reps"),
+                               max_abs_err=outcome.get("max_abs_err"), reason=outcome.get("reason"),
+                               study=p.name, trial=trial.number, is_default=_same(config, p.default),
+                               backend_version=outcome.get("backend_version") or self.version)
+        try:
+            results.append_rows(self.path, [row])
+        except results.ResultsFileError:
+            # Changed under us (another writer, a user): keep it aside, never overwrite, start a new file.
+            note = results.set_aside_if_unreadable(self.path)
+            if note is None:
+                raise
+            self.progress.message(f"warning: {note}")
+            results.append_rows(self.path, [row])
+
+    def objective(self, trial: Any) -> float:
+        """One trial. What it did is stored as user attributes in one write (each write is a transaction):
+        is_default, status, reason, measured (ran in the worker: what --trials counts), recorded (appended a
+        results row), duplicate_of (a repeated point, answered from that trial), pid."""
+        import optuna
+
+        p = self.plan
+        config = {name: trial.suggest_categorical(name, list(values))
+                  for name, values in p.space.params.items()}
+        info: dict[str, Any] = {"is_default": _same(config, p.default), "pid": os.getpid()}
+        for old in self.finished():  # a repeated point: answer from the earlier trial, do not run it again
+            if _same(old.params, config):
+                info.update(duplicate_of=old.number, status=_info(old).get("status", "ok"))
+                trial.set_user_attr("info", info)
+                if old.value is None:
+                    raise optuna.TrialPruned(f"same as trial {old.number}")
+                return float(old.value)
+        violation = p.space.violation(config)
+        if violation:
+            outcome: dict[str, Any] = {"status": "pruned", "reason": violation}
+        else:
+            request = {"backend": p.backend.name, "device": p.device.id, "op": p.op, "problem": p.problem.key,
+                       "config": config, "budget_s": self.options.timing_budget_s, "seed": 0}
+            outcome = self.worker.run(request, self.options.trial_timeout_s)
+            self.progress.trials_run += 1
+            info["measured"] = True
+        if outcome.get("status") not in results.STATUSES:
+            outcome = {"status": "error", "reason": f"unknown trial status {outcome.get('status')!r}"}
+        self.write_row(trial, config, outcome)
+        info.update(status=outcome["status"], recorded=True)
+        if outcome["status"] != "ok":
+            info["reason"] = str(outcome.get("reason", ""))[:500]
+        trial.set_user_attr("info", info)
+        if outcome["status"] != "ok":
+            # Pruned (not failed) so that TPE learns to avoid it: TPE ignores FAIL trials.
+            raise optuna.TrialPruned(f"{outcome['status']}: {outcome.get('reason', '')}")
+        return float(outcome["time_s"])
+
+    def show(self, s: _State, final: bool = False) -> None:
+        target = min(self.options.trials, self.plan.feasible or self.plan.space.size)
+        self.progress.update(min(s.measured, target), target, s.best_s, s.default_s, final=final)
+
+    def after_trial(self, study: Any, trial: Any) -> None:
+        s = self.state()
+        self.show(s)
+        if self.done(s) or (self.deadline is not None and time.monotonic() >= self.deadline):
+            study.stop()
+
+    def run(self, timeout_s: float | None) -> None:
+        """Trials until done, `timeout_s` (this study's share of the time) or the deadline."""
+        s = self.state()
+        self.show(s)
+        if not self.done(s):
+            self.study.optimize(self.objective, timeout=timeout_s, callbacks=[self.after_trial],
+                                gc_after_trial=False, show_progress_bar=False)
+            s = self.state()
+        self.show(s, final=True)
