@@ -1,18 +1,26 @@
 """The public calls: `conv_transpose2d` and `conv_transpose2d_backward`, with PyTorch's semantics.
 
-They check the arrays (type, rank, dtype, shapes against each other), build the `Problem`, choose a backend, device
-and config (`autotune.dispatch`), and run the prepared kernel. NumPy arrays and torch tensors are accepted; the
-results come back as the type (and torch device) that went in.
+They check the arrays (type, rank, dtype, shapes against each other), build the `Problem`, find the device the
+input lives on, take the candidate list of (backend, device, config) from `autotune.dispatch`, convert the
+inputs to what the first candidate's backend accepts and run its prepared kernel. NumPy arrays and torch
+tensors are accepted; the results come back as the type (and torch device) that went in.
+
+A candidate that raises at call time (or returns a wrongly shaped result) is dropped from that decision with
+one warning naming it and the reason, and the next candidate runs; a forced `backend=` runs only that backend
+and its errors reach the caller; `config=` without `backend=` is a user error (with dispatch, configs come
+from the results).
 """
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import numpy as np
 
 from autotune import dispatch
 from autotune.core.problem import Problem
+from backends.base import Backend
 
 _FLOAT_DTYPES = {"float16", "float32", "float64", "bfloat16"}
 
@@ -24,7 +32,8 @@ def _is_tensor(a: Any) -> bool:
 def _dtype_name(name: str, a: Any) -> str:
     dtype = str(a.dtype).replace("torch.", "")
     if dtype not in _FLOAT_DTYPES:
-        raise TypeError(f"{name} must be a floating-point array (float32, float64, float16, bfloat16), got {dtype}")
+        raise TypeError(f"{name} must be a floating-point array (float32, float64, float16, bfloat16), "
+                        f"got {dtype}")
     return dtype
 
 
@@ -37,8 +46,9 @@ def _check_array(name: str, a: Any, ndim: int) -> str:
     return _dtype_name(name, a)
 
 
-# Problems of calls already checked, keyed by everything the checks read: a repeated call skips them (dispatch's
-# per-call budget is microseconds). Only plain ints and tuples of them are keys, so `True` never passes for `1`.
+# Problems of calls already checked, keyed by everything the checks read: a repeated call skips them
+# (dispatch's per-call budget is microseconds). Only plain ints and tuples of them are keys, so `True` never
+# passes for `1`.
 _problems: dict[tuple, Problem] = {}
 _PROBLEMS_MAX = 4096
 
@@ -46,7 +56,8 @@ _PROBLEMS_MAX = 4096
 def _plain(v: Any) -> Any:
     if type(v) is int:
         return v
-    if type(v) is tuple and all(type(e) is int or (type(e) is tuple and all(type(u) is int for u in e)) for e in v):
+    if type(v) is tuple and all(type(e) is int or (type(e) is tuple and all(type(u) is int for u in e))
+                                for e in v):
         return v
     raise TypeError  # not a cache key: take the checked path
 
@@ -55,8 +66,8 @@ def _problem(x: Any, weight: Any, bias: Any, stride: Any, padding: Any, output_p
              dilation: Any, x_name: str = "input") -> Problem:
     try:
         key = (type(x), x.shape, x.dtype, type(weight), weight.shape, weight.dtype,
-               None if bias is None else (type(bias), bias.shape, bias.dtype), _plain(stride), _plain(padding),
-               _plain(output_padding), _plain(groups), _plain(dilation), x_name)
+               None if bias is None else (type(bias), bias.shape, bias.dtype), _plain(stride),
+               _plain(padding), _plain(output_padding), _plain(groups), _plain(dilation), x_name)
         found = _problems.get(key)
     except (AttributeError, TypeError):  # not arrays, or arguments that are not plain ints/tuples
         key, found = None, None
@@ -68,8 +79,8 @@ def _problem(x: Any, weight: Any, bias: Any, stride: Any, padding: Any, output_p
     return problem
 
 
-def _checked_problem(x: Any, weight: Any, bias: Any, stride: Any, padding: Any, output_padding: Any, groups: Any,
-                     dilation: Any, x_name: str = "input") -> Problem:
+def _checked_problem(x: Any, weight: Any, bias: Any, stride: Any, padding: Any, output_padding: Any,
+                     groups: Any, dilation: Any, x_name: str = "input") -> Problem:
     dtype = _check_array(x_name, x, 4)
     if _check_array("weight", weight, 4) != dtype:
         raise TypeError(f"weight dtype {weight.dtype} differs from {x_name} dtype {x.dtype}")
@@ -88,8 +99,8 @@ def _checked_problem(x: Any, weight: Any, bias: Any, stride: Any, padding: Any, 
         if int(bias.shape[0]) != cog * groups:
             raise ValueError(f"bias must have C_out={cog * groups} elements (weight.shape[1]*groups), "
                              f"got {int(bias.shape[0])}")
-    return Problem.make(N, C_in, H, W, cog * groups, kH, kW, stride, padding, output_padding, dilation, groups,
-                        bias is not None, dtype)
+    return Problem.make(N, C_in, H, W, cog * groups, kH, kW, stride, padding, output_padding, dilation,
+                        groups, bias is not None, dtype)
 
 
 def _to_numpy(a: Any, dtype: str) -> np.ndarray:
@@ -100,13 +111,59 @@ def _to_numpy(a: Any, dtype: str) -> np.ndarray:
     return np.ascontiguousarray(a, dtype=np.dtype(dtype))
 
 
+def device_of(array: Any) -> str:
+    """The device id of where `array` lives: this CPU for NumPy arrays and CPU tensors, the GPU's id for
+    CUDA."""
+    if isinstance(array, np.ndarray):
+        return dispatch.cpu_id()
+    dev = getattr(array, "device", None)
+    if getattr(dev, "type", None) == "cuda":
+        index = dev.index
+        if index is None:
+            import torch  # a CUDA tensor came in, so torch is installed
+            index = torch.cuda.current_device()
+        return dispatch.gpu_device_id(int(index))
+    return dispatch.cpu_id()
+
+
+def _convert(backend: Backend, arrays: tuple[Any, ...], dtype: str) -> tuple[Any, ...]:
+    """The inputs as `backend`'s kernels take them: as they are where it accepts them, else contiguous
+    NumPy."""
+    return tuple(a if a is None or backend.accepts(a) else _to_numpy(a, dtype) for a in arrays)
+
+
+def _first_that_works(op: str, candidates: list[dispatch.Choice], arrays: tuple[Any, ...], dtype: str) -> Any:
+    """Run the first candidate; one that raises or returns a wrong shape is discarded from the (memoized) list
+    with a warning and the next one runs. The last one's error reaches the caller: there is nothing left to
+    try."""
+    while True:
+        choice = candidates[0]
+        try:
+            out = choice.kernel(*_convert(choice.backend, arrays, dtype))
+            if tuple(out.shape) != choice.expected_shape:
+                raise RuntimeError(f"returned shape {tuple(out.shape)}, expected {choice.expected_shape}")
+            return out
+        except Exception as exc:  # a failing backend must not take the call down while others remain
+            if len(candidates) == 1:
+                raise
+            dispatch.discard(candidates, choice)  # later calls go straight to the next candidate
+            # stacklevel 4: this function, _run, the public function, its caller
+            warnings.warn(f"autotune: backend {choice.backend.name!r} (config {choice.config_text}, "
+                          f"{choice.reason}) failed on {op} {choice.problem.key}: {type(exc).__name__}: "
+                          f"{exc}; running the next candidate ({candidates[0].backend.name})",
+                          RuntimeWarning, stacklevel=4)
+
+
 def _run(op: str, problem: Problem, arrays: tuple[Any, ...], like: Any, backend: str | None,
          config: dict | None) -> Any:
-    """Run `op` on the first candidate that works; convert the inputs to what it takes and the output back."""
-    def convert(kernel_backend: Any) -> tuple[Any, ...]:
-        return tuple(a if a is None or kernel_backend.accepts(a) else _to_numpy(a, problem.dtype) for a in arrays)
-
-    out = dispatch.run(op, problem, convert, like, backend, config)
+    """Run `op` on the first candidate that works and give the output back as the type of `like` (the array
+    whose device decides: the input, or the weight for the weight and bias gradients)."""
+    candidates = dispatch.choices(op, problem, backend, config, device_of(like))
+    if backend is not None:  # forced: that backend alone, and its errors are the caller's to see
+        choice = candidates[0]
+        out = choice.kernel(*_convert(choice.backend, arrays, problem.dtype))
+    else:
+        out = _first_that_works(op, candidates, arrays, problem.dtype)
     if _is_tensor(like) and not _is_tensor(out):
         import torch  # only reached when the caller passed a tensor, so torch is installed
         out = torch.from_numpy(np.ascontiguousarray(out))
@@ -115,8 +172,8 @@ def _run(op: str, problem: Problem, arrays: tuple[Any, ...], like: Any, backend:
 
 
 def conv_transpose2d(input: Any, weight: Any, bias: Any = None, stride: Any = 1, padding: Any = 0,
-                     output_padding: Any = 0, groups: int = 1, dilation: Any = 1, *, backend: str | None = None,
-                     config: dict | None = None) -> Any:
+                     output_padding: Any = 0, groups: int = 1, dilation: Any = 1, *,
+                     backend: str | None = None, config: dict | None = None) -> Any:
     """`torch.nn.functional.conv_transpose2d`, plus asymmetric padding `((top, bottom), (left, right))`.
 
     `backend=None` dispatches to the fastest measured backend for this device and problem; a name forces that
@@ -141,7 +198,12 @@ def conv_transpose2d_backward(grad_output: Any, input: Any, weight: Any, stride:
     if tuple(grad_output.shape) != problem.output_shape:
         raise ValueError(f"grad_output must have the output's shape {problem.output_shape}, "
                          f"got {tuple(grad_output.shape)}")
-    gx = _run("backward_input", problem, (grad_output, weight), input, backend, config) if output_mask[0] else None
-    gw = _run("backward_weight", problem, (grad_output, input), weight, backend, config) if output_mask[1] else None
-    gb = _run("backward_bias", problem, (grad_output,), weight, backend, config) if output_mask[2] else None
+    # the weight decides the device of the weight and bias gradients, the input that of the input gradient
+    gx = gw = gb = None
+    if output_mask[0]:
+        gx = _run("backward_input", problem, (grad_output, weight), input, backend, config)
+    if output_mask[1]:
+        gw = _run("backward_weight", problem, (grad_output, input), weight, backend, config)
+    if output_mask[2]:
+        gb = _run("backward_bias", problem, (grad_output,), weight, backend, config)
     return gx, gw, gb

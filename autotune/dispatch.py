@@ -1,36 +1,39 @@
-"""Dispatch: which backend, device and config run a call, and what runs next when one fails.
+"""Dispatch: which backend, device and config should run an (op, problem) on a device, best first, and why.
 
-For a call, the device is where the input lives: this CPU (`autotune.core.devices.cpu_device_id()`) for NumPy arrays and
-CPU tensors; for CUDA tensors, the GPU's id as a backend reports it. The candidates, best first:
+Library code with explicit arguments: it neither converts arrays nor calls kernels (`autotune.api` does both,
+and owns the try-the-next-candidate loop). A device is an id: this CPU is `cpu_id()`, a CUDA device
+`gpu_device_id(i)`. The candidates, best first (`candidates(op, problem, device_id, table)`):
 
-1. **exact**: the `ok` rows of (device, op, problem.for_op(op).key), at most one per backend (its fastest config that
-   is still valid), ordered by measured median time.
-2. **nearest**: no exact row: the tuned problem of the same op and device at the smallest `distance()`, and its
-   per-backend winners, each config re-validated against the backend's space *for the new problem* (invalid ones
-   are skipped; if none fits, the next nearest problem is tried).
-3. **default**: on a GPU, the first available backend in registry order (`backends.names()`: opencl, triton, other
-   registered ones, numpy last) with a non-interpreter device of that id that supports the problem, with its
-   `default_config`; on a CPU, numpy's `default_config` (BLAS is a safe bet untuned; an untuned OpenCL kernel on
-   PoCL is not: see DESIGN.md's measured facts).
-4. **fallback**: `numpy` with its default config, always last (the float64 reference, cast back, for dtypes the
-   numpy backend does not compute), so a call always has something that runs.
+1. **exact**: the `ok` rows of (device, op, problem.for_op(op).key), at most one per backend (its fastest
+   config that is still valid), ordered by measured median time.
+2. **nearest**: no exact row: the tuned problem of the same op and device at the smallest `distance()`, and
+   its per-backend winners, each config re-validated against the backend's space *for the new problem*
+   (invalid ones are skipped; if none fits, the next nearest problem is tried).
+3. **default**: on a GPU, the first available backend in registry order (`backends.names()`: opencl, triton,
+   other registered ones, numpy last) with a speed-timed device of that id that supports the problem, with its
+   `default_config`; on a CPU, numpy's `default_config` (BLAS is a safe bet untuned; an untuned OpenCL kernel
+   on PoCL is not).
+4. **fallback**: `numpy` with its default config, always last (the float64 reference, cast back, for dtypes
+   the numpy backend does not compute), so a call always has something that runs.
 
-Results are read with `results.read_dirs([user dir, shipped dir], device=...)`. Rows are untrusted: rows of another
-device, unknown backend names, garbage values and unparsable files are ignored with a warning; configs are
-validated against the backend's space before anything is prepared (an invalid config from a file is never run).
-For the same (backend, op, problem, config), the **latest** row of the **first** directory that has one decides
-(so a user's re-measurement replaces the shipped one, and a config whose latest check failed is not used); among
-the remaining `ok` rows the fastest wins regardless of directory. Backends that are unavailable here, have no device
-of that id, or whose device is of kind `interpreter` (Triton on the CPU) or has `info["timing"] == "not-speed"` are
-never chosen by timing; `baseline` rows
-(reference timings such as PyTorch's own) are never candidates.
+Results are read with `results.read_dirs(dirs, device=...)`, `dirs` being the caller's results directories or,
+by default, the user's directory then the shipped one (`default_results_dirs()`). Rows are untrusted: rows of
+another device, unknown backend names, garbage values and unparsable files are ignored with a warning; configs
+are validated against the backend's space before anything is prepared (an invalid config from a file is never
+run). For the same (backend, op, problem, config), the **latest** row of the **first** directory that has one
+decides (so a user's re-measurement replaces the shipped one, and a config whose latest check failed is not
+used); among the remaining `ok` rows the fastest wins regardless of directory. Backends that are unavailable
+here, have no device of that id, or whose device's timings are not speed (`Device.timing_is_speed`: Triton's
+interpreter) are never chosen by timing; `baseline` rows (reference timings such as PyTorch's own) are never
+candidates.
 
-Costs: the files are loaded once per device, and their (mtime, size) are checked again at most every
-`RELOAD_CHECK_S` seconds; a change reloads them and forgets that device's decisions. Decisions (the candidate list)
-are memoized per (device, op, problem, backend, config); kernels are prepared lazily, on first use. A backend that
-raises at call time (or returns a wrongly shaped result) is dropped from that decision with one warning naming it
-and the reason, and the next candidate runs; a forced `backend=` runs only that backend and its errors reach the
-caller; `config=` without `backend=` is a ValueError (with dispatch, configs come from the results).
+Costs: a `Table` (the rows of one device and set of directories) is loaded once, and the files' (mtime, size)
+are checked again at most every `RELOAD_CHECK_S` seconds; a change reloads them and forgets that table's
+decisions. Decisions (candidate lists) are memoized per (op, problem, backend, config) in the table
+(`choices`), and also per Problem *object*, so that a repeated call with the same Problem hashes nothing;
+kernels are prepared lazily, on first use (`Choice.kernel`). A caller that finds a candidate failing removes
+it with `discard`, so later calls go straight to the next one. A forced `backend=` gives that backend alone;
+`config=` without `backend=` is a user error (with dispatch, configs come from the results).
 """
 
 from __future__ import annotations
@@ -42,8 +45,8 @@ import os
 import threading
 import time
 import warnings
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -51,6 +54,7 @@ import numpy as np
 
 import backends
 from autotune.core.devices import cpu_device_id
+from autotune.core.errors import ArgumentTypeError, UserError
 from autotune.core.problem import OPS, Problem, check_op
 from backends.base import Backend, Config, ConfigError, Device, Kernel, config_json
 
@@ -59,6 +63,7 @@ REASONS = ("exact", "nearest", "default", "fallback", "forced")
 # At most this often (seconds) the results files are stat'ed to see whether they changed.
 RELOAD_CHECK_S = 1.0
 _BY_ID_MAX = 4096
+PathLike = str | os.PathLike[str]
 
 # distance(): penalties for differences that change which algorithm wins, beyond the size ratios.
 PENALTY_KERNEL = 8.0
@@ -80,7 +85,8 @@ class _Row(NamedTuple):
 
 @dataclass(eq=False)
 class Choice:
-    """One candidate: a backend on a device with a config, why it was chosen, and where the choice came from."""
+    """One candidate: a backend on a device with a config, why it was chosen, and where the choice came
+    from."""
 
     backend: Backend
     device: Device
@@ -103,19 +109,26 @@ class Choice:
 
     @functools.cached_property
     def expected_shape(self) -> tuple[int, ...]:
-        """The shape a correct result has: anything else counts as the backend failing."""
-        return _expected_shape(self.op, self.problem)
+        """The shape a correct result has (cached: callers check it on every call)."""
+        p = self.problem
+        return {"forward": p.output_shape, "backward_input": p.input_shape, "backward_weight": p.weight_shape,
+                "backward_bias": p.bias_shape}[self.op]
 
     @property
     def config_text(self) -> str:
         return config_json(self.config)
 
     def describe(self) -> str:
-        detail = {"exact": f"measured {_fmt_time(self.time_s)} in {self.source}",
-                  "nearest": f"winner of {self.tuned_problem} (distance {self.distance:.2f}, measured "
-                             f"{_fmt_time(self.time_s)} there) in {self.source}" if self.distance is not None else "",
-                  }.get(self.reason, self.source)
-        return f"{self.backend.name} on {self.device.id} config={self.config_text} [{self.reason}] {detail}".rstrip()
+        if self.reason == "exact":
+            detail = f"measured {_fmt_time(self.time_s)} in {self.source}"
+        elif self.reason == "nearest":
+            detail = "" if self.distance is None else (
+                f"winner of {self.tuned_problem} (distance {self.distance:.2f}, measured "
+                f"{_fmt_time(self.time_s)} there) in {self.source}")
+        else:
+            detail = self.source
+        head = f"{self.backend.name} on {self.device.id} config={self.config_text} [{self.reason}]"
+        return f"{head} {detail}".rstrip()
 
 
 def _fmt_time(t: float | None) -> str:
@@ -140,40 +153,43 @@ class Which:
     tuned_problem: str | None = None
     chain: tuple[str, ...] = ()  # every candidate in order, described
 
+    def as_dict(self) -> dict[str, Any]:
+        """The fields as JSON-ready values (`chain` as a list)."""
+        return {**asdict(self), "chain": list(self.chain)}
+
     def __str__(self) -> str:
         return (f"{self.op}: {self.backend} config={config_json(self.config)} on {self.device} "
                 f"[{self.reason}] {self.source}")
 
 
-# ---- devices --------------------------------------------------------------------------------------------------------
+# ---- devices -----------------------------------------------------------------------------------------------
 _gpu_ids: dict[int, str] = {}
 
 
-def _gpu_device_id(index: int) -> str:
+@functools.lru_cache(maxsize=1)
+def cpu_id() -> str:
+    """This CPU's device id (cached: `cpu_device_id` builds the slug with regexes, too slow to redo per
+    call)."""
+    return cpu_device_id()
+
+
+def gpu_device_id(index: int) -> str:
     """The id of CUDA device `index`, as the backends report it (triton first); computed from torch's device
-    properties with `devices.device_id` when no backend lists it."""
+    properties with `devices.device_id` when no backend lists it. Cached per index."""
     found = _gpu_ids.get(index)
     if found is not None:
         return found
-    found = None
     names = backends.names()
+    # triton numbers devices as torch does; ask it first, the others only if it does not list the device
     for name in (["triton"] if "triton" in names else []) + [n for n in names if n != "triton"]:
-        try:
-            backend = backends.get(name)
-            if not backend.available()[0]:
-                continue
-            gpus = [d for d in backend.devices() if d.kind == "gpu"]
-        except Exception:  # a broken backend must not stop dispatch
-            continue
-        for d in gpus:
-            # only a device that says which CUDA index it is: enumeration orders differ between APIs
-            if d.info.get("torch_index", d.info.get("index")) == index:
-                found = d.id
-                break
+        targets, _ = backends.targets([name])
+        # only a device that says which CUDA index it is: enumeration orders differ between APIs
+        found = next((t.device.id for t in targets if t.device.kind == "gpu"
+                      and t.device.info.get("torch_index", t.device.info.get("index")) == index), None)
         if found:
             break
     if found is None:
-        import torch  # only reached for CUDA tensors, so torch is installed
+        import torch  # only reached for CUDA tensors and `cuda:N`, so torch is installed
 
         from autotune.core.devices import device_id
         props = torch.cuda.get_device_properties(index)
@@ -184,62 +200,52 @@ def _gpu_device_id(index: int) -> str:
     return found
 
 
-@functools.lru_cache(maxsize=1)
-def _cpu_id() -> str:
-    return cpu_device_id()  # builds the slug with regexes: too slow to redo per call
-
-
-def device_of(array: Any) -> str:
-    """The device id of where `array` lives: this CPU for NumPy arrays and CPU tensors, the GPU's id for CUDA."""
-    if isinstance(array, np.ndarray):
-        return _cpu_id()
-    dev = getattr(array, "device", None)
-    if getattr(dev, "type", None) == "cuda":
-        index = dev.index
-        if index is None:
-            import torch
-            index = torch.cuda.current_device()
-        return _gpu_device_id(int(index))
-    return _cpu_id()
-
-
-def _resolve_device(device: str | None) -> str:
-    """`which(device=...)`: None is this CPU; `cuda` / `cuda:N` a local GPU; anything else a device id."""
+def resolve_device(device: str | None) -> str:
+    """A device argument as a device id: None or `cpu` is this CPU; `cuda` / `cuda:N` a local GPU; anything
+    else must be a device id (a slug). User errors for anything else."""
     if device is None or device == "cpu":
-        return cpu_device_id()
+        return cpu_id()
     if not isinstance(device, str):
-        raise TypeError(f"device must be a device id (str) or None, got {type(device).__name__}")
+        raise ArgumentTypeError(f"device must be a device id (str) or None, got {type(device).__name__}")
     if device == "cuda" or device.startswith("cuda:"):
         index = device.partition(":")[2]
         if index and not index.isdigit():
-            raise ValueError(f"device {device!r} is not cuda or cuda:N")
+            raise UserError(f"device {device!r} is not cuda or cuda:N")
         try:
             import torch
             count = torch.cuda.device_count()
         except ImportError:
             count = 0
         if int(index or 0) >= count:
-            raise ValueError(f"device {device!r}: there is no such CUDA device here ({count} found)")
-        return _gpu_device_id(int(index or 0))
-    _results().device_file(".", device)  # raises ValueError if it is not a device id
+            raise UserError(f"device {device!r}: there is no such CUDA device here ({count} found)")
+        return gpu_device_id(int(index or 0))
+    _results().device_file(".", device)  # raises UserError if it is not a device id
     return device
 
 
-# ---- results, per device --------------------------------------------------------------------------------------------
+# ---- results tables ----------------------------------------------------------------------------------------
 @dataclass
-class _Table:
+class Table:
+    """The usable results of one device read from one list of directories, and the decisions made from
+    them."""
+
+    device_id: str
+    dirs: tuple[Path, ...]
     signature: tuple
     checked: float  # time.monotonic() of the last signature check
     rows: dict[str, dict[str, list[_Row]]]  # op -> problem key -> usable ok rows, fastest first
-    devices: dict[str, Device]  # backend name -> its (non-interpreter) device of this id
+    # backend name -> its speed-timed device of this id, or None (unavailable, no such device): asked once
+    # each
+    devices: dict[str, Device | None] = field(default_factory=dict)
     decisions: dict[tuple, list[Choice]] = field(default_factory=dict)
-    # (id(problem), op, backend) -> (problem, decision): hashing a Problem costs microseconds, an id does not; the
-    # entry holds the problem, so its id cannot be reused while the entry exists. api.py hands the same Problem
-    # object to repeated identical calls.
+    # (id(problem), op, backend) -> (problem, decision): hashing a Problem costs microseconds, an id does not;
+    # the entry holds the problem, so its id cannot be reused while the entry exists. api.py hands the same
+    # Problem object to repeated identical calls.
     by_id: dict[tuple, tuple[Problem, list[Choice]]] = field(default_factory=dict)
 
 
-_tables: dict[str, _Table] = {}
+# (device id, the caller's directories or None for the defaults) -> Table
+_tables: dict[tuple[str, tuple[Path, ...] | None], Table] = {}
 _lock = threading.RLock()
 
 
@@ -248,14 +254,15 @@ def _results() -> Any:
     return results
 
 
-def _dirs() -> list[Path]:
+def default_results_dirs() -> list[Path]:
+    """The directories a plain call reads: the user's results directory first, then the shipped one."""
     results = _results()
     return [results.results_dir(), results.shipped_results_dir()]
 
 
-def _signature(device_id: str) -> tuple:
+def _signature(dirs: tuple[Path, ...], device_id: str) -> tuple:
     sig = []
-    for d in _dirs():
+    for d in dirs:
         f = _results().device_file(d, device_id)
         try:
             st = os.stat(f)
@@ -274,43 +281,33 @@ def _summarize(problems: list[str], limit: int = 8) -> str:
     return shown + (f"; and {len(problems) - limit} more" if len(problems) > limit else "")
 
 
-def _backend_device(name: str, device_id: str) -> Device | None:
-    """`name`'s device with id `device_id` that is not an interpreter and not marked `info["timing"] ==
-    "not-speed"`, or None (unavailable, absent, or a broken backend)."""
-    try:
-        backend = backends.get(name)
-        if not backend.available()[0]:
-            return None
-        for d in backend.devices():
-            # interpreters (and any device whose timings say nothing about speed) never win by timing
-            if d.id == device_id and d.kind != "interpreter" and d.info.get("timing") != "not-speed":
-                return d
-    except Exception:  # a backend that cannot even list its devices is not a candidate
-        return None
-    return None
-
-
 _COLUMNS = ("device", "backend", "op", "problem", "config", "status", "time_s", "timestamp", "study", "trial",
             "source", "source_order")
 
 
-def _load(device_id: str, signature: tuple) -> _Table:
-    """The results of one device (user's directory first, then the shipped one); anything unreadable is ignored
-    with a warning, never raised: a broken file must not break calls."""
+def load_table(device_id: str, dirs: Iterable[PathLike]) -> Table:
+    """The results of one device in `dirs` (earlier directories first). Anything unreadable is ignored with a
+    warning, never raised: a broken file must not break calls."""
+    dirs = tuple(Path(d) for d in dirs)
+    signature = _signature(dirs, device_id)
+    table = Table(device_id, dirs, signature, time.monotonic(), {op: {} for op in OPS})
     try:
-        return _read(device_id, signature)
+        table.rows = _read(table)
     except Exception as exc:  # e.g. a file without read permission
         _warn(f"results for device {device_id}: not used ({type(exc).__name__}: {exc})")
-        return _Table(signature, time.monotonic(), {op: {} for op in OPS}, {})
+    return table
 
 
-def _read(device_id: str, signature: tuple) -> _Table:
+def _read(table: Table) -> dict[str, dict[str, list[_Row]]]:
+    device_id = table.device_id
     errors: list[str] = []
-    df = _results().read_dirs(_dirs(), device=device_id, errors=errors)
-    df = df[[c for c in _COLUMNS if c in df.columns]]  # only what is used: extra columns cannot get in the way
+    df = _results().read_dirs(table.dirs, device=device_id, errors=errors)
+    # only what is used: extra columns cannot get in the way
+    df = df[[c for c in _COLUMNS if c in df.columns]]
     ignored: list[str] = []
     known = set(backends.names())
-    latest: dict[tuple, tuple[int, Any, Config]] = {}  # (backend, op, problem, config) -> (order, row, config)
+    # (backend, op, problem, config) -> (directory order, row, config)
+    latest: dict[tuple, tuple[int, Any, Config]] = {}
     foreign: dict[str, int] = {}
     unknown: dict[str, int] = {}
     for row in df.itertuples(index=False):
@@ -335,19 +332,16 @@ def _read(device_id: str, signature: tuple) -> _Table:
         ignored.append(f"{n} row(s) of another device {dev!r}")
     for name, n in unknown.items():
         ignored.append(f"{n} row(s) of unknown backend {name!r} (registered: {', '.join(sorted(known))})")
-    devices: dict[str, Device] = {}
     usable: dict[str, dict[str, list[_Row]]] = {op: {} for op in OPS}
     for (name, op, key, _), (_, row, config) in latest.items():
-        if row.status != "ok":
-            continue
-        if name not in devices:
-            dev = _backend_device(name, device_id)
-            if dev is None:
-                continue  # not runnable here: an ordinary situation, not a warning
-            devices[name] = dev
+        if row.status != "ok" or _timed_device(table, name) is None:
+            continue  # a failed check, or not runnable here (an ordinary situation, not a warning)
         problem = Problem.from_key(key)  # validated by read_file
-        where = f"{row.source}" + (f" (study {row.study}, trial {row.trial})" if getattr(row, "study", "") else "") \
-            + (f" at {row.timestamp}" if row.timestamp else "")
+        where = str(row.source)
+        if getattr(row, "study", ""):
+            where += f" (study {row.study}, trial {row.trial})"
+        if row.timestamp:
+            where += f" at {row.timestamp}"
         usable[op].setdefault(key, []).append(_Row(float(row.time_s), name, config, problem, where))
     for rows in usable.values():
         for lst in rows.values():
@@ -357,26 +351,28 @@ def _read(device_id: str, signature: tuple) -> _Table:
               f"{_summarize(errors)}")
     if ignored:
         _warn(f"results for device {device_id}: ignored {_summarize(ignored)}")
-    return _Table(signature, time.monotonic(), usable, devices)
+    return usable
 
 
-def _table(device_id: str) -> _Table:
-    """The device's results, reloaded if the files changed (checked at most every RELOAD_CHECK_S seconds)."""
-    table = _tables.get(device_id)
+def table(device_id: str, results_dirs: tuple[Path, ...] | None = None) -> Table:
+    """The cached table of `device_id` for `results_dirs` (None: `default_results_dirs()`, looked up again at
+    each check), reloaded when the files changed; the files are stat'ed at most every RELOAD_CHECK_S
+    seconds."""
+    cache_key = (device_id, results_dirs)
+    found = _tables.get(cache_key)
     now = time.monotonic()
-    if table is not None and now - table.checked < RELOAD_CHECK_S:
-        return table
+    if found is not None and now - found.checked < RELOAD_CHECK_S:
+        return found  # the hot path: one dict lookup and a clock read
     with _lock:
-        table = _tables.get(device_id)
-        if table is not None and now - table.checked < RELOAD_CHECK_S:
-            return table
-        sig = _signature(device_id)
-        if table is not None and table.signature == sig:
-            table.checked = now
-            return table
-        table = _load(device_id, sig)
-        _tables[device_id] = table
-        return table
+        found = _tables.get(cache_key)
+        if found is not None and now - found.checked < RELOAD_CHECK_S:
+            return found
+        dirs = tuple(default_results_dirs()) if results_dirs is None else results_dirs
+        if found is not None and found.dirs == dirs and found.signature == _signature(dirs, device_id):
+            found.checked = now
+            return found
+        found = _tables[cache_key] = load_table(device_id, dirs)
+        return found
 
 
 def clear_cache() -> None:
@@ -386,7 +382,7 @@ def clear_cache() -> None:
         _gpu_ids.clear()
 
 
-# ---- the candidate chain ------------------------------------------------------------------------------------------
+# ---- the candidate list ------------------------------------------------------------------------------------
 def _groups_kind(p: Problem) -> str:
     if p.groups == 1:
         return "dense"
@@ -394,10 +390,11 @@ def _groups_kind(p: Problem) -> str:
 
 
 def distance(a: Problem, b: Problem) -> float:
-    """How far apart two problems are for borrowing a tuned config: the sum of |log2(ratio)| over N, C_in, C_out,
-    H and W (a factor of two in one dimension costs 1), plus |log2| of the groups ratio when both are grouped the
-    same way, plus penalties: kernel size differs 8, stride differs 8, dilation differs 4, groups kind (dense /
-    depthwise / grouped) differs 8, padding or output_padding differ 1, bias differs 0.5, dtype differs 16."""
+    """How far apart two problems are for borrowing a tuned config: the sum of |log2(ratio)| over N, C_in,
+    C_out, H and W (a factor of two in one dimension costs 1), plus |log2| of the groups ratio when both are
+    grouped the same way, plus penalties: kernel size differs 8, stride differs 8, dilation differs 4, groups
+    kind (dense / depthwise / grouped) differs 8, padding or output_padding differ 1, bias differs 0.5, dtype
+    differs 16."""
     d = sum(abs(math.log2(x / y)) for x, y in ((a.N, b.N), (a.C_in, b.C_in), (a.C_out, b.C_out), (a.H, b.H),
                                                 (a.W, b.W)))
     if (a.kH, a.kW) != (b.kH, b.kW):
@@ -419,8 +416,17 @@ def distance(a: Problem, b: Problem) -> float:
     return d
 
 
-def _valid_config(backend: Backend, op: str, problem: Problem, device: Device, config: Config) -> tuple[Config | None,
-                                                                                                         str]:
+def _timed_device(table: Table, name: str) -> Device | None:
+    """`name`'s device of the table's id whose timings are speed, or None; asked of the registry once per
+    table and backend (lazily: a plain CPU call never imports the GPU backends' libraries)."""
+    if name not in table.devices:
+        found, _ = backends.targets([name], timed=True, device_ids=[table.device_id])
+        table.devices[name] = found[0].device if found else None
+    return table.devices[name]
+
+
+def _valid_config(backend: Backend, op: str, problem: Problem, device: Device,
+                  config: Config) -> tuple[Config | None, str]:
     """(clean config, "") if `config` is a point of the backend's space for this problem, else (None, why)."""
     try:
         unsupported = backend.supports(problem, device)
@@ -433,7 +439,7 @@ def _valid_config(backend: Backend, op: str, problem: Problem, device: Device, c
         return None, f"{type(exc).__name__}: {exc}"
 
 
-def _from_rows(op: str, problem: Problem, rows: list[_Row], table: _Table, reason: str, warn: bool,
+def _from_rows(op: str, problem: Problem, rows: list[_Row], table: Table, reason: str, warn: bool,
                dist: float | None = None) -> list[Choice]:
     """The fastest valid row per backend, fastest first."""
     out: list[Choice] = []
@@ -441,7 +447,9 @@ def _from_rows(op: str, problem: Problem, rows: list[_Row], table: _Table, reaso
     for r in rows:
         if r.backend in seen:
             continue
-        device = table.devices[r.backend]
+        device = _timed_device(table, r.backend)
+        if device is None:
+            continue
         backend = backends.get(r.backend)
         clean, why = _valid_config(backend, op, problem, device, r.config)
         if clean is None:
@@ -455,7 +463,7 @@ def _from_rows(op: str, problem: Problem, rows: list[_Row], table: _Table, reaso
     return out
 
 
-def _nearest(op: str, problem: Problem, table: _Table) -> list[Choice]:
+def _nearest(op: str, problem: Problem, table: Table) -> list[Choice]:
     tuned = [(distance(problem, rows[0].problem), key, rows) for key, rows in table.rows[op].items()
              if key != problem.key and rows]
     for dist, _, rows in sorted(tuned, key=lambda t: (t[0], t[1])):
@@ -465,26 +473,51 @@ def _nearest(op: str, problem: Problem, table: _Table) -> list[Choice]:
     return []
 
 
-def _default(op: str, problem: Problem, device_id: str) -> list[Choice]:
-    names = backends.names()
-    if device_id.startswith("cpu-"):
+def _default(op: str, problem: Problem, table: Table) -> list[Choice]:
+    if table.device_id.startswith("cpu-"):
         order = [FALLBACK]
         rule = "default rule: on a CPU, numpy's default config"
     else:
-        order = [n for n in names if n != FALLBACK]
+        order = [n for n in backends.names() if n != FALLBACK]
         rule = "default rule: on a GPU, the first available backend (registry order) with this device"
     for name in order:
-        device = _backend_device(name, device_id)
+        device = _timed_device(table, name)
         if device is None:
             continue
         backend = backends.get(name)
         try:
-            config, why = _valid_config(backend, op, problem, device, backend.default_config(op, problem, device))
+            default = backend.default_config(op, problem, device)
+            config, _ = _valid_config(backend, op, problem, device, default)
         except Exception:  # a backend whose default_config raises is skipped
             continue
         if config is not None:
             return [Choice(backend, device, config, "default", op, problem, rule)]
     return []
+
+
+class _ReferenceBackend(Backend):
+    """The last resort for dtypes the numpy backend does not compute (float16, bfloat16): the float64
+    reference, cast back. Named `numpy`; its kernels take arrays and tensors as they are, so that bfloat16
+    tensors never meet NumPy's dtypes."""
+
+    name = FALLBACK
+
+    def accepts(self, array: Any) -> bool:
+        return True
+
+    def prepare(self, op: str, problem: Problem, device: Device, config: Config) -> Kernel:
+        from autotune.core import reference
+
+        def run(*inputs: Any) -> Any:
+            tensor = next((a for a in inputs if a is not None and not isinstance(a, np.ndarray)), None)
+            arrays = tuple(None if a is None else np.asarray(a, np.float64) if isinstance(a, np.ndarray)
+                           else a.detach().cpu().double().numpy() for a in inputs)
+            out = reference.run(op, problem, arrays)
+            if tensor is None:
+                return out.astype(problem.dtype)
+            import torch  # a tensor came in, so torch is installed
+            return torch.from_numpy(out).to(device=tensor.device, dtype=getattr(torch, problem.dtype))
+        return run
 
 
 def _fallback(op: str, problem: Problem) -> Choice:
@@ -495,62 +528,20 @@ def _fallback(op: str, problem: Problem) -> Choice:
     if config is not None:
         return Choice(backend, device, config, "fallback", op, problem, "fallback: numpy, always last")
     return Choice(_ReferenceBackend(), device, {}, "fallback", op, problem,
-                  "fallback: the float64 numpy reference, cast back", _kernel=_reference_kernel(op, problem))
+                  "fallback: the float64 numpy reference, cast back")
 
 
-class _ReferenceBackend(Backend):
-    """The last resort for dtypes the numpy backend does not compute (float16, bfloat16): the reference. Named
-    `numpy`; it takes arrays and tensors as they are, so that bfloat16 tensors never meet NumPy's dtypes."""
-
-    name = FALLBACK
-
-    def accepts(self, array: Any) -> bool:
-        return True
-
-
-def _reference_kernel(op: str, problem: Problem) -> Kernel:
-    from autotune.core import reference
-
-    def run(*inputs: Any) -> Any:
-        tensor = next((a for a in inputs if a is not None and not isinstance(a, np.ndarray)), None)
-        arrays = tuple(None if a is None else np.asarray(a, np.float64) if isinstance(a, np.ndarray)
-                       else a.detach().cpu().double().numpy() for a in inputs)
-        out = reference.run(op, problem, arrays)
-        if tensor is None:
-            return out.astype(problem.dtype)
-        import torch  # a tensor came in, so torch is installed
-        return torch.from_numpy(out).to(device=tensor.device, dtype=getattr(torch, problem.dtype))
-    return run
-
-
-def _forced(op: str, problem: Problem, name: str, config: Config | None, device_id: str) -> Choice:
-    backend = backends.get(name)
-    ok, why = backend.available()
-    if not ok:
-        raise RuntimeError(f"backend {name!r} is not available here: {why}")
-    devices = backend.devices()
-    if not devices:
-        raise RuntimeError(f"backend {name!r} has no device here")
-    # The device where the input lives if the backend has it, else the backend's first device.
-    device = next((d for d in devices if d.id == device_id), devices[0])
-    unsupported = backend.supports(problem, device)
-    if unsupported:
-        raise ValueError(f"backend {name!r} cannot run this problem: {unsupported}")
-    space = backend.space(op, problem, device)
-    default = backend.default_config(op, problem, device)
-    cfg = space.validate(default) if config is None else space.complete(config, default)
-    return Choice(backend, device, cfg, "forced", op, problem,
-                  "forced by backend=" + (" and config=" if config is not None else ""))
-
-
-def _build(op: str, problem: Problem, table: _Table, device_id: str) -> list[Choice]:
+def candidates(op: str, problem: Problem, device_id: str, table: Table) -> list[Choice]:
+    """The candidates for `op` on `problem` (already `problem.for_op(op)`) on `device_id`, best first, from
+    the results in `table`: exact, else nearest; then the default rule; the fallback last. Not memoized
+    (`choices` is)."""
     chain: list[Choice] = []
     rows = table.rows[op].get(problem.key)
     if rows:
         chain += _from_rows(op, problem, rows, table, "exact", warn=True)
     if not chain:
         chain += _nearest(op, problem, table)
-    chain += _default(op, problem, device_id)
+    chain += _default(op, problem, table)
     chain.append(_fallback(op, problem))
     out: list[Choice] = []
     seen: set[tuple[str, str, str]] = set()
@@ -562,85 +553,79 @@ def _build(op: str, problem: Problem, table: _Table, device_id: str) -> list[Cho
     return out
 
 
+def forced(op: str, problem: Problem, name: str, config: Config | None, device_id: str) -> Choice:
+    """The one candidate of a forced `backend=name` (and `config=`, completed with the default's values): on
+    `device_id` if the backend has it, else on its first device (interpreters included: forcing is not
+    timing)."""
+    backend = backends.get(name)  # a name that is not a registered backend is a user error naming the name
+    found, skipped = backends.targets([name])
+    if not found:
+        raise RuntimeError(f"backend {name!r} is not available here: {skipped[0].reason}")
+    device = next((t.device for t in found if t.device.id == device_id), found[0].device)
+    unsupported = backend.supports(problem, device)
+    if unsupported:
+        raise UserError(f"backend {name!r} cannot run this problem: {unsupported}")
+    space = backend.space(op, problem, device)
+    default = backend.default_config(op, problem, device)
+    cfg = space.validate(default) if config is None else space.complete(config, default)
+    return Choice(backend, device, cfg, "forced", op, problem,
+                  "forced by backend=" + (" and config=" if config is not None else ""))
+
+
 def choices(op: str, problem: Problem, backend: str | None = None, config: Config | None = None,
-            device: str | None = None) -> list[Choice]:
-    """The candidates for a call on `device` (an id; None is this CPU), best first (memoized; the list is the
-    memo itself, so failed candidates removed from it stay removed)."""
-    problem = problem.for_op(op)
-    device_id = device or _cpu_id()
-    table = _table(device_id)
-    key = (op, problem, backend, None if config is None else config_json(config))
-    found = table.decisions.get(key)
+            device: str | None = None, results_dirs: Iterable[PathLike] | None = None) -> list[Choice]:
+    """The candidates for a call of `op` on `device` (an id; None is this CPU), best first, from
+    `results_dirs` (None: the user's then the shipped directory). Memoized: the list is the memo itself, so
+    candidates removed from it with `discard` stay removed. A repeated call with the same Problem object costs
+    two dict lookups."""
+    device_id = device or cpu_id()
+    dirs = None if results_dirs is None else tuple(Path(d) for d in results_dirs)
+    tbl = table(device_id, dirs)
+    if config is None:
+        hit = tbl.by_id.get((id(problem), op, backend))
+        if hit is not None and hit[0] is problem:
+            return hit[1]
+    problem_op = problem.for_op(op)  # checks op
+    key = (op, problem_op, backend, None if config is None else config_json(config))
+    found = tbl.decisions.get(key)
     if found is None:
-        check_op(op)
         if backend is not None:
-            found = [_forced(op, problem, backend, config, device_id)]
+            found = [forced(op, problem_op, backend, config, device_id)]
         elif config is not None:
-            raise ValueError("config= forces a backend's parameters: give backend= too (with backend=None the "
-                             "config comes from the tuned results)")
+            raise UserError("config= forces a backend's parameters: give backend= too (with backend=None the "
+                            "config comes from the tuned results)")
         else:
             with _lock:
-                found = _build(op, problem, table, device_id)
-        table.decisions[key] = found
+                found = candidates(op, problem_op, device_id, tbl)
+        tbl.decisions[key] = found
+    if config is None:
+        if len(tbl.by_id) >= _BY_ID_MAX:
+            tbl.by_id.clear()
+        tbl.by_id[(id(problem), op, backend)] = (problem, found)
     return found
 
 
-def _expected_shape(op: str, p: Problem) -> tuple[int, ...]:
-    return {"forward": p.output_shape, "backward_input": p.input_shape, "backward_weight": p.weight_shape,
-            "backward_bias": (p.C_out,)}[op]
+def discard(candidates: list[Choice], choice: Choice) -> None:
+    """Remove a candidate that failed from the head of a memoized list, so later calls go straight to the next
+    one (under the lock: concurrent callers may find the same failure; only the first removes it)."""
+    with _lock:
+        if candidates and candidates[0] is choice:
+            candidates.pop(0)
 
 
-def run(op: str, problem: Problem, convert: Callable[[Backend], tuple[Any, ...]], like: Any,
-        backend: str | None, config: Config | None) -> Any:
-    """Run `op` on the first candidate that succeeds. `convert` turns the caller's arrays into what a backend
-    takes; `like` is the array whose device decides (the input, or the weight for weight/bias gradients)."""
-    device_id = device_of(like)
-    if config is None:
-        table = _table(device_id)
-        fast_key = (id(problem), op, backend)
-        hit = table.by_id.get(fast_key)
-        if hit is not None and hit[0] is problem:
-            candidates = hit[1]
-        else:
-            candidates = choices(op, problem, backend, config, device_id)
-            if len(table.by_id) >= _BY_ID_MAX:
-                table.by_id.clear()
-            table.by_id[fast_key] = (problem, candidates)
-    else:
-        candidates = choices(op, problem, backend, config, device_id)
-    if backend is not None:
-        choice = candidates[0]
-        return choice.kernel(*convert(choice.backend))
-    while True:
-        choice = candidates[0]
-        try:
-            out = choice.kernel(*convert(choice.backend))
-            if tuple(out.shape) != choice.expected_shape:
-                raise RuntimeError(f"returned shape {tuple(out.shape)}, expected {choice.expected_shape}")
-            return out
-        except Exception as exc:  # a failing backend must not take the call down while others remain
-            if len(candidates) == 1:
-                raise
-            with _lock:
-                if candidates and candidates[0] is choice:
-                    candidates.pop(0)  # later calls go straight to the next candidate
-            warnings.warn(f"autotune: backend {choice.backend.name!r} (config {choice.config_text}, "
-                          f"{choice.reason}) failed on {op} {choice.problem.key}: {type(exc).__name__}: {exc}; "
-                          f"running the next candidate ({candidates[0].backend.name})", RuntimeWarning,
-                          stacklevel=4)
-
-
-def which(problem: Problem | str, op: str = "forward", *, device: str | None = None, backend: str | None = None,
-          config: Config | None = None) -> Which:
-    """Which backend and config a call of `op` on `problem` would run on `device` (None: this CPU; `cuda:N`; or
-    a device id), and why. `problem` is a `Problem` or a problem key."""
+def which(problem: Problem | str, op: str = "forward", *, device: str | None = None,
+          backend: str | None = None, config: Config | None = None,
+          results_dirs: Iterable[PathLike] | None = None) -> Which:
+    """Which backend and config a call of `op` on `problem` would run on `device` (None: this CPU; `cuda:N`;
+    or a device id), and why, from `results_dirs` (None: the user's then the shipped directory). `problem` is
+    a `Problem` or a problem key."""
     if isinstance(problem, str):
         problem = Problem.from_key(problem)
     if not isinstance(problem, Problem):
-        raise TypeError(f"problem must be an autotune.Problem or a problem key, got {type(problem).__name__}")
+        raise ArgumentTypeError(f"problem must be an autotune.Problem or a problem key, "
+                                f"got {type(problem).__name__}")
     check_op(op)
-    device_id = _resolve_device(device)
-    chain = choices(op, problem, backend, config, device_id)
+    chain = choices(op, problem, backend, config, resolve_device(device), results_dirs)
     first = chain[0]
     return Which(op=op, problem=first.problem.key, device=first.device.id, backend=first.backend.name,
                  config=dict(first.config), reason=first.reason, source=first.source, time_s=first.time_s,

@@ -1,6 +1,6 @@
 #!/usr/bin/env python
-"""Per-call dispatch overhead: `autotune.conv_transpose2d(x, w)` (backend=None, decision cached) against calling
-the prepared kernel it dispatches to directly, on a tiny problem where the kernel itself costs little.
+"""Per-call dispatch overhead: `autotune.conv_transpose2d(x, w)` (backend=None, decision cached) against
+calling the prepared kernel it dispatches to directly, on a tiny problem where the kernel itself costs little.
 
     .venv/bin/python scripts/dispatch_overhead.py [--calls 500] [--repeats 41] [--results DIR] [--torch]
 
@@ -8,7 +8,7 @@ Each repeat times a block of `--calls` calls of each variant, interleaved; the o
 difference of the per-call means. Printed: median, quartiles and range (min-max) over the repeats, and the
 difference of the two variants' fastest blocks, in microseconds, of
 - `api`: the whole public call beyond the kernel (argument checks, Problem construction, dispatch);
-- `dispatch`: `dispatch.run` alone, with the Problem already built;
+- `dispatch`: the cached decision and the run loop (`autotune.api._run`) alone, with the Problem built;
 - with `--torch`, `api` again on CPU torch tensors (adds the tensor <-> NumPy conversions).
 By default the results come from an empty temporary directory holding one exact row for the problem (so the
 cached decision is an `exact` one); `--results DIR` uses that directory (and the shipped results) instead.
@@ -29,8 +29,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import autotune  # noqa: E402
-from autotune import dispatch  # noqa: E402
-from autotune.core import results
+from autotune import api, dispatch  # noqa: E402
+from autotune.core import results  # noqa: E402
 from autotune.core.devices import cpu_device_id, cpu_device_name  # noqa: E402
 from autotune.core.problem import Problem  # noqa: E402
 from backends.base import config_json  # noqa: E402
@@ -50,8 +50,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--results", help="results directory to dispatch from (default: a temporary one)")
     ap.add_argument("--torch", action="store_true", help="also measure CPU torch tensors")
     ap.add_argument("--clock", choices=("process", "wall"), default="process",
-                    help="process: CPU time of this process (time.process_time; robust on a shared, loaded machine, "
-                         "default); wall: time.perf_counter")
+                    help="process: CPU time of this process (time.process_time; robust on a shared, loaded "
+                         "machine, default); wall: time.perf_counter")
     args = ap.parse_args(argv)
     if args.calls < 1 or args.repeats < 1:
         ap.error("--calls and --repeats must be >= 1")
@@ -81,13 +81,10 @@ def main(argv: list[str] | None = None) -> int:
     kernel = choice.kernel
     np.testing.assert_allclose(autotune.conv_transpose2d(x, w), kernel(x, w, None), rtol=1e-6)
 
-    def convert(backend):
-        return (x, w, None)
-
     variants = {
         "kernel": lambda: kernel(x, w, None),
         "api": lambda: autotune.conv_transpose2d(x, w),
-        "dispatch": lambda: dispatch.run("forward", p, convert, x, None, None),
+        "dispatch": lambda: api._run("forward", p, (x, w, None), x, None, None),
     }
     if args.torch:
         import torch
@@ -113,8 +110,9 @@ def main(argv: list[str] | None = None) -> int:
         us = [v * 1e6 for v in vals]
         q1, _, q3 = statistics.quantiles(us, n=4) if len(us) > 1 else (us[0], us[0], us[0])
         best = (min(per_call[name]) - min(per_call["kernel"])) * 1e6
-        print(f"  {name + ' overhead':<28} median {statistics.median(us):7.2f}   quartiles {q1:7.2f} .. {q3:7.2f}"
-              f"   range {min(us):7.2f} .. {max(us):7.2f}   difference of minima {best:7.2f}")
+        print(f"  {name + ' overhead':<28} median {statistics.median(us):7.2f}   "
+              f"quartiles {q1:7.2f} .. {q3:7.2f}   range {min(us):7.2f} .. {max(us):7.2f}   "
+              f"difference of minima {best:7.2f}")
     if tmp is not None:
         tmp.cleanup()
     return 0

@@ -16,12 +16,12 @@ import pytest
 import autotune
 import backends
 from autotune import cli, dispatch
-from autotune.core import results
 from autotune.cli import which as cmd_which
+from autotune.core import reference, results
 from autotune.core.devices import cpu_device_id
 from autotune.core.problem import Problem
 from backends.base import Device, config_json
-from backends.numpy import NumpyBackend, reference
+from backends.numpy import NumpyBackend
 
 DEV = cpu_device_id()
 P = Problem.make(2, 8, 8, 8, 8, 4, 4, stride=2, padding=1)
@@ -36,7 +36,8 @@ class FakeBackend(NumpyBackend):
     kind = "cpu"
 
     def devices(self) -> list[Device]:
-        return [Device(id=DEV, name="fake", kind=self.kind)]
+        # as the Triton backend does: an interpreter's timings are not speed
+        return [Device(id=DEV, name="fake", kind=self.kind, timing_is_speed=self.kind != "interpreter")]
 
 
 class InterpreterBackend(FakeBackend):
@@ -247,8 +248,8 @@ def test_interpreter_devices_are_never_chosen_by_timing(dirs, fake):
 
 
 def test_gpu_inputs_use_the_gpu_device_and_its_default_rule(dirs, fake):
-    assert dispatch.device_of(CudaLike()) == GPU
-    assert dispatch.device_of(np.zeros(1)) == DEV
+    assert autotune.api.device_of(CudaLike()) == GPU
+    assert autotune.api.device_of(np.zeros(1)) == DEV
     w = autotune.which(P, device=GPU)
     # on a GPU the first registered backend with a device of that id runs its default config; numpy last
     assert (w.backend, w.reason, w.device) == ("fakegpu", "default", GPU)
@@ -260,13 +261,13 @@ def test_gpu_inputs_use_the_gpu_device_and_its_default_rule(dirs, fake):
 
 
 def test_forced_backend_and_config(dirs, fake):
-    w = autotune.which(P, config={"algorithm": "col2im"})
+    w = autotune.which(P, backend="fake", config={"algorithm": "col2im"})
     assert (w.backend, w.reason, w.config) == ("fake", "forced", COL2IM)
-    assert_forward_correct(P, config={"algorithm": "col2im"})
+    assert_forward_correct(P, backend="fake", config={"algorithm": "col2im"})
     with pytest.raises(ValueError, match="backend="):
         assert_forward_correct(P, config={"algorithm": "col2im"})
     with pytest.raises(ValueError, match="unknown backend"):
-        assert_forward_correct(P)
+        assert_forward_correct(P, backend="nosuch")
 
 
 def test_repeated_calls_skip_checks_only_for_identical_arguments(dirs):
@@ -313,7 +314,7 @@ def test_a_forced_backend_that_raises_reaches_the_caller(dirs, fake, monkeypatch
         raise RuntimeError("device lost")
     monkeypatch.setattr(fake["fake"], "prepare", lambda *a: broken)
     with pytest.raises(RuntimeError, match="device lost"):
-        assert_forward_correct(P)
+        assert_forward_correct(P, backend="fake")
 
 
 def test_kernels_are_prepared_lazily_and_decisions_memoized(dirs, fake, monkeypatch):

@@ -1,5 +1,5 @@
-"""`autotune devices`: every registered backend and its devices here, with availability and, when a backend cannot
-run, the reason (and how to fix it)."""
+"""`autotune devices`: every registered backend and its devices here, with availability and, when a backend
+cannot run, the reason (and how to fix it). Parses, calls `autotune.inventory.device_table`, prints."""
 
 from __future__ import annotations
 
@@ -7,25 +7,9 @@ import argparse
 
 import pandas as pd
 
+from autotune.inventory import device_table
+
 HELP = "list every backend and device, with availability and the reason when unavailable"
-COLUMNS = ["backend", "available", "device", "kind", "name", "note"]
-
-
-def device_table() -> pd.DataFrame:
-    """One row per (backend, device); one row with the reason for a backend that is unavailable or has none."""
-    import backends
-
-    found, skipped = backends.targets()
-    rows = [{"backend": s.backend, "available": False, "note": s.reason} for s in skipped]
-    for t in found:
-        note = t.backend.version()
-        if not t.device.timing_is_speed:
-            note = f"{note}; interpreter: correct but slow, never tuned for speed".lstrip("; ")
-        rows.append({"backend": t.backend.name, "available": True, "device": t.device.id, "kind": t.device.kind,
-                     "name": t.device.name, "note": note})
-    order = {name: i for i, name in enumerate(backends.names())}
-    rows.sort(key=lambda r: order.get(r["backend"], len(order)))
-    return pd.DataFrame(rows, columns=COLUMNS)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
