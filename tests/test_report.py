@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from autotune import report
+from autotune.cli import report as cli_report
 from autotune.core import results
 from autotune.explain import phase_decomposition
 from autotune.core.problem import Problem
@@ -125,8 +126,8 @@ def _table_with(parsed: Parsed, header: list[str]) -> list[list[str]]:
 
 def _cli(*argv: str) -> int:
     parser = argparse.ArgumentParser()
-    report.add_arguments(parser)
-    return report.run(parser.parse_args(list(argv)))
+    cli_report.add_arguments(parser)
+    return cli_report.run(parser.parse_args(list(argv)))
 
 
 def _need_matplotlib() -> None:

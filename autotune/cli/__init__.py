@@ -17,7 +17,7 @@ COMMANDS = {
     "check": "autotune.cli.check",
     "devices": "autotune.cli.devices",
     "explain": "autotune.cli.explain",
-    "report": "autotune.report",
+    "report": "autotune.cli.report",
     "tune": "autotune.cli.tune",
     "which": "autotune.cli.which",
 }
