@@ -44,6 +44,7 @@ def make_storage(url: str) -> Any:
             with warnings.catch_warnings():
                 # Heartbeats are "experimental" in Optuna, and stable since 2.8.
                 warnings.simplefilter("ignore")
+                retry: dict[str, Any]
                 if hasattr(optuna.storages, "RetryHeartbeatStaleTrialCallback"):
                     retry = {"heartbeat_stale_trial_callback":
                              optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1)}

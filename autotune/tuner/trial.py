@@ -23,7 +23,7 @@ import tempfile
 import time
 import traceback
 from collections import OrderedDict
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 
@@ -74,7 +74,7 @@ class _References:
             while len(self.cache) > self.size:
                 self.cache.popitem(last=False)
         self.cache.move_to_end(key)
-        return self.cache[key]  # type: ignore[return-value]
+        return self.cache[key]
 
 
 _references = _References()
@@ -156,7 +156,7 @@ def _worker_main() -> int:
             if "warm" in request:  # compute (and cache) a reference outside any trial's time limit
                 w = request["warm"]
                 _references.get(w["op"], Problem.from_key(w["problem"]), int(w.get("seed", 0)))
-                result = {"warm": True}
+                result: dict[str, Any] = {"warm": True}
             else:
                 result = run_trial(request)
         except Exception:  # a bug here must still answer, or the parent would wait for the time limit
@@ -179,7 +179,7 @@ class Worker:
     def __init__(self) -> None:
         self.proc: subprocess.Popen[bytes] | None = None
         self._buf = b""
-        self._log = None
+        self._log: IO[bytes] | None = None
         self._warm: tuple | None = None  # the (op, problem, seed) whose reference the worker holds
         self._no_reference: dict[tuple, str] = {}  # references that failed: not tried again for every trial
         self.starts = 0  # workers started: more than one means restarts after crashes or time-outs
@@ -190,7 +190,7 @@ class Worker:
         self.proc = subprocess.Popen([sys.executable, "-m", "autotune.tuner.trial"], stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, stderr=self._log, close_fds=True)
         self._buf = b""
-        self._warm: tuple | None = None
+        self._warm = None
         self.starts += 1
         ready = self._read_line(time.monotonic() + STARTUP_TIMEOUT_S)
         if ready is None or "ready" not in ready:
