@@ -15,8 +15,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from importlib.metadata import EntryPoint, entry_points
 
-from backends.base import Backend, BackendUnavailable, Config, ConfigError, Device, Space
 from autotune.core.errors import UserError
+from backends.base import Backend, BackendUnavailable, Config, ConfigError, Device, Space
 
 __all__ = ["Backend", "BackendUnavailable", "Config", "ConfigError", "Device", "ENTRY_POINT_GROUP", "Skipped",
            "Space", "Target", "clear_cache", "find", "get", "names", "targets"]

@@ -17,8 +17,8 @@ import sys
 import numpy as np
 
 import backends
-from autotune.problems import load_problems
 from autotune.core.timing import measure
+from autotune.problems import load_problems
 
 OPS = ("forward", "backward_input", "backward_weight", "backward_bias")
 
@@ -85,7 +85,7 @@ def main() -> int:
             for i, partial in enumerate([{}] + [e for e in extra if set(e) <= set(space.params)]):
                 try:
                     c = space.complete(partial, default)
-                except Exception as e:
+                except Exception:
                     continue
                 k = be.prepare(op, p, dev, c)
                 t = measure(be.runner(k, ins, dev), budget_s=a.budget).median_s

@@ -10,16 +10,16 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import assert_close, inputs_for, require, sample_configs
 
 import backends
+from autotune.core import reference
 from autotune.core.devices import cpu_device_id
 from autotune.core.problem import OPS, Problem
-from autotune.problems import load_problems
 from autotune.core.timing import measure
+from autotune.problems import load_problems
 from backends.base import ConfigError, Space
-from autotune.core import reference
-from backends.opencl import INSTALL_HINT, OpenCLBackend
-from conftest import assert_close, inputs_for, require, sample_configs
+from backends.opencl import OpenCLBackend
 
 SMALL = {
     "phase_groups_asym": Problem.make(2, 4, 5, 6, 6, 3, 3, stride=2, padding=((1, 0), (2, 1)), output_padding=1,
