@@ -44,9 +44,9 @@ def _imports(tree: ast.AST, module: str, is_package: bool) -> set[str]:
                 anchor = module.split(".") if is_package else module.split(".")[:-1]
                 anchor = anchor[:len(anchor) - (node.level - 1)]
                 base = ".".join(anchor + ([base] if base else []))
-            found.add(base)
-            # `from pkg import sub` imports the submodule when there is one
-            found.update(f"{base}.{a.name}" for a in node.names)
+            # `from pkg import sub` depends on the submodule when there is one, else on `pkg` itself (parent
+            # packages are not counted, as for `import pkg.sub`)
+            found.update(f"{base}.{a.name}" if f"{base}.{a.name}" in MODULES else base for a in node.names)
         for child in ast.iter_child_nodes(node):
             visit(child)
 
@@ -54,14 +54,15 @@ def _imports(tree: ast.AST, module: str, is_package: bool) -> set[str]:
     return found
 
 
+MODULES = {_module_name(p): p for pkg in PACKAGES for p in (ROOT / pkg).rglob("*.py")}
+
+
 def _graph() -> dict[str, set[str]]:
-    files = [p for pkg in PACKAGES for p in (ROOT / pkg).rglob("*.py")]
-    modules = {_module_name(p): p for p in files}
     graph: dict[str, set[str]] = {}
-    for name, path in modules.items():
+    for name, path in MODULES.items():
         tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
         targets = _imports(tree, name, path.name == "__init__.py")
-        graph[name] = {t for t in targets if t in modules and t != name}
+        graph[name] = {t for t in targets if t in MODULES and t != name}
     return graph
 
 
