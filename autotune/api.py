@@ -116,7 +116,7 @@ def device_of(array: Any) -> str:
     CUDA."""
     if isinstance(array, np.ndarray):
         return dispatch.cpu_id()
-    dev = getattr(array, "device", None)
+    dev: Any = getattr(array, "device", None)
     if getattr(dev, "type", None) == "cuda":
         index = dev.index
         if index is None:

@@ -261,7 +261,7 @@ def default_results_dirs() -> list[Path]:
 
 
 def _signature(dirs: tuple[Path, ...], device_id: str) -> tuple:
-    sig = []
+    sig: list[tuple[str, int | None, int | None]] = []
     for d in dirs:
         f = _results().device_file(d, device_id)
         try:
@@ -288,9 +288,9 @@ _COLUMNS = ("device", "backend", "op", "problem", "config", "status", "time_s", 
 def load_table(device_id: str, dirs: Iterable[PathLike]) -> Table:
     """The results of one device in `dirs` (earlier directories first). Anything unreadable is ignored with a
     warning, never raised: a broken file must not break calls."""
-    dirs = tuple(Path(d) for d in dirs)
-    signature = _signature(dirs, device_id)
-    table = Table(device_id, dirs, signature, time.monotonic(), {op: {} for op in OPS})
+    paths = tuple(Path(d) for d in dirs)
+    signature = _signature(paths, device_id)
+    table = Table(device_id, paths, signature, time.monotonic(), {op: {} for op in OPS})
     try:
         table.rows = _read(table)
     except Exception as exc:  # e.g. a file without read permission

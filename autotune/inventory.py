@@ -24,5 +24,5 @@ def device_table() -> pd.DataFrame:
                      "kind": t.device.kind, "name": t.device.name, "note": note})
     order = {name: i for i, name in enumerate(backends.names())}
     # a stable sort: each backend's devices keep their order
-    rows.sort(key=lambda r: order.get(r["backend"], len(order)))
+    rows.sort(key=lambda r: order.get(str(r["backend"]), len(order)))
     return pd.DataFrame(rows, columns=COLUMNS)

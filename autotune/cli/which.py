@@ -97,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     print(f"{name}: {problem.key} on {answers[0].device if answers else ''}")
     for a in answers:
-        if a.reason == "exact":
+        if a.reason == "exact" and a.time_s is not None:
             why = f"measured {a.time_s * 1e3:.4g} ms; {a.source}"
         elif a.reason == "nearest":
             why = f"tuned problem {a.tuned_problem} at distance {a.distance:.2f}; {a.source}"
