@@ -1,6 +1,6 @@
-"""A test-only backend whose configs fail in every way a real kernel can: it is registered through the tuner's
-plug-in hook ($AUTOTUNE_EXTRA_BACKENDS="fake=fake_backend:FakeBackend", with this folder on PYTHONPATH) so that
-the real backends stay clean.
+"""A test-only backend whose configs fail in every way a real kernel can: it is registered through the registry's
+entry-point group (`conftest.register_plugin`, which also puts this folder on PYTHONPATH for the tuner's workers) so
+that the real backends stay clean.
 
 Space: `mode` x `size`. `good` computes the right answer (the reference) and then sleeps `size` milliseconds, so
 size 1 is the fastest and the default (size 3) is beaten; every other mode only exists with size 1 (a constraint
