@@ -13,8 +13,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from autotune.core.problem import Problem
 from autotune.core.errors import MissingFileError, UserError
+from autotune.core.problem import Problem
 
 REQUIRED = ("name", "N", "C_in", "H", "W", "C_out", "kH", "kW", "stride", "padding", "output_padding", "dilation",
             "groups", "bias")

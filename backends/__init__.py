@@ -28,7 +28,8 @@ _BUILTIN_ORDER = ("opencl", "triton", "numpy")
 
 
 def _builtin_names() -> list[str]:
-    found = [m.name for m in pkgutil.iter_modules(__path__) if m.name not in _NOT_BACKENDS and not m.name.startswith("_")]
+    found = [m.name for m in pkgutil.iter_modules(__path__)
+             if m.name not in _NOT_BACKENDS and not m.name.startswith("_")]
     return sorted(found, key=lambda n: (_BUILTIN_ORDER.index(n) if n in _BUILTIN_ORDER else len(_BUILTIN_ORDER), n))
 
 

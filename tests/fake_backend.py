@@ -18,9 +18,9 @@ from typing import Any
 
 import numpy as np
 
+from autotune.core import reference
 from autotune.core.problem import Problem
 from backends.base import Backend, Config, Device, Kernel, Space
-from autotune.core import reference
 
 MODES = ("good", "wrong", "build_error", "oom", "hang", "crash")
 SIZES = (1, 2, 3)

@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import EXPECTED_IN_CI, IN_CI, assert_close, backend_params, inputs_for, require, sample_configs
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import backends
-from autotune.core.problem import OPS, Problem
 from autotune.core import reference
-from conftest import (EXPECTED_IN_CI, IN_CI, assert_close, backend_params, inputs_for, require,
-                      sample_configs)
+from autotune.core.problem import OPS, Problem
 
 # Small problems that each stress one semantic corner (kept small: the Triton interpreter runs them too).
 CASES = {

@@ -12,9 +12,9 @@ import pytest
 
 from autotune import explain
 from autotune.cli import explain as cli_explain
-from autotune.explain import phase_decomposition
-from autotune.core.problem import Problem
 from autotune.core import reference
+from autotune.core.problem import Problem
+from autotune.explain import phase_decomposition
 
 # (kernel, stride, padding, dilation, output_padding, groups, H, W): k < s, k % s != 0, dilation sharing a
 # factor with the stride, asymmetric padding that crops more than one phase period, output_padding from dilation.
@@ -58,7 +58,8 @@ def _correlate(x: np.ndarray, k: np.ndarray, pad: list, dil: list, groups: int) 
         for c in range(Cg):
             for i in range(a):
                 for j in range(b):
-                    out[:, o] += x[:, g * Cg + c, i * dil[0]:i * dil[0] + Ho, j * dil[1]:j * dil[1] + Wo] * k[o, c, i, j]
+                    rows, cols = slice(i * dil[0], i * dil[0] + Ho), slice(j * dil[1], j * dil[1] + Wo)
+                    out[:, o] += x[:, g * Cg + c, rows, cols] * k[o, c, i, j]
     return out
 
 

@@ -17,8 +17,8 @@ import pytest
 from autotune import report
 from autotune.cli import report as cli_report
 from autotune.core import results
-from autotune.explain import phase_decomposition
 from autotune.core.problem import Problem
+from autotune.explain import phase_decomposition
 
 P1 = Problem.make(N=1, C_in=4, H=8, W=8, C_out=4, kH=4, kW=4, stride=2, padding=1)
 P2 = Problem.make(N=2, C_in=3, H=5, W=5, C_out=2, kH=3, kW=3, stride=2, padding=(1, 0), output_padding=1)
