@@ -60,7 +60,7 @@ class _ConvTranspose2dFunction(torch.autograd.Function):
         else:
             batches = [[0], [1], [2]]
         for idx in batches:
-            sub = tuple(mask[i] if i in idx else False for i in range(3))
+            sub = (0 in idx and mask[0], 1 in idx and mask[1], 2 in idx and mask[2])
             if any(sub):
                 out = api.conv_transpose2d_backward(gy, x, w, *ctx.args, output_mask=sub, backend=ctx.backend,
                                                     config=configs[idx[0]])
@@ -101,7 +101,7 @@ class ConvTranspose2d(torch.nn.ConvTranspose2d):
     def forward(self, input: torch.Tensor, output_size: list[int] | None = None) -> torch.Tensor:
         if self.padding_mode != "zeros":
             raise ValueError("Only `zeros` padding mode is supported for ConvTranspose2d")
-        output_padding = self._output_padding(input, output_size, list(self.stride), list(self.padding),
+        output_padding = self._output_padding(input, output_size, list(self.stride), list(self.padding),  # type: ignore[arg-type]
                                               list(self.kernel_size), 2, list(self.dilation))
         return conv_transpose2d(input, self.weight, self.bias, self.stride, self.padding, tuple(output_padding),
                                 self.groups, self.dilation, backend=self.backend, config=self.config)

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import IN_CI
 
 import autotune
 import backends
 from autotune import dispatch
 from autotune.core import results
-from conftest import IN_CI
 
 try:
     import torch
@@ -216,7 +216,7 @@ def _train(model: torch.nn.Module, data: torch.Tensor, target: torch.Tensor, ste
 
 
 
-# ---- bilinear_kernel --------------------------------------------------------------------------------------------------
+# ---- bilinear_kernel ------------------------------------------------------------------------------------------------
 def test_bilinear_kernel_values():
     w = autotune.bilinear_kernel(2, 3)
     assert w.shape == (3, 3, 4, 4) and w.dtype == np.float32

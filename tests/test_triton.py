@@ -12,14 +12,14 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import assert_close, inputs_for, require
 
 import backends
 import backends.triton as triton_backend  # the package itself imports neither triton nor torch
+from autotune.core import reference
 from autotune.core.devices import cpu_device_id
 from autotune.core.problem import OPS, Problem
 from backends.base import ConfigError, Device
-from autotune.core import reference
-from conftest import assert_close, inputs_for, require
 
 # groups, dilation, output_padding, asymmetric padding and a bias at once; tiny for the interpreter.
 PROBLEM = Problem.make(N=2, C_in=4, H=3, W=4, C_out=6, kH=3, kW=2, stride=(2, 3), padding=((2, 0), (1, 2)),

@@ -57,7 +57,7 @@ import numpy as np
 
 from autotune.core.devices import cpu_device_id, cpu_device_name, device_id
 from autotune.core.problem import Problem, check_op
-from backends.base import Backend, Config, Device, Kernel, Space, config_json
+from backends.base import Backend, Config, Constraint, Device, Kernel, Space, config_json
 
 INSTALL_HINT = "pip install 'convt-autotune[triton]'  (triton and torch)"
 BLOCKS_MN = (1, 2, 4, 8, 16, 32, 64, 128)
@@ -251,7 +251,7 @@ class TritonBackend(Backend):
                 return (_too_big("block_n", c["block_n"], p.C_out, 1)
                         or _too_big("block_k", c["block_k"], p.N * Ho * Wo, min(BIAS_BLOCKS_K)))
 
-            constraints = [bias_fits, bias_extent, functools.partial(_split_useful, op, p)]
+            constraints: list[Constraint] = [bias_fits, bias_extent, functools.partial(_split_useful, op, p)]
             if device.kind == "interpreter" and budget:
                 limit = self._interpreter_budget(op, p, device)
                 constraints.append(lambda c: _within_budget(op, p, c, limit))
