@@ -62,11 +62,11 @@ def write_fixture(d: Path) -> dict:
     rows_b += [_row(DEV_B, "opencl", "forward", P2, i, "crash", None, {"WG": 8}, reason="segfault", version="0.2.0")
                for i in range(2)]
     results.append_rows(results.device_file(d, DEV_B), rows_b)
-    # A row from a future version (schema 2): format_row always writes today's schema, so edit the last field.
+    # A row from a future version (schema 3): format_row always writes today's schema, so edit the last field.
     line = results.format_row(_row(DEV_B, "numpy", "forward", P2, 0, "ok", 1e-3, {}))
     assert line.endswith(f",{results.SCHEMA_VERSION}\n")
     with open(results.device_file(d, DEV_B), "a", encoding="utf-8") as f:
-        f.write(line[:-len(f",{results.SCHEMA_VERSION}\n")] + ",2\n")
+        f.write(line[:-len(f",{results.SCHEMA_VERSION}\n")] + ",3\n")
     return {"rows_a": rows, "rows_b": rows_b}
 
 
@@ -231,7 +231,7 @@ def test_importance_and_environment(generated) -> None:
     env = _table_with(parsed, ["backend", "versions (library, driver)", "rows", "ok rows"])
     assert {r[0]: r[1] for r in env[1:]} == {"numpy": "numpy 1.5", "opencl": "opencl 1.6", "torch": "torch 1.5"}
     text = " ".join(parsed.texts)
-    assert "1 row(s) of schema 2 ignored" in text
+    assert "1 row(s) of schema 3 ignored" in text
     assert "several autotune versions (0.1.0, 0.2.0)" in text
 
 
@@ -244,7 +244,7 @@ def test_comparison_and_markdown(generated) -> None:
     assert row[2:] == [f"{report.fmt_gflops(flops / 0.5e-3 / 1e9)} (opencl)",
                        f"{report.fmt_gflops(flops / 0.3e-3 / 1e9)} (numpy)"]
     assert md.startswith("# ") and "| problem | op | numpy | opencl | torch (baseline) |" in md
-    assert f"## Device {DEV_A}" in md and "1 row(s) of schema 2 ignored" in md and "HTML report with plots" in md
+    assert f"## Device {DEV_A}" in md and "1 row(s) of schema 3 ignored" in md and "HTML report with plots" in md
 
 
 def test_explain_section_for_chosen_layer(generated, tmp_path) -> None:
@@ -272,9 +272,12 @@ def test_empty_and_missing_results(tmp_path, capsys) -> None:
     assert "no results found in" in md
     parsed = _parse((tmp_path / "e.html").read_text())
     assert "notes" in parsed.ids and "explain" in parsed.ids
-    assert _cli("--results", str(tmp_path / "absent"), "-o", str(tmp_path / "a.html"), "--device", "cpu-x-1c") == 0
-    md = capsys.readouterr().out
-    assert "does not exist" in md and "no results for device cpu-x-1c" in md
+    # an unknown device is the user's mistake (issue 14): one line, exit status 2, no report written
+    from autotune import cli
+    assert cli.main(["report", "--results", str(tmp_path / "absent"), "-o", str(tmp_path / "a.html"),
+                     "--device", "cpu-x-1c"]) == 2
+    assert "--device cpu-x-1c: no results for this device" in capsys.readouterr().err
+    assert not (tmp_path / "a.html").exists()
 
 
 def test_partial_results(tmp_path, capsys) -> None:
