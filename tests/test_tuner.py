@@ -376,3 +376,22 @@ def test_two_tuners_share_one_postgresql_study(postgres_url: str, tmp_path: Path
 def _cpu_id() -> str:
     from autotune.core.devices import cpu_device_id
     return cpu_device_id()
+
+
+@pytest.mark.parametrize("flag", ["--time-budget", "--timing-budget", "--timeout", "--trial-timeout"])
+def test_tune_option_errors_name_the_flag(flag, capsys) -> None:
+    """Issue 14: a user error names the option the user typed, never the library's argument (time_budget_s)."""
+    from autotune import cli
+    assert cli.main(["tune", "--only", "odd_shapes", flag, "0"]) == 2
+    err = capsys.readouterr().err
+    assert f"{flag} must be > 0" in err and "_s " not in err and "_s\n" not in err
+
+
+def test_one_option_name_across_verbs() -> None:
+    """`--timing-budget` is the seconds timing one config in tune and bench alike; `--verbose` everywhere."""
+    from autotune import cli
+    parser = cli.build_parser()
+    for verb in ("tune", "bench"):
+        assert parser.parse_args([verb, "--timing-budget", "0.1"]).timing_budget == 0.1
+    for verb in cli.COMMANDS:
+        assert parser.parse_args([verb, "--verbose"]).verbose

@@ -51,7 +51,7 @@ def _block_html(b: Block) -> str:
 
 
 def render_html(r: Report) -> str:
-    now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     out = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
            f"<title>{html.escape(r.title)}</title><style>{CSS}</style></head><body>",
            f"<h1>{html.escape(r.title)}</h1>",
