@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import argparse
 import base64
-import io
 import html
+import io
 import json
-import re
 import os
+import re
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -18,10 +18,10 @@ import pytest
 
 from autotune import report
 from autotune.cli import report as cli_report
-from autotune.report import analysis as report_analysis
 from autotune.core import results
 from autotune.core.problem import Problem
 from autotune.explain import phase_decomposition
+from autotune.report import analysis as report_analysis
 
 P1 = Problem.make(N=1, C_in=4, H=8, W=8, C_out=4, kH=4, kW=4, stride=2, padding=1)
 P2 = Problem.make(N=2, C_in=3, H=5, W=5, C_out=2, kH=3, kW=3, stride=2, padding=(1, 0), output_padding=1)
@@ -353,6 +353,7 @@ def _chromium() -> str | None:
 def test_report_renders_in_a_browser(generated, tmp_path, width) -> None:
     """Issue 14: the page in headless Chromium: no element wider than the page, every image loads."""
     import subprocess
+
     from conftest import require
     browser = _chromium()
     require(browser is not None, "chromium (Debian's `chromium`, installed by scripts/setup.sh)")

@@ -227,7 +227,6 @@ def importances(df: pd.DataFrame) -> tuple[list[StudyImportance], list[str]]:
                   if c is not None and all(map(_hashable, c.values()))]
         params = [c for c, ok, _ in usable if ok]
         times = [float(t) for _, ok, t in usable if ok]
-        failed = [c for c, ok, _ in usable if not ok and c]
         varying = [k for k in sorted({k for p in params for k in p})
                    if len({repr(p.get(k)) for p in params}) > 1]
         if len(params) < 2 or not varying:
@@ -338,7 +337,7 @@ def winners(df: pd.DataFrame) -> list[Winner]:
     base = df[(df["status"] == "baseline") & (df["backend"] == "torch") & df["time_s"].notna()]
     torch = base.groupby(["problem", "op"])["time_s"].median().to_dict()
     peak = peak_gflops(df)
-    out = []
+    out: list[Winner] = []
     if ok.empty:
         return out
     agg = ok.groupby(["problem", "op", "backend", "config"], sort=False).agg(

@@ -10,7 +10,8 @@ NOT_RUN = ""   # the text of a cell that was not measured (or cannot be computed
 
 # The per-device sections, in page order; their ids are "<section>-<device>".
 SECTIONS = ("overview", "best", "speedup", "convergence", "importance", "failures", "environment")
-SECTION_TITLES = {"overview": "At a glance: the winners", "environment": "Environment and problem keys", "best": "Best GFLOP/s per backend",
+SECTION_TITLES = {"overview": "At a glance: the winners",
+                  "environment": "Environment and problem keys", "best": "Best GFLOP/s per backend",
                   "speedup": "Tuned vs default speed-up", "convergence": "Convergence",
                   "importance": "Which parameters mattered", "failures": "Failed trials by reason"}
 
