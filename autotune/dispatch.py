@@ -20,9 +20,11 @@ Results are read with `results.read_dirs(dirs, device=...)`, `dirs` being the ca
 by default, the user's directory then the shipped one (`default_results_dirs()`). Rows are untrusted: rows of
 another device, unknown backend names, garbage values and unparsable files are ignored with a warning; configs
 are validated against the backend's space before anything is prepared (an invalid config from a file is never
-run). For the same (backend, op, problem, config), the **latest** row of the **first** directory that has one
-decides (so a user's re-measurement replaces the shipped one, and a config whose latest check failed is not
-used); among the remaining `ok` rows the fastest wins regardless of directory. Backends that are unavailable
+run). For the same (backend, op, problem, config), the rows of the **first** directory that has one decide (so a
+user's measurements replace the shipped ones): a config whose **latest** row there failed (a failed correctness
+check) is not used; otherwise it is ranked by `rank_time`, the median of the medians of its `ok` rows there (tune,
+bench and first-call alike), so one noisy re-measure cannot demote a tuned winner. Among the configs left the
+fastest wins regardless of directory. Backends that are unavailable
 here, have no device of that id, or whose device's timings are not speed (`Device.timing_is_speed`: Triton's
 interpreter) are never chosen by timing; `baseline` rows (reference timings such as PyTorch's own) are never
 candidates.
@@ -38,6 +40,7 @@ it with `discard`, so later calls go straight to the next one. A forced `backend
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import math
@@ -282,7 +285,13 @@ def _summarize(problems: list[str], limit: int = 8) -> str:
 
 
 _COLUMNS = ("device", "backend", "op", "problem", "config", "status", "time_s", "timestamp", "study", "trial",
-            "source", "source_order")
+            "source", "file", "file_order")
+
+
+def rank_time(times: list[float]) -> float:
+    """The time that ranks a config: the median of the medians of its ok measurements (one noisy re-measure,
+    faster or slower, moves it little; the latest row alone would decide with one sample)."""
+    return float(np.median(times))
 
 
 def load_table(device_id: str, dirs: Iterable[PathLike]) -> Table:
@@ -306,8 +315,9 @@ def _read(table: Table) -> dict[str, dict[str, list[_Row]]]:
     df = df[[c for c in _COLUMNS if c in df.columns]]
     ignored: list[str] = []
     known = set(backends.names())
-    # (backend, op, problem, config) -> (directory order, row, config)
-    latest: dict[tuple, tuple[int, Any, Config]] = {}
+    # (backend, op, problem, config) -> (directory order, its rows there in file order, config): the first
+    # directory that has a config decides for it.
+    measured: dict[tuple, tuple[int, list[Any], Config]] = {}
     foreign: dict[str, int] = {}
     unknown: dict[str, int] = {}
     for row in df.itertuples(index=False):
@@ -324,25 +334,32 @@ def _read(table: Table) -> dict[str, dict[str, list[_Row]]]:
         except (TypeError, ValueError):  # read_file already drops these; kept as a guard
             continue
         key = (row.backend, row.op, row.problem, config_json(config))
-        prev = latest.get(key)
-        # Earlier directory wins; within one directory the later row (appended later) wins.
-        if prev is None or row.source_order <= prev[0]:
-            latest[key] = (row.source_order, row, config)
+        prev = measured.get(key)
+        if prev is None or row.file_order < prev[0]:
+            measured[key] = (row.file_order, [row], config)
+        elif row.file_order == prev[0]:
+            prev[1].append(row)
     for dev, n in foreign.items():
         ignored.append(f"{n} row(s) of another device {dev!r}")
     for name, n in unknown.items():
         ignored.append(f"{n} row(s) of unknown backend {name!r} (registered: {', '.join(sorted(known))})")
     usable: dict[str, dict[str, list[_Row]]] = {op: {} for op in OPS}
-    for (name, op, key, _), (_, row, config) in latest.items():
-        if row.status != "ok" or _timed_device(table, name) is None:
-            continue  # a failed check, or not runnable here (an ordinary situation, not a warning)
+    for (name, op, key, _), (_, measurements, config) in measured.items():
+        latest = measurements[-1]
+        if latest.status != "ok" or _timed_device(table, name) is None:
+            continue  # its latest check failed, or not runnable here (an ordinary situation, not a warning)
+        ok = [r for r in measurements if r.status == "ok"]
+        time_s = rank_time([float(r.time_s) for r in ok])
         problem = Problem.from_key(key)  # validated by read_file
-        where = str(row.source)
-        if getattr(row, "study", ""):
-            where += f" (study {row.study}, trial {row.trial})"
-        if row.timestamp:
-            where += f" at {row.timestamp}"
-        usable[op].setdefault(key, []).append(_Row(float(row.time_s), name, config, problem, where))
+        where = str(latest.file)
+        tuned = next((r for r in reversed(ok) if getattr(r, "study", "")), None)
+        if tuned is not None:
+            where += f" (study {tuned.study}, trial {tuned.trial})"
+        if len(ok) > 1:
+            where += f", median of {len(ok)} measurements"
+        if latest.timestamp:
+            where += f", latest at {latest.timestamp}"
+        usable[op].setdefault(key, []).append(_Row(time_s, name, config, problem, where))
     for rows in usable.values():
         for lst in rows.values():
             lst.sort(key=lambda r: (r.time_s, r.backend, config_json(r.config)))
@@ -380,6 +397,7 @@ def clear_cache() -> None:
     with _lock:
         _tables.clear()
         _gpu_ids.clear()
+        _is_local.cache_clear()
 
 
 # ---- the candidate list ------------------------------------------------------------------------------------
@@ -418,11 +436,57 @@ def distance(a: Problem, b: Problem) -> float:
 
 def _timed_device(table: Table, name: str) -> Device | None:
     """`name`'s device of the table's id whose timings are speed, or None; asked of the registry once per
-    table and backend (lazily: a plain CPU call never imports the GPU backends' libraries)."""
+    table and backend (lazily: a plain CPU call never imports the GPU backends' libraries). For a device that is
+    not here at all (another machine's results, asked about by `which --device`), a stand-in of the same kind,
+    so that its configs are validated and ranked as that machine would; it is never run."""
     if name not in table.devices:
         found, _ = backends.targets([name], timed=True, device_ids=[table.device_id])
-        table.devices[name] = found[0].device if found else None
+        device = found[0].device if found else None
+        if device is None and not _is_local(table.device_id):
+            device = _stand_in(name, table.device_id)
+        table.devices[name] = device
     return table.devices[name]
+
+
+@functools.lru_cache(maxsize=64)
+def _is_local(device_id: str) -> bool:
+    """Whether some backend has the device `device_id` here (this CPU always is)."""
+    if device_id == cpu_id():
+        return True
+    found, _ = backends.targets(device_ids=[device_id])
+    return bool(found)
+
+
+def _stand_in(name: str, device_id: str) -> Device | None:
+    """For another machine's device: backend `name`'s local device of the same kind under that id, or a bare
+    device of that kind; None if the backend is not available here."""
+    kind = device_id.split("-", 1)[0]
+    found, _ = backends.targets([name], timed=True)
+    if not found and not backends.get(name).available()[0]:
+        return None
+    like = next((t.device for t in found if t.device.kind == kind), None)
+    if like is not None:
+        return dataclasses.replace(like, id=device_id)
+    return Device(id=device_id, name=device_id, kind=kind)
+
+
+def results_devices(results_dirs: Iterable[PathLike] | None = None) -> list[str]:
+    """The device ids that have a results file in `results_dirs` (None: the user's then the shipped
+    directory)."""
+    dirs = default_results_dirs() if results_dirs is None else [Path(d) for d in results_dirs]
+    found: set[str] = set()
+    for d in dirs:
+        if d.is_dir():
+            found.update(f.stem for f in d.glob("*.csv"))
+    return sorted(found)
+
+
+def check_device(device_id: str, results_dirs: Iterable[PathLike] | None = None) -> None:
+    """A UserError unless `device_id` is here or has results in `results_dirs`."""
+    if device_id in results_devices(results_dirs) or _is_local(device_id):
+        return
+    raise UserError(f"unknown device {device_id!r}: not a device here and no results for it; devices with "
+                    f"results: {', '.join(results_devices(results_dirs)) or '(none)'} (this CPU: {cpu_id()})")
 
 
 def _valid_config(backend: Backend, op: str, problem: Problem, device: Device,
@@ -625,7 +689,10 @@ def which(problem: Problem | str, op: str = "forward", *, device: str | None = N
         raise ArgumentTypeError(f"problem must be an autotune.Problem or a problem key, "
                                 f"got {type(problem).__name__}")
     check_op(op)
-    chain = choices(op, problem, backend, config, resolve_device(device), results_dirs)
+    device_id = resolve_device(device)
+    if device is not None and device != "cpu" and not device.startswith("cuda"):
+        check_device(device_id, results_dirs)
+    chain = choices(op, problem, backend, config, device_id, results_dirs)
     first = chain[0]
     return Which(op=op, problem=first.problem.key, device=first.device.id, backend=first.backend.name,
                  config=dict(first.config), reason=first.reason, source=first.source, time_s=first.time_s,

@@ -247,7 +247,8 @@ def test_cli_errors_are_one_line(tmp_path):
 def test_bench_runs_and_prints_ratios(tmp_path):
     out = tmp_path / "bench.csv"
     proc = subprocess.run([sys.executable, "-m", "autotune.cli", "bench", "--only", "odd_shapes", "--backends", "numpy",
-                           "--budget", "0.01", "--csv", str(out), "--record", "--results", str(tmp_path / "res")],
+                           "--timing-budget", "0.01", "--csv", str(out), "--record",
+                           "--results", str(tmp_path / "res")],
                           capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     import pandas as pd
@@ -262,6 +263,21 @@ def test_bench_runs_and_prints_ratios(tmp_path):
     recorded = results.read_file(results.device_file(tmp_path / "res", cpu_device_id()))
     assert len(recorded) == len(df[df.status.isin(["ok", "baseline"])])
     assert set(recorded[recorded.backend == "numpy"].status) == {"ok"}
+    # issue 14: what wrote each row, the threads it ran with and the load at the time; the sgemm peak, once
+    assert set(recorded.source) == {"bench"}
+    assert (recorded.threads >= 1).all() and recorded.load_avg.notna().all()
+    assert len(recorded[recorded.backend == "blas"]) == 1 and "sgemm peak" in proc.stdout
+    if "torch" in set(recorded.backend):
+        threads = recorded.groupby("backend").threads.agg(set)
+        assert threads["torch"] == threads["numpy"]
+    assert "deprecated" not in proc.stderr and "warnings generated" not in proc.stderr
+
+
+def test_bench_budget_is_a_deprecated_alias(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "autotune.cli", "bench", "--only", "odd_shapes", "--backends", "numpy",
+                           "--ops", "backward_bias", "--no-torch", "--budget", "0"], capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert "--budget is deprecated" in proc.stderr and "--timing-budget must be > 0" in proc.stderr
 
 
 def test_check_command_passes_and_catches_a_wrong_kernel(monkeypatch, capsys):

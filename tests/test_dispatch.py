@@ -499,3 +499,46 @@ def test_import_autotune_stays_light():
            "'triton') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_noisy_remeasure_keeps_the_tuned_winner(dirs):
+    """Issue 14: the tuned config at 0.362 ms, re-timed by bench at 0.544 ms, must not lose to a default timed at
+    0.521 ms: configs are ranked by the median of their ok measurements, not by the latest row."""
+    user, _ = dirs
+    write(user, [row(P, "numpy", PHASE, 0.521e-3, source="tune", is_default=1),
+                 row(P, "numpy", COL2IM, 0.362e-3, source="tune"),
+                 row(P, "numpy", COL2IM, 0.544e-3, source="bench", reason="autotune bench")])
+    w = autotune.which(P)
+    assert (w.config, w.reason) == (COL2IM, "exact")
+    assert w.time_s == pytest.approx((0.362e-3 + 0.544e-3) / 2)
+    assert "median of 2 measurements" in w.source
+    # ... while a latest failed correctness check still withdraws it
+    write(user, [row(P, "numpy", COL2IM, 0.3e-3, status="wrong_answer")])
+    dispatch.clear_cache()
+    assert autotune.which(P).config == PHASE
+
+
+def test_which_answers_for_another_machines_device(dirs):
+    """Issue 14: `which --device` answers for any device with results (here, a shipped one not present here)."""
+    _, shipped = dirs
+    other = "cpu-other-test-2c"
+    results.append_rows(results.device_file(shipped, other), [row(P, "numpy", COL2IM, 1e-3, device=other),
+                                                              row(P, "numpy", PHASE, 2e-3, device=other)])
+    w = autotune.which(P, device=other)
+    assert (w.device, w.backend, w.config, w.reason) == (other, "numpy", COL2IM, "exact")
+    assert autotune.which(P).reason == "default"  # this CPU has no results of its own
+    with pytest.raises(ValueError, match="unknown device 'cpu-bogus-1c'"):
+        autotune.which(P, device="cpu-bogus-1c")
+
+
+def test_which_cli_shipped_device_and_unknown_device(tmp_path, capsys):
+    shipped = sorted(p.stem for p in results.shipped_results_dir().glob("*.csv"))
+    assert shipped, "the project ships results"
+    dispatch.clear_cache()
+    args = ["which", "--problem", "fcn_score_up2", "--results", str(tmp_path), "--op", "forward"]
+    assert cli.main([*args, "--device", shipped[0]]) == 0
+    out = capsys.readouterr().out
+    assert f"on {shipped[0]}" in out and "[exact]" not in out and " exact " in out
+    assert cli.main([*args, "--device", "bogus"]) == 2
+    assert "unknown device 'bogus'" in capsys.readouterr().err
+    dispatch.clear_cache()

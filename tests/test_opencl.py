@@ -300,3 +300,29 @@ def test_defaults_follow_the_heuristics(ocl: OpenCLBackend, device: backends.Dev
     assert (few["vec_axis"], few["algorithm"], few["k_block"]) == ("w", "phase", 0)
     assert ocl.default_config("backward_input", by_name["dcgan_g1"], device)["k_block"] == 16
     assert ocl.default_config("backward_weight", by_name["dcgan_g1"], device)["split"] == 8
+
+
+_NOISY_BUILD = """
+import numpy as np, autotune
+x = np.ones((1, 21, 32, 32), np.float32); w = np.ones((21, 21, 4, 4), np.float32)
+cfg = {"algorithm": "phase", "co_block": 4, "k_block": 0, "local": 0, "tile_h": 4, "tile_w": 1, "vec": 16,
+       "vec_axis": "w", "wg_x": 8, "wg_y": 1}
+y = autotune.conv_transpose2d(x, w, stride=2, padding=1, backend="opencl", config=cfg)
+print(y.shape)
+"""
+
+
+def test_compiler_output_is_captured_unless_verbose(ocl: OpenCLBackend, tmp_path) -> None:
+    """Issue 14: a normal call prints no compiler text ("N warnings generated.", pyopencl's CompilerWarning) on
+    stderr; AUTOTUNE_VERBOSE shows it. PoCL's kernel cache is off so that the compiler runs each time."""
+    import os
+    env = {**os.environ, "POCL_KERNEL_CACHE": "0", "PYOPENCL_NO_CACHE": "1"}
+    env.pop("AUTOTUNE_VERBOSE", None)
+    quiet = subprocess.run([sys.executable, "-c", _NOISY_BUILD], capture_output=True, text=True, env=env)
+    assert quiet.returncode == 0, quiet.stderr
+    assert quiet.stderr == "", quiet.stderr
+    loud = subprocess.run([sys.executable, "-c", _NOISY_BUILD], capture_output=True, text=True,
+                          env={**env, "AUTOTUNE_VERBOSE": "1"})
+    assert loud.returncode == 0, loud.stderr
+    if "pocl" in ocl.devices()[0].name.lower() or "warning" in loud.stderr.lower():
+        assert "warning" in loud.stderr.lower()

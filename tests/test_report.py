@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import argparse
 import base64
+import html
 import io
 import json
 import os
+import re
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -19,6 +21,7 @@ from autotune.cli import report as cli_report
 from autotune.core import results
 from autotune.core.problem import Problem
 from autotune.explain import phase_decomposition
+from autotune.report import analysis as report_analysis
 
 P1 = Problem.make(N=1, C_in=4, H=8, W=8, C_out=4, kH=4, kW=4, stride=2, padding=1)
 P2 = Problem.make(N=2, C_in=3, H=5, W=5, C_out=2, kH=3, kW=3, stride=2, padding=(1, 0), output_padding=1)
@@ -62,11 +65,11 @@ def write_fixture(d: Path) -> dict:
     rows_b += [_row(DEV_B, "opencl", "forward", P2, i, "crash", None, {"WG": 8}, reason="segfault", version="0.2.0")
                for i in range(2)]
     results.append_rows(results.device_file(d, DEV_B), rows_b)
-    # A row from a future version (schema 2): format_row always writes today's schema, so edit the last field.
+    # A row from a future version (schema 3): format_row always writes today's schema, so edit the last field.
     line = results.format_row(_row(DEV_B, "numpy", "forward", P2, 0, "ok", 1e-3, {}))
     assert line.endswith(f",{results.SCHEMA_VERSION}\n")
     with open(results.device_file(d, DEV_B), "a", encoding="utf-8") as f:
-        f.write(line[:-len(f",{results.SCHEMA_VERSION}\n")] + ",2\n")
+        f.write(line[:-len(f",{results.SCHEMA_VERSION}\n")] + ",3\n")
     return {"rows_a": rows, "rows_b": rows_b}
 
 
@@ -222,16 +225,15 @@ def test_speedup_convergence_failures(generated) -> None:
 
 def test_importance_and_environment(generated) -> None:
     parsed = _parse(generated[0])
-    imp = _table_with(parsed, ["study", "op", "method", "ALG", "TILE"])
-    row = {r[0]: r for r in imp[1:]}[f"{DEV_A}/numpy/forward/{P1.key}"]
-    assert row[2].startswith("optuna")
-    assert float(row[3]) + float(row[4]) == pytest.approx(1.0, abs=2e-3)
-    small = {r[0]: r for t in parsed.tables if t and t[0] == ["study", "op", "method", "ALG"] for r in t[1:]}
-    assert small[f"{DEV_B}/numpy/forward/{P1.key}"][2].startswith("variance of log time")
+    # one named method for every study (issue 14), averaged per backend
+    imp = _table_with(parsed, ["parameter", "mean importance", "studies"])
+    assert {r[0] for r in imp[1:]} <= {"ALG", "TILE"} and all(0 <= float(r[1]) <= 1 for r in imp[1:])
+    text = " ".join(parsed.texts)
+    assert f"by one method for every study: the {report_analysis.IMPORTANCE_METHOD}" in text
+    assert "PED-ANOVA" not in text
     env = _table_with(parsed, ["backend", "versions (library, driver)", "rows", "ok rows"])
     assert {r[0]: r[1] for r in env[1:]} == {"numpy": "numpy 1.5", "opencl": "opencl 1.6", "torch": "torch 1.5"}
-    text = " ".join(parsed.texts)
-    assert "1 row(s) of schema 2 ignored" in text
+    assert "1 row(s) of schema 3 ignored" in text
     assert "several autotune versions (0.1.0, 0.2.0)" in text
 
 
@@ -244,7 +246,7 @@ def test_comparison_and_markdown(generated) -> None:
     assert row[2:] == [f"{report.fmt_gflops(flops / 0.5e-3 / 1e9)} (opencl)",
                        f"{report.fmt_gflops(flops / 0.3e-3 / 1e9)} (numpy)"]
     assert md.startswith("# ") and "| problem | op | numpy | opencl | torch (baseline) |" in md
-    assert f"## Device {DEV_A}" in md and "1 row(s) of schema 2 ignored" in md and "HTML report with plots" in md
+    assert f"## Device {DEV_A}" in md and "1 row(s) of schema 3 ignored" in md and "HTML report with plots" in md
 
 
 def test_explain_section_for_chosen_layer(generated, tmp_path) -> None:
@@ -272,9 +274,12 @@ def test_empty_and_missing_results(tmp_path, capsys) -> None:
     assert "no results found in" in md
     parsed = _parse((tmp_path / "e.html").read_text())
     assert "notes" in parsed.ids and "explain" in parsed.ids
-    assert _cli("--results", str(tmp_path / "absent"), "-o", str(tmp_path / "a.html"), "--device", "cpu-x-1c") == 0
-    md = capsys.readouterr().out
-    assert "does not exist" in md and "no results for device cpu-x-1c" in md
+    # an unknown device is the user's mistake (issue 14): one line, exit status 2, no report written
+    from autotune import cli
+    assert cli.main(["report", "--results", str(tmp_path / "absent"), "-o", str(tmp_path / "a.html"),
+                     "--device", "cpu-x-1c"]) == 2
+    assert "--device cpu-x-1c: no results for this device" in capsys.readouterr().err
+    assert not (tmp_path / "a.html").exists()
 
 
 def test_partial_results(tmp_path, capsys) -> None:
@@ -318,3 +323,48 @@ def test_matplotlib_imported_lazily() -> None:
     code = ("import sys, autotune.report, autotune.explain; "
             "assert 'matplotlib' not in sys.modules, 'matplotlib imported at import time'")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+_CHECK_JS = """<script>
+window.addEventListener('load', () => {
+  const W = document.documentElement.clientWidth, bad = [];
+  for (const el of document.querySelectorAll('body *')) {
+    if (el.closest('.scroll, pre') && !el.matches('.scroll, pre')) continue;  // inside a scroll box: scrolls
+    const r = el.getBoundingClientRect();
+    if (r.right > W + 1) bad.push(el.tagName + (el.id ? '#' + el.id : '') + ' right=' + Math.round(r.right));
+  }
+  for (const img of document.images) {
+    if (!img.complete || img.naturalWidth === 0) bad.push('image not loaded: ' + img.alt);
+  }
+  const out = document.createElement('pre');
+  out.id = 'browser-check';
+  out.textContent = JSON.stringify({width: W, images: document.images.length, bad: bad});
+  document.body.appendChild(out);
+});
+</script>"""
+
+
+def _chromium() -> str | None:
+    import shutil
+    return next((p for p in (shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome")) if p), None)
+
+
+@pytest.mark.parametrize("width", [1280, 800])
+def test_report_renders_in_a_browser(generated, tmp_path, width) -> None:
+    """Issue 14: the page in headless Chromium: no element wider than the page, every image loads."""
+    import subprocess
+
+    from conftest import require
+    browser = _chromium()
+    require(browser is not None, "chromium (Debian's `chromium`, installed by scripts/setup.sh)")
+    page = tmp_path / "page.html"
+    page.write_text(generated[0].replace("</body>", _CHECK_JS + "</body>"), encoding="utf-8")
+    proc = subprocess.run([str(browser), "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                           f"--user-data-dir={tmp_path / 'profile'}", f"--window-size={width},900",
+                           "--run-all-compositor-stages-before-draw", "--virtual-time-budget=10000",
+                           "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    found = re.search(r'<pre id="browser-check">(.*?)</pre>', proc.stdout, re.S)
+    assert found, "the check script did not run: " + proc.stdout[-500:]
+    check = json.loads(html.unescape(found.group(1)))
+    assert check["images"] >= 6 and check["bad"] == [], check

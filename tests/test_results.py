@@ -147,3 +147,39 @@ def test_results_dir_precedence(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     assert results.results_dir() == tmp_path / "env"
     monkeypatch.delenv(results.ENV_VAR)
     assert results.results_dir().name == "results" and os.fspath(results.results_dir()) != "results"
+
+
+def test_make_row_records_source_threads_and_load() -> None:
+    r = results.make_row(device_id="cpu-test-1c", device_name="t", backend="numpy", op="forward", problem=P,
+                         config="{}", status="ok", source="bench", time_s=1e-3)
+    assert r["source"] == "bench" and r["threads"] >= 1 and r["timestamp"].endswith("Z")
+    assert r["load_avg"] is None or r["load_avg"] >= 0
+    with pytest.raises(ValueError, match="source"):
+        results.make_row(device_id="cpu-test-1c", device_name="t", backend="numpy", op="forward", problem=P,
+                         config="{}", status="ok", source="guess")
+
+
+def _v1_file(path: Path, rows: list[dict]) -> None:
+    """A results file as schema 1 wrote it (no source, threads, load_avg; `+0000` timestamps from old bench)."""
+    lines = [",".join(results.COLUMNS_V1)]
+    for r in rows:
+        line = results.format_row(r).rstrip("\n").split(",")
+        # format_row writes schema 2: drop source, threads, load_avg and say schema 1
+        lines.append(",".join(line[:-4] + ["1"]))
+    path.write_text("\n".join(lines) + "\n")
+
+
+def test_schema_1_files_are_read_and_upgraded_before_an_append(tmp_path: Path) -> None:
+    path = results.device_file(tmp_path, "cpu-test-1c")
+    _v1_file(path, [row(0, study="s1"), row(1, reason="autotune bench", timestamp="2026-11-21T00:00:00+0000"),
+                    row(2, backend="torch", status="baseline", reason="autotune bench")])
+    df = results.read_file(path)
+    assert df["source"].tolist() == ["tune", "bench", "bench"]
+    assert (df["timestamp"] == "2026-11-21T00:00:00Z").all() and df["threads"].isna().all()
+    assert results.set_aside_if_unreadable(path) is None  # an old schema is not unreadable
+    results.append_rows(path, [{**row(3), "source": "tune", "threads": 2}])
+    assert path.read_text().splitlines()[0].split(",") == list(results.COLUMNS)
+    df = results.read_file(path)
+    assert df["schema"].tolist() == [1, 1, 1, 2] and df["source"].tolist() == ["tune", "bench", "bench", "tune"]
+    assert df["threads"].tolist()[3] == 2 and df["trial"].tolist() == [0, 1, 2, 3]
+    assert not list(tmp_path.glob("*.schema1"))

@@ -217,7 +217,7 @@ def test_kill_9_mid_run_then_resume(problems_file: Path, tmp_path: Path) -> None
         os.killpg(proc.pid, signal.SIGKILL)  # the tuner and its worker
         proc.wait()
     before = pd.read_csv(path)  # pandas reads the file as the kill left it
-    assert len(before) >= 3 and (before["schema"].iloc[:-1] == 1).all()
+    assert len(before) >= 3 and (before["schema"].iloc[:-1] == results.SCHEMA_VERSION).all()
     errors: list[str] = []
     whole = results.read_file(path, errors)
     # Every row is whole, except at most the last one if the kill landed inside its write (the trial in flight):
@@ -240,6 +240,15 @@ def test_kill_9_mid_run_then_resume(problems_file: Path, tmp_path: Path) -> None
         assert [t.number for t in study.trials if "fixed_params" in t.system_attrs] == [0]
     summaries = optuna.get_all_study_summaries(storage)
     assert len(summaries) == 2 and sum(s.n_trials for s in summaries) > sum(studies_before.values())
+    # What `optuna-dashboard sqlite:///.../studies.sqlite3` shows (README): the study names are the results' `study`
+    # column, and each study says what it tunes in its user attributes.
+    assert {s.study_name for s in summaries} == set(after["study"])
+    for s in summaries:
+        attrs = s.user_attrs
+        assert set(attrs) == {"device", "backend", "op", "problem", "problem_name"}
+        assert s.study_name.split(":")[:4] == [attrs["device"], attrs["backend"], attrs["op"], attrs["problem"]]
+    # and the rows say they come from tuning, with the threads and the load of the time
+    assert set(after["source"]) == {"tune"} and (after.loc[after.status == "ok", "threads"] >= 1).all()
     # Both studies tuned to the end: 4 configs measured (forward), or every feasible one (2 for backward_bias).
     for s in summaries:
         study = optuna.load_study(study_name=s.study_name, storage=storage)
@@ -376,3 +385,22 @@ def test_two_tuners_share_one_postgresql_study(postgres_url: str, tmp_path: Path
 def _cpu_id() -> str:
     from autotune.core.devices import cpu_device_id
     return cpu_device_id()
+
+
+@pytest.mark.parametrize("flag", ["--time-budget", "--timing-budget", "--timeout", "--trial-timeout"])
+def test_tune_option_errors_name_the_flag(flag, capsys) -> None:
+    """Issue 14: a user error names the option the user typed, never the library's argument (time_budget_s)."""
+    from autotune import cli
+    assert cli.main(["tune", "--only", "odd_shapes", flag, "0"]) == 2
+    err = capsys.readouterr().err
+    assert f"{flag} must be > 0" in err and "_s " not in err and "_s\n" not in err
+
+
+def test_one_option_name_across_verbs() -> None:
+    """`--timing-budget` is the seconds timing one config in tune and bench alike; `--verbose` everywhere."""
+    from autotune import cli
+    parser = cli.build_parser()
+    for verb in ("tune", "bench"):
+        assert parser.parse_args([verb, "--timing-budget", "0.1"]).timing_budget == 0.1
+    for verb in cli.COMMANDS:
+        assert parser.parse_args([verb, "--verbose"]).verbose

@@ -26,7 +26,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--configs", choices=("default", "tuned", "grid"), default="default",
                    help="default config; best recorded in the results (else default); or search the space here")
     p.add_argument("--max-configs", type=int, default=24, metavar="K", help="configs timed per op with --configs grid")
-    p.add_argument("--budget", type=float, default=0.5, metavar="S", help="seconds of repetitions per measurement")
+    p.add_argument("--timing-budget", dest="timing_budget", type=float, default=0.5, metavar="S",
+                   help="seconds spent timing one config (repetitions per measurement; default 0.5)")
+    p.add_argument("--budget", dest="timing_budget", type=float, help=argparse.SUPPRESS)  # deprecated alias
     p.add_argument("--results", metavar="DIR", help="results directory read by --configs tuned")
     p.add_argument("--no-torch", action="store_true", help="do not time PyTorch")
     p.add_argument("--csv", metavar="FILE", help="also save the long table (one row per problem, op, backend)")
@@ -40,14 +42,16 @@ def _say(message: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.budget <= 0:
-        raise UserError(f"--budget must be > 0 seconds, got {args.budget}")
+    if "--budget" in sys.argv[1:] or any(a.startswith("--budget=") for a in sys.argv[1:]):
+        _say("--budget is deprecated: it is --timing-budget, as in `autotune tune`")
+    if not args.timing_budget > 0:
+        raise UserError(f"--timing-budget must be > 0 seconds, got {args.timing_budget}")
     if args.max_configs < 1:
         raise UserError(f"--max-configs must be >= 1, got {args.max_configs}")
     problems = select(load_problems(args.problems), args.only)
     directory = results.results_dir(args.results)
     df, chosen = bench.bench(problems, args.ops, args.backends, configs=args.configs, max_configs=args.max_configs,
-                             budget_s=args.budget, results_dirs=[directory, results.shipped_results_dir()],
+                             budget_s=args.timing_budget, results_dirs=[directory, results.shipped_results_dir()],
                              with_torch=not args.no_torch, say=_say)
     if args.record:
         bench.record(df, problems, chosen, bench.torch_version(), directory)
@@ -63,6 +67,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def print_table(df: pd.DataFrame) -> None:
+    peak = df[df.backend == bench.PEAK_BACKEND]
+    if not peak.empty:
+        print(f"BLAS sgemm peak of this CPU: {peak.gflops.iloc[0]:.1f} GFLOP/s ({int(peak.threads.iloc[0])} thread(s))")
     wide, geo = bench.summary(df)
     with pd.option_context("display.width", 200, "display.max_rows", 1000, "display.max_columns", 50,
                            "display.float_format", "{:.2f}".format):

@@ -34,8 +34,12 @@ def _default_dirs() -> list[Path]:
 
 def run(args: argparse.Namespace) -> int:
     dirs = [Path(d) for d in args.results] if args.results else _default_dirs()
+    present = sorted({f.stem for d in dirs if d.is_dir() for f in d.glob("*.csv")})
     for dev in args.device or []:
         results.device_file(Path("."), dev)   # raises UserError for an id that no results file can have
+        if dev not in present:
+            raise UserError(f"--device {dev}: no results for this device in {', '.join(map(str, dirs))} "
+                            f"(devices with results: {', '.join(present) or 'none'})")
     out = Path(args.output)
     if out.is_dir():   # checked before the (slow) build, so the mistake is reported at once
         raise UserError(f"-o {out} is a directory; give a file name")

@@ -4,12 +4,14 @@ print its summary table on stdout; progress and warnings go to stderr."""
 from __future__ import annotations
 
 import argparse
+import math
 import signal
 import sys
 import threading
 from typing import Any
 
 from autotune.core import results
+from autotune.core.errors import UserError
 from autotune.core.problem import OPS
 from autotune.problems import load_problems, select
 from autotune.tuner import SAMPLERS, STORAGE_FILE, TuneOptions, format_summary, tune
@@ -69,6 +71,12 @@ def options_from_args(args: argparse.Namespace) -> TuneOptions:
         value = getattr(args, name, None)
         return value if value is not None else preset.get(name, default)
 
+    # Checked here to name the flags (the library's own messages name its arguments, e.g. time_budget_s).
+    for flag, value in (("--trials", pick("trials", 20)), ("--timeout", args.timeout),
+                        ("--time-budget", pick("time_budget", None)), ("--trial-timeout", args.trial_timeout),
+                        ("--timing-budget", pick("timing_budget", 0.3))):
+        if value is not None and not (value > 0 and math.isfinite(value)):
+            raise UserError(f"{flag} must be > 0, got {value:g}")
     problems = select(load_problems(args.problems), pick("only", None))
     return TuneOptions(problems=problems, results=results.results_dir(args.results),
                        ops=tuple(args.ops or OPS), backends=args.backends, devices=args.devices,

@@ -28,14 +28,20 @@ import pandas as pd
 from autotune.core import __version__
 from autotune.core.errors import UserError
 from autotune.core.problem import OPS, Problem
+from autotune.core.timing import current_threads, load_average
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 # The required columns first (docs/design.md, results schema), then ours.
 REQUIRED = ("device", "device_name", "backend", "op", "problem", "dtype", "N", "C_in", "H", "W", "C_out", "kH",
             "kW", "config", "status", "time_s", "gflops", "max_abs_err", "timestamp")
-COLUMNS = REQUIRED + ("stride", "padding", "output_padding", "dilation", "groups", "bias", "time_min_s",
-                      "time_max_s", "reps", "reason", "study", "trial", "is_default", "backend_version",
-                      "autotune_version", "schema")
+# Schema 1's columns: files with this header are still read, and upgraded (rows kept) before an append.
+COLUMNS_V1 = REQUIRED + ("stride", "padding", "output_padding", "dilation", "groups", "bias", "time_min_s",
+                         "time_max_s", "reps", "reason", "study", "trial", "is_default", "backend_version",
+                         "autotune_version", "schema")
+# Schema 2 adds what wrote a row (`source`), the threads it ran with and the load average at the time.
+COLUMNS = COLUMNS_V1[:-1] + ("source", "threads", "load_avg", "schema")
+# What wrote a row: a tuning trial, `autotune bench`, or a measurement at a call's first use.
+SOURCES = ("tune", "bench", "first-call")
 # `ok`, or the failure kind.
 STATUSES = ("ok", "pruned", "build_error", "wrong_answer", "out_of_resources", "timeout", "crash", "error",
             "baseline")
@@ -86,15 +92,20 @@ def utc_timestamp() -> str:
 
 
 def make_row(*, device_id: str, device_name: str, backend: str, op: str, problem: Problem, config: str,
-             status: str, time_s: float | None = None, time_min_s: float | None = None,
+             status: str, source: str, time_s: float | None = None, time_min_s: float | None = None,
              time_max_s: float | None = None, reps: int | None = None, max_abs_err: float | None = None,
              reason: str | None = None, study: str | None = None, trial: int | None = None,
-             is_default: bool | None = None, backend_version: str | None = None) -> dict[str, Any]:
+             is_default: bool | None = None, backend_version: str | None = None,
+             threads: int | None = None, load_avg: float | None = None) -> dict[str, Any]:
     """The one builder of result rows (tune and bench): problem columns, GFLOP/s from the median time, a UTC
-    timestamp, the versions. `problem` is the op's own problem (`Problem.for_op`)."""
+    timestamp, the versions, what wrote it (`source`, one of SOURCES), the threads the measurement ran with
+    (default `current_threads()`) and the load average (default: now). `problem` is the op's own problem
+    (`Problem.for_op`)."""
     def number(v: float | None) -> float | None:
         return None if v is None or not math.isfinite(v) else float(v)
 
+    if source not in SOURCES:
+        raise ValueError(f"source {source!r} is not one of {SOURCES}")
     t = number(time_s)
     return {"device": device_id, "device_name": device_name, "backend": backend, "op": op,
             **problem_columns(problem), "config": config, "status": status, "time_s": t,
@@ -102,7 +113,9 @@ def make_row(*, device_id: str, device_name: str, backend: str, op: str, problem
             "timestamp": utc_timestamp(), "time_min_s": number(time_min_s), "time_max_s": number(time_max_s),
             "reps": reps, "reason": " ".join(str(reason or "").split())[:500] or None, "study": study,
             "trial": trial, "is_default": None if is_default is None else int(is_default),
-            "backend_version": backend_version, "autotune_version": __version__}
+            "backend_version": backend_version, "autotune_version": __version__, "source": source,
+            "threads": current_threads() if threads is None else int(threads),
+            "load_avg": number(load_average() if load_avg is None else load_avg)}
 
 
 def format_row(row: dict[str, Any]) -> str:
@@ -155,7 +168,9 @@ def append_rows(path: str | os.PathLike[str], rows: Iterable[dict[str, Any]]) ->
                     header = f.readline().rstrip("\r\n")
                 except UnicodeDecodeError:
                     header = ""
-                if header.split(",") != list(COLUMNS):
+                if header.split(",") == list(COLUMNS_V1):
+                    _upgrade_v1(path, f)
+                elif header.split(",") != list(COLUMNS):
                     raise ResultsFileError(f"{path}, line 1: header is not a results header of schema "
                                            f"{SCHEMA_VERSION}; not appending to it")
                 f.seek(0, os.SEEK_END)
@@ -168,6 +183,30 @@ def append_rows(path: str | os.PathLike[str], rows: Iterable[dict[str, Any]]) ->
             os.fsync(f.fileno())
         finally:
             fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _upgrade_v1(path: Path, f: Any) -> None:
+    """Rewrite the schema-1 file open (and locked) as `f` with the schema-2 header, every row kept as it is (its
+    `schema` field still says 1; the new columns empty). A copy of the old file is kept first as
+    `<name>.schema1` (not a `.csv`: readers skip it), so an interrupted upgrade loses nothing."""
+    f.seek(0)
+    old = f.read()
+    backup = path.with_name(path.name + ".schema1")
+    backup.write_text(old, encoding="utf-8")
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(COLUMNS)
+    lines = list(csv.reader(io.StringIO(old)))
+    for fields in lines[1:]:
+        if len(fields) == len(COLUMNS_V1):
+            fields = fields[:-1] + ["", "", ""] + fields[-1:]
+        writer.writerow(fields)  # a row cut short stays cut short: readers drop it as before
+    f.seek(0)
+    f.truncate()
+    f.write(out.getvalue())
+    f.flush()
+    os.fsync(f.fileno())
+    backup.unlink()
 
 
 def _row_problem(row: pd.Series) -> str | None:
@@ -190,6 +229,8 @@ def _row_problem(row: pd.Series) -> str | None:
         return "config is not JSON"
     if not isinstance(config, dict):
         return "config is not a JSON object"
+    if row["source"] not in SOURCES:
+        return f"source {row['source']!r} is not one of {SOURCES}"
     if "schema" in row.index and (pd.isna(row["schema"]) or row["schema"] < 1):
         return "incomplete row (no schema field: cut short by a killed writer?)"
     if row["status"] == "ok":
@@ -205,7 +246,7 @@ def read_file(path: str | os.PathLike[str], errors: list[str] | None = None) -> 
     path = Path(path)
     try:
         df = pd.read_csv(path, dtype={"config": str, "problem": str, "device": str, "backend": str, "op": str,
-                                      "status": str, "reason": str}, keep_default_na=False,
+                                      "status": str, "reason": str, "source": str}, keep_default_na=False,
                          na_values={"time_s": [""], "gflops": [""], "max_abs_err": [""]})
     except pd.errors.EmptyDataError:
         return pd.DataFrame(columns=list(COLUMNS))
@@ -216,10 +257,25 @@ def read_file(path: str | os.PathLike[str], errors: list[str] | None = None) -> 
     missing = [c for c in REQUIRED if c not in df.columns]
     if missing:
         raise ResultsFileError(f"{path}, line 1: missing column(s) {', '.join(missing)}")
-    for c in ("time_s", "gflops", "max_abs_err", "time_min_s", "time_max_s"):
+    # Schema 1 rows say nothing of their source: bench wrote `reason` "autotune bench" (and the baselines), the
+    # tuner everything else.
+    derived = pd.Series("tune", index=df.index, dtype=object)
+    if "reason" in df.columns:
+        derived[df["reason"].astype(str).str.startswith("autotune bench")] = "bench"
+    derived[df["status"] == "baseline"] = "bench"
+    if "source" not in df.columns:
+        df["source"] = derived
+    else:
+        df["source"] = df["source"].astype(str).where(df["source"].astype(str).str.len() > 0, derived)
+    for c in ("threads", "load_avg"):
+        if c not in df.columns:
+            df[c] = math.nan
+    # One timestamp format: rows of older writers said `+0000` or `+00:00` for UTC.
+    df["timestamp"] = df["timestamp"].astype(str).str.replace(r"(\+00:?00)$", "Z", regex=True)
+    for c in ("time_s", "gflops", "max_abs_err", "time_min_s", "time_max_s", "load_avg"):
         if c in df.columns:
             df[c] = pd.to_numeric(df[c], errors="coerce").astype(float)
-    for c in ("N", "C_in", "H", "W", "C_out", "kH", "kW", "groups", "bias", "reps", "trial", "schema"):
+    for c in ("N", "C_in", "H", "W", "C_out", "kH", "kW", "groups", "bias", "reps", "trial", "schema", "threads"):
         if c in df.columns:
             v = pd.to_numeric(df[c], errors="coerce").astype(float)
             # Untrusted text: a non-integral or huge value becomes NA instead of an exception.
@@ -252,11 +308,11 @@ def read_dirs(directories: Iterable[str | os.PathLike[str]], device: str | None 
                     raise
                 errors.append(str(exc))
                 continue
-            df["source"] = str(f)
-            df["source_order"] = order
+            df["file"] = str(f)
+            df["file_order"] = order
             frames.append(df)
     if not frames:
-        return pd.DataFrame(columns=[*COLUMNS, "source", "source_order"])
+        return pd.DataFrame(columns=[*COLUMNS, "file", "file_order"])
     return pd.concat(frames, ignore_index=True)
 
 
@@ -288,7 +344,7 @@ def set_aside_if_unreadable(path: str | os.PathLike[str]) -> str | None:
                 read_file(path)
                 f.seek(0)
                 header = f.readline().rstrip("\r\n")
-                if not header or header.split(",") == list(COLUMNS):
+                if not header or header.split(",") in (list(COLUMNS), list(COLUMNS_V1)):
                     return None
                 problem = f"{path}, line 1: header is not the results header of schema {SCHEMA_VERSION}"
             except (ResultsFileError, UnicodeDecodeError) as exc:

@@ -7,6 +7,7 @@ is used. Nothing is built or compiled inside the loop: `run` is called once unti
 
 from __future__ import annotations
 
+import os
 import statistics
 import time
 from collections.abc import Callable
@@ -47,3 +48,24 @@ def measure(run: Callable[[], float | None], *, budget_s: float = 0.5, min_reps:
             break
         previous_median = median
     return Timing(statistics.median(samples), min(samples), max(samples), len(samples))
+
+
+def current_threads() -> int:
+    """The threads a kernel of this process runs with: the first of OMP_NUM_THREADS, OPENBLAS_NUM_THREADS,
+    MKL_NUM_THREADS that is set (what BLAS reads), else the CPUs this process may run on."""
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        value = os.environ.get(var, "").strip()
+        if value.isdigit() and int(value) > 0:
+            return int(value)
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def load_average() -> float | None:
+    """The 1-minute load average of the machine now (None where the OS has none)."""
+    try:
+        return round(os.getloadavg()[0], 2)
+    except (AttributeError, OSError):
+        return None

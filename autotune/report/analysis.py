@@ -17,6 +17,7 @@ from autotune.core.errors import UserError
 from autotune.core.problem import Problem
 from autotune.report.text import distinct, label, op_order
 
+IMPORTANCE_METHOD = "share of the variance of log(time) explained by the parameter's values"
 MIN_OPTUNA_TRIALS = 10   # below this many ok trials PED-ANOVA's top-quantile split is meaningless
 
 
@@ -122,6 +123,7 @@ class StudyConvergence:
     best_at: int | None        # trial number of the best
     trial_no: np.ndarray       # of the ok trials, in order
     best_so_far: np.ndarray    # running minimum of their times
+    seconds: np.ndarray | None = None   # their timestamps, in seconds since the study's first row
 
 
 def convergence(df: pd.DataFrame) -> list[StudyConvergence]:
@@ -136,8 +138,12 @@ def convergence(df: pd.DataFrame) -> list[StudyConvergence]:
             continue
         best_so_far = ok["time_s"].cummin().to_numpy()
         at = int(ok["trial_no"].iloc[int(np.argmin(ok["time_s"].to_numpy()))])
+        stamps = pd.to_datetime(part["timestamp"], errors="coerce", utc=True)
+        seconds = None
+        if stamps.notna().all():
+            seconds = (stamps[ok.index] - stamps.min()).dt.total_seconds().to_numpy()
         out.append(StudyConvergence(*head, float(ok["time_s"].iloc[0]), float(best_so_far[-1]), at,
-                                    ok["trial_no"].to_numpy(), best_so_far))
+                                    ok["trial_no"].to_numpy(), best_so_far, seconds))
     return out
 
 
@@ -221,21 +227,13 @@ def importances(df: pd.DataFrame) -> tuple[list[StudyImportance], list[str]]:
                   if c is not None and all(map(_hashable, c.values()))]
         params = [c for c, ok, _ in usable if ok]
         times = [float(t) for _, ok, t in usable if ok]
-        failed = [c for c, ok, _ in usable if not ok and c]
         varying = [k for k in sorted({k for p in params for k in p})
                    if len({repr(p.get(k)) for p in params}) > 1]
         if len(params) < 2 or not varying:
             skipped.append(study)
             continue
-        if len(params) >= MIN_OPTUNA_TRIALS:
-            try:
-                imp, method = optuna_importance(params, times, failed)
-            except Exception as exc:  # noqa: BLE001  (a report never fails on Optuna's internals)
-                imp = variance_importance(params, times)
-                method = f"variance of log time (optuna failed: {exc})"
-        else:
-            imp, method = variance_importance(params, times), \
-                f"variance of log time ({len(params)} ok trials < {MIN_OPTUNA_TRIALS})"
+        # One method for every study, so that studies can be compared and averaged (IMPORTANCE_METHOD).
+        imp, method = variance_importance(params, times), IMPORTANCE_METHOD
         first = part.iloc[0]
         per_study.append(StudyImportance(study, str(first["backend"]), str(first["op"]), method, imp))
     return per_study, skipped
@@ -303,3 +301,54 @@ def choose_layer(df: pd.DataFrame, layer: str | None, names: dict[str, str]) -> 
         if max(p.stride) > 1:
             return name, p
     return "example", Problem.make(N=1, C_in=1, H=6, W=6, C_out=1, kH=4, kW=4, stride=2, padding=1)
+
+
+# ---- winners, the torch baseline and the device's peak ---------------------------------------------------------
+
+@dataclass
+class Winner:
+    problem: str
+    op: str
+    backend: str
+    config: str
+    time_s: float            # median of the medians of the config's ok measurements (dispatch's ranking)
+    time_min_s: float        # fastest and slowest repetition over those measurements
+    time_max_s: float
+    measurements: int
+    gflops: float
+    torch_s: float | None    # PyTorch's median on the same problem and op (baseline rows), if measured
+    peak_fraction: float | None
+
+    @property
+    def vs_torch(self) -> float | None:
+        return self.torch_s / self.time_s if self.torch_s else None
+
+
+def peak_gflops(df: pd.DataFrame) -> float | None:
+    """The device's measured peak: the median GFLOP/s of its `blas` baseline rows (bench's sgemm), or None."""
+    rows = df[(df["backend"] == "blas") & (df["status"] == "baseline") & df["gflops"].notna()]
+    return float(rows["gflops"].median()) if len(rows) else None
+
+
+def winners(df: pd.DataFrame) -> list[Winner]:
+    """Per (problem, op): the (backend, config) with the smallest median of its ok measurements (tune and bench
+    rows alike, as dispatch ranks them), with the repetition range and the torch baseline."""
+    ok = df[(df["status"] == "ok") & df["time_s"].notna()]
+    base = df[(df["status"] == "baseline") & (df["backend"] == "torch") & df["time_s"].notna()]
+    torch = base.groupby(["problem", "op"])["time_s"].median().to_dict()
+    peak = peak_gflops(df)
+    out: list[Winner] = []
+    if ok.empty:
+        return out
+    agg = ok.groupby(["problem", "op", "backend", "config"], sort=False).agg(
+        time_s=("time_s", "median"), lo=("time_min_s", "min"), hi=("time_max_s", "max"), n=("time_s", "size"))
+    agg = agg.reset_index()
+    for (prob, op), part in agg.groupby(["problem", "op"], sort=False):
+        best = part.loc[part["time_s"].idxmin()]
+        t = float(best["time_s"])
+        gflops = Problem.from_key(str(prob)).flops(str(op)) / t / 1e9
+        lo = float(best["lo"]) if pd.notna(best["lo"]) else t
+        hi = float(best["hi"]) if pd.notna(best["hi"]) else t
+        out.append(Winner(str(prob), str(op), str(best["backend"]), str(best["config"]), t, min(lo, t), max(hi, t),
+                          int(best["n"]), gflops, torch.get((prob, op)), gflops / peak if peak else None))
+    return out

@@ -31,9 +31,13 @@ def build_report(directories: Sequence[str | Path], devices: Sequence[str] | Non
         part = df[df["device"] == dev]
         name = ", ".join(distinct(part["device_name"])) or dev
         out.append(Section(f"device-{dev}", f"Device {dev} ({name})", level=2))
-        for s in (sections.environment(part), sections.best(part, names), sections.speedup(part, names),
-                  sections.convergence(part, names, dev), sections.importance(part, dev),
-                  sections.failures(part)):
+        # Studies are tuning runs: bench's (and first calls') measurements count for the winners, not as studies.
+        tuned = part[part["source"] == "tune"] if "source" in part.columns else part
+        env = sections.environment(part)
+        env.blocks.append(sections.problem_keys(part, names))
+        for s in (sections.overview(part, names), sections.best(part, names), sections.speedup(tuned, names),
+                  sections.convergence(tuned, names, dev), sections.importance(tuned, dev),
+                  sections.failures(part), env):
             s.id = f"{s.id}-{dev}"   # unique ids: every device has the same sections
             out.append(s)
     out.append(sections.comparison(df, names, found) if found else

@@ -21,19 +21,25 @@ CSS = ("body{font-family:system-ui,sans-serif;margin:1.5em auto;max-width:72em;p
        "padding:.7em;\n"
        "overflow-x:auto;font-size:.8em}.notes li{color:#8a4b00}section.device{border-top:2px solid #888;"
        "margin-top:2em}\n"
-       "nav a{margin-right:1em}")
+       "nav a{margin-right:1em}.scroll{overflow-x:auto;max-width:100%}td{overflow-wrap:break-word}td.num{white-space:nowrap}\n"
+       "h3{margin-top:1.6em}")
+
+
+def _td(c: str, tips: dict[str, str]) -> str:
+    cls = ' class="num"' if is_number(c) else ""
+    tip = f' title="{html.escape(tips[c])}"' if c in tips else ""
+    return f"<td{cls}{tip}>{html.escape(c)}</td>"
 
 
 def table_html(t: Table) -> str:
-    out = ["<table>"]
+    out = ['<div class="scroll"><table>']
     if t.caption:
         out.append(f"<caption>{html.escape(t.caption)}</caption>")
     out.append("<thead><tr>" + "".join(f"<th>{html.escape(c)}</th>" for c in t.columns)
                + "</tr></thead><tbody>")
     for row in t.rows[:MAX_TABLE_ROWS]:
-        out.append("<tr>" + "".join(f"<td class=\"num\">{html.escape(c)}</td>" if is_number(c) else
-                                    f"<td>{html.escape(c)}</td>" for c in row) + "</tr>")
-    out.append("</tbody></table>")
+        out.append("<tr>" + "".join(_td(c, t.tips) for c in row) + "</tr>")
+    out.append("</tbody></table></div>")
     if len(t.rows) > MAX_TABLE_ROWS:
         out.append(f"<p>... and {len(t.rows) - MAX_TABLE_ROWS} more rows not shown.</p>")
     return "\n".join(out)
@@ -51,7 +57,7 @@ def _block_html(b: Block) -> str:
 
 
 def render_html(r: Report) -> str:
-    now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     out = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
            f"<title>{html.escape(r.title)}</title><style>{CSS}</style></head><body>",
            f"<h1>{html.escape(r.title)}</h1>",

@@ -47,9 +47,9 @@ def load(directories: Sequence[str | Path], devices: Sequence[str] | None = None
                      + (f"; and {len(errors) - 10} more" if len(errors) > 10 else ""))
     if len(df) and "schema" in df.columns:
         schema = pd.to_numeric(df["schema"], errors="coerce")
-        other = schema.notna() & (schema != results.SCHEMA_VERSION)
+        other = schema.notna() & (schema > results.SCHEMA_VERSION)
         for s, n in schema[other].value_counts().sort_index().items():
-            notes.append(f"{n} row(s) of schema {int(s)} ignored (this autotune reads schema "
+            notes.append(f"{n} row(s) of schema {int(s)} ignored (this autotune reads schemas 1 to "
                          f"{results.SCHEMA_VERSION})")
         if schema.isna().any():
             notes.append(f"{int(schema.isna().sum())} row(s) without a schema number, read as schema "

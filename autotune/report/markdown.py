@@ -7,7 +7,7 @@ from autotune.report.model import NOT_RUN, Report, Table
 from autotune.report.text import is_number
 
 # Sections kept in the summary (id prefixes); convergence and importance detail stay in the HTML.
-KEEP = ("environment", "best", "speedup", "failures")
+KEEP = ("overview", "best", "speedup", "failures")
 
 
 def table_markdown(t: Table, max_rows: int = 60) -> str:
@@ -40,7 +40,7 @@ def markdown_summary(r: Report, html_path: str | None = None) -> str:
             out += [f"### {s.title}", ""]
         for b in s.blocks:
             if isinstance(b, Table):
-                if s.id.startswith("speedup"):
+                if s.id.startswith(("speedup", "environment")):
                     continue   # one row per study: too long for a terminal; the HTML has it
                 out += [table_markdown(b), ""]
             elif isinstance(b, str):

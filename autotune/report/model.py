@@ -9,8 +9,9 @@ from typing import Union
 NOT_RUN = ""   # the text of a cell that was not measured (or cannot be computed)
 
 # The per-device sections, in page order; their ids are "<section>-<device>".
-SECTIONS = ("environment", "best", "speedup", "convergence", "importance", "failures")
-SECTION_TITLES = {"environment": "Environment", "best": "Best GFLOP/s per backend",
+SECTIONS = ("overview", "best", "speedup", "convergence", "importance", "failures", "environment")
+SECTION_TITLES = {"overview": "At a glance: the winners",
+                  "environment": "Environment and problem keys", "best": "Best GFLOP/s per backend",
                   "speedup": "Tuned vs default speed-up", "convergence": "Convergence",
                   "importance": "Which parameters mattered", "failures": "Failed trials by reason"}
 
@@ -20,6 +21,7 @@ class Table:
     columns: list[str]
     rows: list[list[str]]   # already formatted: renderers never format numbers
     caption: str = ""
+    tips: dict[str, str] = field(default_factory=dict)   # cell text -> tooltip (a short name's full key)
 
 
 @dataclass

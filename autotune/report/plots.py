@@ -147,3 +147,139 @@ def phase_tap_grids(dec: Decomposition, kH: int, kW: int) -> bytes:
         ax.set_title(f"({ph.rows.phase},{ph.cols.phase}): {ph.n_taps} taps", fontsize=7)
     fig.suptitle("kernel taps (grey) used by each output phase", fontsize=9)
     return _png(fig)
+
+
+# ---- the first screen and the per-device charts (issue 14: readable at a glance) --------------------------------
+FONT = 10   # no label smaller than this
+
+
+def winner_heatmap(problems: list[str], ops: list[str], winner: dict[tuple[str, str], str],
+                   ratio: dict[tuple[str, str], float], title: str) -> bytes:
+    """Layer x op grid: each cell names the winning backend and is coloured by its speed-up over torch
+    (log2 scale, green faster, red slower, grey not compared)."""
+    plt = _pyplot()
+    import matplotlib.colors as mcolors
+    grid = np.full((len(problems), len(ops)), np.nan)
+    for i, p in enumerate(problems):
+        for j, o in enumerate(ops):
+            r = ratio.get((p, o))
+            if r and r > 0:
+                grid[i, j] = math.log2(r)
+    fig, ax = plt.subplots(figsize=(1.9 * len(ops) + 2.6, 0.42 * len(problems) + 1.3))
+    cmap = plt.get_cmap("RdYlGn").copy()
+    cmap.set_bad("#dddddd")
+    im = ax.imshow(np.ma.masked_invalid(grid), cmap=cmap, norm=mcolors.TwoSlopeNorm(0, -2, 2), aspect="auto")
+    for i, p in enumerate(problems):
+        for j, o in enumerate(ops):
+            name = winner.get((p, o))
+            if name is None:
+                continue
+            r = ratio.get((p, o))
+            ax.text(j, i, f"{name} {r:.2f}x" if r else name, ha="center", va="center", fontsize=FONT - 1)
+    ax.set_xticks(range(len(ops)), ops, fontsize=FONT)
+    ax.set_yticks(range(len(problems)), problems, fontsize=FONT)
+    ax.xaxis.tick_top()
+    bar = fig.colorbar(im, ax=ax, ticks=[-2, -1, 0, 1, 2], shrink=0.8)
+    bar.ax.set_yticklabels(["0.25x", "0.5x", "1x", "2x", "4x"], fontsize=FONT)
+    bar.set_label("speed-up over torch", fontsize=FONT)
+    ax.set_title(title, fontsize=FONT + 1, pad=24)
+    return _png(fig)
+
+
+def winner_range_bars(labels: list[str], gflops: list[float], lo: list[float], hi: list[float],
+                      colors: list[str], title: str, peak: float | None) -> bytes:
+    """Horizontal bars of the winners' GFLOP/s with error bars from the repetition range (slowest..fastest)
+    and the device's measured peak as a line."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(9, 0.27 * len(labels) + 1.2))
+    y = np.arange(len(labels))
+    g = np.array(gflops)
+    err = np.vstack([np.maximum(g - np.array(lo), 0), np.maximum(np.array(hi) - g, 0)])
+    palette = {c: f"C{i}" for i, c in enumerate(dict.fromkeys(colors))}
+    ax.barh(y, g, xerr=err, color=[palette[c] for c in colors], capsize=2, error_kw={"elinewidth": 1})
+    for c, col in palette.items():
+        ax.barh([0], [0], color=col, label=c)
+    if peak:
+        ax.axvline(peak, color="k", linestyle="--", linewidth=1, label=f"measured peak {peak:.0f} GFLOP/s")
+    ax.set_yticks(y, labels, fontsize=FONT - 1)
+    ax.invert_yaxis()
+    ax.set_xlabel("GFLOP/s of the winner (bar: median; whiskers: slowest..fastest repetition)", fontsize=FONT)
+    ax.tick_params(axis="x", labelsize=FONT)
+    ax.set_title(title, fontsize=FONT + 1)
+    ax.legend(fontsize=FONT - 1, loc="lower right")
+    return _png(fig)
+
+
+def speedup_grid(problems: list[str], columns: list[str], value: dict[tuple[str, str], float], title: str) -> bytes:
+    """Problem x (backend, op) grid of the tuned config's speed-up over the default config, annotated."""
+    plt = _pyplot()
+    grid = np.full((len(problems), len(columns)), np.nan)
+    for i, p in enumerate(problems):
+        for j, c in enumerate(columns):
+            if (p, c) in value:
+                grid[i, j] = value[(p, c)]
+    fig, ax = plt.subplots(figsize=(1.15 * len(columns) + 2.6, 0.38 * len(problems) + 1.6))
+    cmap = plt.get_cmap("Greens").copy()
+    cmap.set_bad("#eeeeee")
+    finite = grid[np.isfinite(grid)]
+    ax.imshow(np.ma.masked_invalid(grid), cmap=cmap, vmin=1, vmax=max(2.0, float(finite.max()) if len(finite) else 2),
+              aspect="auto")
+    for i in range(len(problems)):
+        for j in range(len(columns)):
+            if np.isfinite(grid[i, j]):
+                ax.text(j, i, f"{grid[i, j]:.2f}", ha="center", va="center", fontsize=FONT - 1)
+    ax.set_xticks(range(len(columns)), columns, fontsize=FONT - 1, rotation=30, ha="left")
+    ax.xaxis.tick_top()
+    ax.set_yticks(range(len(problems)), problems, fontsize=FONT)
+    ax.set_title(title, fontsize=FONT + 1, pad=40)
+    return _png(fig)
+
+
+def convergence_wall(panels: dict[str, list[tuple[str, np.ndarray, np.ndarray]]], title: str) -> bytes:
+    """One panel per op: best-so-far time / final best (linear, clipped at 3) against the seconds since the
+    study's first trial, one line per study coloured by backend (the legend names backends, not studies)."""
+    plt = _pyplot()
+    ops = list(panels)
+    cols = min(2, len(ops))
+    rows = math.ceil(len(ops) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(5.2 * cols, 3.0 * rows), squeeze=False)
+    backends_seen: dict[str, str] = {}
+    for k, op in enumerate(ops):
+        ax = axes[k // cols][k % cols]
+        for backend, x, y in panels[op]:
+            color = backends_seen.setdefault(backend, f"C{len(backends_seen)}")
+            ax.step(x, np.minimum(y / y[-1], 3.0), where="post", color=color, alpha=0.7, linewidth=1.2)
+        ax.set_title(op, fontsize=FONT)
+        ax.set_ylim(0.95, 3.05)
+        ax.set_yticks([1, 1.5, 2, 2.5, 3], ["1", "1.5", "2", "2.5", "3+"], fontsize=FONT)
+        ax.tick_params(axis="x", labelsize=FONT)
+        ax.grid(alpha=0.3)
+        ax.set_xlabel("seconds since the study's first trial", fontsize=FONT)
+        ax.set_ylabel("best so far / final best", fontsize=FONT)
+    for k in range(len(ops), rows * cols):
+        axes[k // cols][k % cols].axis("off")
+    handles = [plt.Line2D([], [], color=c, label=b) for b, c in backends_seen.items()]
+    fig.legend(handles=handles, loc="upper right", fontsize=FONT)
+    fig.suptitle(title, fontsize=FONT + 1)
+    fig.tight_layout(rect=(0, 0, 0.9, 0.95))
+    return _png(fig)
+
+
+def importance_panels(per_backend: dict[str, tuple[list[str], list[float], int]], method: str) -> bytes:
+    """One horizontal bar chart per backend: mean importance of each parameter over its studies."""
+    plt = _pyplot()
+    names = list(per_backend)
+    fig, axes = plt.subplots(1, len(names), figsize=(4.6 * len(names), 0.45 * max(len(v[0]) for v in
+                                                                                    per_backend.values()) + 1.4),
+                             squeeze=False)
+    for ax, b in zip(axes[0], names):
+        params, mean, n = per_backend[b]
+        ax.barh(params, mean, color="tab:blue")
+        ax.invert_yaxis()
+        ax.set_xlim(0, 1)
+        ax.tick_params(labelsize=FONT)
+        ax.set_title(f"{b} ({n} studies)", fontsize=FONT)
+        ax.set_xlabel("mean importance", fontsize=FONT)
+    fig.suptitle(f"Parameter importance: {method}", fontsize=FONT)
+    fig.tight_layout()
+    return _png(fig)

@@ -3,6 +3,7 @@ paragraphs (including what is missing and why) and figures from `plots`."""
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -12,7 +13,7 @@ from autotune import explain
 from autotune.core.problem import Problem
 from autotune.report import analysis, plots
 from autotune.report.model import NOT_RUN, SECTION_TITLES, Image, Pre, Section, Table
-from autotune.report.text import distinct, fmt, fmt_gflops, fmt_ms, label, op_order, short
+from autotune.report.text import distinct, fmt, fmt_gflops, fmt_ms, label, op_order, short, short_label
 
 LINES_PER_PLOT = 10   # convergence curves per figure: more is unreadable
 
@@ -33,6 +34,79 @@ def environment(df: pd.DataFrame) -> Section:
                      str(len(part)), str(int(part["status"].isin(["ok", "baseline"]).sum()))])
     sec.blocks.append(Table(["backend", "versions (library, driver)", "rows", "ok rows"], brow,
                             "Backends measured on this device"))
+    if "threads" in df.columns and df["threads"].notna().any():
+        t = df[df["threads"].notna()]
+        sec.blocks.append("Threads and 1-minute load average recorded with the measurements: "
+                          + "; ".join(f"{src}: threads {', '.join(distinct(part['threads']))}, load "
+                                      f"{part['load_avg'].min():.2f}..{part['load_avg'].max():.2f}"
+                                      for src, part in t.groupby("source")) + ".")
+    return sec
+
+
+def problem_keys(df: pd.DataFrame, names: dict[str, str]) -> Table:
+    """The appendix: each short layer name and its full problem key (per op: gradients are keyed without bias)."""
+    rows = sorted({(short_label(k, names), k) for k in distinct(df["problem"])})
+    return Table(["layer", "problem key"], [list(r) for r in rows], "Short names used above and their full keys")
+
+
+def _compact_config(config: str) -> str:
+    try:
+        c = json.loads(config)
+    except (TypeError, ValueError):
+        return config
+    return " ".join(f"{k}={v}" for k, v in sorted(c.items())) if isinstance(c, dict) else config
+
+
+def overview(df: pd.DataFrame, names: dict[str, str]) -> Section:
+    """The first screen: who wins each layer and op and by how much over torch (heat-map), the winners with
+    their configs, their fraction of the device's measured peak, and their GFLOP/s with the repetition range."""
+    sec = Section("overview", SECTION_TITLES["overview"])
+    dev = df["device"].iloc[0]
+    won = analysis.winners(df)
+    if not won:
+        sec.blocks.append(f"No ok measurement on device {dev}: nothing won.")
+        return sec
+    peak = analysis.peak_gflops(df)
+    ops = sorted({w.op for w in won}, key=op_order)
+    order = list(dict.fromkeys(short_label(w.problem, names) for w in won))
+    tips = {short_label(w.problem, names): w.problem for w in won}
+    ratios = [w.vs_torch for w in won if w.vs_torch]
+    counts = pd.Series([w.backend for w in won]).value_counts()
+    head = (f"{len(won)} (layer, op) pairs measured; winners: "
+            + ", ".join(f"{b} {n}" for b, n in counts.items()))
+    if ratios:
+        head += (f". Speed-up of the winner over torch: geometric mean {math.exp(np.mean(np.log(ratios))):.2f}x, "
+                 f"range {min(ratios):.2f}x to {max(ratios):.2f}x over {len(ratios)} pairs")
+    head += (f". Measured peak (BLAS sgemm): {peak:.1f} GFLOP/s." if peak else
+             ". No measured peak for this device (run `autotune bench --record` on it: it times a BLAS sgemm), "
+             "so no fraction of peak.")
+    sec.blocks.append(head)
+    if plots.available():
+        winner = {(short_label(w.problem, names), w.op): w.backend for w in won}
+        ratio = {(short_label(w.problem, names), w.op): w.vs_torch for w in won if w.vs_torch}
+        sec.blocks.append(Image(plots.winner_heatmap(order, ops, winner, ratio,
+                                                     f"{dev}: winning backend, coloured by speed-up over torch"),
+                                "heat-map: winning backend per layer and op, coloured by speed-up over torch"))
+    rows = []
+    for w in sorted(won, key=lambda w: (order.index(short_label(w.problem, names)), op_order(w.op))):
+        rows.append([short_label(w.problem, names), w.op, w.backend, _compact_config(w.config), fmt_ms(w.time_s),
+                     f"{fmt_ms(w.time_min_s)}..{fmt_ms(w.time_max_s)}", str(w.measurements),
+                     fmt_gflops(w.gflops), fmt(w.vs_torch) if w.vs_torch else NOT_RUN,
+                     f"{100 * w.peak_fraction:.0f}%" if w.peak_fraction else NOT_RUN])
+    sec.blocks.append(Table(["layer", "op", "winner", "config", "ms", "range ms", "n", "GFLOP/s", "x torch",
+                             "of peak"], rows,
+                            "Winner per layer and op: the config with the smallest median of its ok measurements "
+                            "(as dispatch ranks them); range: fastest..slowest repetition; n: measurements; "
+                            "x torch: PyTorch's median / the winner's (same machine, same threads); of peak: "
+                            "GFLOP/s over the measured sgemm rate. Hover a layer for its full key.", tips))
+    if plots.available():
+        labels = [f"{short_label(w.problem, names)} {w.op}" for w in won]
+        lo = [w.gflops * w.time_s / w.time_max_s for w in won]
+        hi = [w.gflops * w.time_s / w.time_min_s for w in won]
+        sec.blocks.append(Image(plots.winner_range_bars(labels, [w.gflops for w in won], lo, hi,
+                                                        [w.backend for w in won], f"{dev}: winners' GFLOP/s",
+                                                        peak),
+                                "winners' GFLOP/s with the repetition range as error bars"))
     return sec
 
 
@@ -110,6 +184,17 @@ def speedup(df: pd.DataFrame, names: dict[str, str]) -> Section:
     if not rows:
         sec.blocks.append("No tuning trials on this device (only baselines), so no speed-up.")
         return sec
+    if plots.available():
+        value: dict[tuple[str, str], float] = {}
+        for sp in analysis.speedups(df):
+            if sp.ratio:
+                value[(short_label(sp.problem, names), f"{sp.backend} {sp.op}")] = sp.ratio
+        if value:
+            probs = list(dict.fromkeys(k[0] for k in value))
+            cols = sorted({k[1] for k in value}, key=lambda c: (c.split()[0], op_order(c.split()[1])))
+            sec.blocks.append(Image(plots.speedup_grid(probs, cols, value,
+                                                       "tuned config's speed-up over the backend's default"),
+                                    "speed-up of the tuned config over the default, per layer, backend and op"))
     sec.blocks.append(Table(["study", "backend", "op", "problem", "trials", "ok", "default ms", "best ms",
                              "speed-up"], rows,
                             "Speed-up = default config's median time / best ok trial's median time"))
@@ -138,12 +223,15 @@ def convergence(df: pd.DataFrame, names: dict[str, str], device: str) -> Section
     sec.blocks.append(Table(["study", "trials", "ok", "first ok ms", "best ms", "best at trial"], rows))
     if not plots.available():
         return sec
-    for (backend, op), lines in sorted(curves.items(), key=lambda kv: (kv[0][0], op_order(kv[0][1]))):
-        for start in range(0, len(lines), LINES_PER_PLOT):
-            chunk = [(short(name, 30), x, y) for name, x, y in lines[start:start + LINES_PER_PLOT]]
-            part = f" ({start // LINES_PER_PLOT + 1})" if len(lines) > LINES_PER_PLOT else ""
-            title = f"{device}: {backend} {op}{part}"
-            sec.blocks.append(Image(plots.convergence_chart(chunk, title), f"convergence: {title}"))
+    panels: dict[str, list[tuple[str, np.ndarray, np.ndarray]]] = {}
+    for c in analysis.convergence(df):
+        if c.best_s is None or c.seconds is None:
+            continue
+        panels.setdefault(c.op, []).append((c.backend, c.seconds, c.best_so_far))
+    panels = {op: panels[op] for op in sorted(panels, key=op_order)}
+    if panels:
+        sec.blocks.insert(0, Image(plots.convergence_wall(panels, f"{device}: convergence against wall time"),
+                                   f"convergence against wall time: {device}"))
     return sec
 
 
@@ -154,20 +242,20 @@ def importance(df: pd.DataFrame, device: str) -> Section:
         sec.blocks.append("No study has two or more ok trials that differ in a parameter: importances "
                           "unknown.")
         return sec
-    sec.blocks.append(f"Importance of each parameter for the median time, per study (sums to 1). Studies "
-                      f"with at least {analysis.MIN_OPTUNA_TRIALS} ok trials use Optuna's importance "
-                      f"evaluator (PED-ANOVA: which parameters set the best trials apart) on an in-memory "
-                      f"study rebuilt from the rows; smaller ones the share of the variance of log(time) "
-                      f"that each parameter's values explain.")
+    sec.blocks.append(f"Importance of each parameter for the median time, per study (sums to 1), by one method "
+                      f"for every study: the {analysis.IMPORTANCE_METHOD}.")
+    charts: dict[str, tuple[list[str], list[float], int]] = {}
     for backend in sorted({s.backend for s in per_study}):
         items = [s for s in per_study if s.backend == backend]
         keys = sorted({k for s in items for k in s.importance})
-        rows = [[s.study, s.op, s.method, *[fmt(s.importance.get(k), 3) for k in keys]] for s in items]
-        sec.blocks.append(Table(["study", "op", "method", *keys], rows, f"backend {backend}"))
-        if plots.available() and keys:
-            mean = [float(np.mean([s.importance.get(k, 0.0) for s in items])) for k in keys]
-            png = plots.importance_bars(keys, mean, len(items), f"{device}: {backend}")
-            sec.blocks.append(Image(png, f"parameter importance: {device} {backend}"))
+        mean = [float(np.mean([s.importance.get(k, 0.0) for s in items])) for k in keys]
+        rows = [[k, fmt(m, 3), str(sum(1 for s in items if k in s.importance))] for k, m in zip(keys, mean)]
+        sec.blocks.append(Table(["parameter", "mean importance", "studies"], rows, f"backend {backend}"))
+        if keys:
+            charts[backend] = (keys, mean, len(items))
+    if plots.available() and charts:
+        sec.blocks.insert(1, Image(plots.importance_panels(charts, analysis.IMPORTANCE_METHOD),
+                                   f"parameter importance: {device}"))
     if skipped:
         sec.blocks.append(f"{len(skipped)} study(ies) without two ok trials that differ in a parameter: "
                           + ", ".join(skipped[:20]) + (" ..." if len(skipped) > 20 else ""))

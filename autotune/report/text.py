@@ -76,3 +76,17 @@ def label(key: str, names: dict[str, str]) -> str:
 def op_order(op: str) -> int:
     """Sort key: the ops in OPS order, unknown ones last."""
     return OPS.index(op) if op in OPS else len(OPS)
+
+
+def short_label(key: str, names: dict[str, str]) -> str:
+    """A problem's name in the suite, else a compact form of its key (batch, channels in>out, size, kernel,
+    stride): short enough for an axis; the full key goes in a tooltip or the appendix."""
+    if key in names:
+        return names[key]
+    try:
+        from autotune.core.problem import Problem
+        p = Problem.from_key(key)
+    except (ValueError, TypeError):
+        return short(key, 28)
+    g = f" g{p.groups}" if p.groups != 1 else ""
+    return f"n{p.N} {p.C_in}>{p.C_out} {p.H}x{p.W} k{p.kH} s{p.stride[0]}{g}"

@@ -105,7 +105,7 @@ class StudyRunner:
         p = self.plan
         row = results.make_row(device_id=p.device.id, device_name=p.device.name, backend=p.backend.name,
                                op=p.op, problem=p.problem, config=config_json(config),
-                               status=outcome["status"],
+                               status=outcome["status"], source="tune", threads=outcome.get("threads"),
                                time_s=outcome.get("time_s"), time_min_s=outcome.get("time_min_s"),
                                time_max_s=outcome.get("time_max_s"), reps=outcome.get("reps"),
                                max_abs_err=outcome.get("max_abs_err"), reason=outcome.get("reason"),

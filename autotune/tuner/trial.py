@@ -83,8 +83,8 @@ _references = _References()
 def run_trial(request: dict[str, Any]) -> dict[str, Any]:
     """Build, check and time one config (in this process). `request`: backend, device, op, problem (key),
     config, budget_s (timing budget), seed (inputs). Returns a dict with status, reason, and when ok: time_s,
-    time_min_s, time_max_s, reps, max_abs_err; plus backend_version."""
-    from autotune.core.timing import measure
+    time_min_s, time_max_s, reps, max_abs_err, threads (the worker's); plus backend_version."""
+    from autotune.core.timing import current_threads, measure
 
     out: dict[str, Any] = {"status": "error", "reason": ""}
     try:
@@ -119,7 +119,7 @@ def run_trial(request: dict[str, Any]) -> dict[str, Any]:
     if not (timing.median_s > 0 and math.isfinite(timing.median_s)):
         return {**out, "status": "error", "reason": f"timer returned {timing.median_s!r} seconds"}
     return {**out, "status": "ok", "time_s": timing.median_s, "time_min_s": timing.min_s,
-            "time_max_s": timing.max_s, "reps": timing.reps}
+            "time_max_s": timing.max_s, "reps": timing.reps, "threads": current_threads()}
 
 
 # ---- the worker subprocess ---------------------------------------------------------------------------------

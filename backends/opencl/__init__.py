@@ -19,7 +19,11 @@
 from __future__ import annotations
 
 import hashlib
+import os
+import sys
+import tempfile
 import threading
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -60,6 +64,35 @@ def _fmt(defines: dict[str, int]) -> list[str]:
     return opts
 
 
+VERBOSE_ENV = "AUTOTUNE_VERBOSE"  # set (to anything but "" or 0) to see the OpenCL compiler's output
+
+
+def _verbose() -> bool:
+    return os.environ.get(VERBOSE_ENV, "") not in ("", "0")
+
+
+def _quiet_build(program: Any, options: Any) -> Any:
+    """`program.build(options)` with the compiler's output captured: what the OpenCL compiler prints on the
+    process's stderr ("4 warnings generated.") and pyopencl's CompilerWarning stay out of users' terminals and
+    training logs; with $AUTOTUNE_VERBOSE (`autotune --verbose`) they are shown after the build. A failing
+    build raises as before, with its log."""
+    if _verbose():
+        return program.build(options=options)
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with tempfile.TemporaryFile() as sink, warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Non-empty compiler output")
+            warnings.filterwarnings("ignore", category=UserWarning, module="pyopencl")
+            os.dup2(sink.fileno(), 2)
+            try:
+                return program.build(options=options)
+            finally:
+                os.dup2(saved, 2)
+    finally:
+        os.close(saved)
+
+
 class _DeviceState:
     """One OpenCL device: its context, profiling queue and program cache (keyed by source hash and defines)."""
 
@@ -77,7 +110,7 @@ class _DeviceState:
         with self.lock:
             prog = self.programs.get(key)
             if prog is None:
-                prog = self.cl.Program(self.context, source).build(options=_fmt(defines))
+                prog = _quiet_build(self.cl.Program(self.context, source), _fmt(defines))
                 self.programs[key] = prog
                 self.builds += 1
             return prog
