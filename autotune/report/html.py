@@ -21,7 +21,8 @@ CSS = ("body{font-family:system-ui,sans-serif;margin:1.5em auto;max-width:72em;p
        "padding:.7em;\n"
        "overflow-x:auto;font-size:.8em}.notes li{color:#8a4b00}section.device{border-top:2px solid #888;"
        "margin-top:2em}\n"
-       "nav a{margin-right:1em}.scroll{overflow-x:auto;max-width:100%}td{overflow-wrap:break-word}td.num{white-space:nowrap}\n"
+       "nav a{margin-right:1em}.scroll{overflow-x:auto;max-width:100%}td{overflow-wrap:break-word}"
+       "td.num{white-space:nowrap}\n"
        "h3{margin-top:1.6em}")
 
 
