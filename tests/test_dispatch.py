@@ -331,6 +331,24 @@ def test_kernels_are_prepared_lazily_and_decisions_memoized(dirs, fake, monkeypa
 
 
 # ---- untrusted files ----------------------------------------------------------------------------------------------
+def test_torn_and_hostile_rows_cost_only_themselves(dirs):
+    """Issue 15, items 1 and 2: a torn row (cut inside its quoted config) and hostile rows (100,000 nested `[`, a
+    5000-digit integer) cost those rows only; the good rows of the same file still decide."""
+    user, _ = dirs
+    write(user, [row(P, "numpy", PHASE, 3e-3)])
+    path = results.device_file(user, DEV)
+    whole = results.format_row(row(P, "numpy", COL2IM, 1e-6))
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(results.format_row({**row(P, "numpy", COL2IM, 1e-6), "config": "[" * 100_000}))
+        f.write(results.format_row({**row(P, "numpy", COL2IM, 1e-6), "config": '{"batch_block":' + "9" * 5000
+                                    + "}"}))
+        f.write(whole[:whole.index('"') + 12])  # torn: the next append starts a new line
+    write(user, [row(P, "numpy", PHASE, 2e-3)])
+    with pytest.warns(RuntimeWarning, match=r"line 3.*line 4.*line 5"):
+        w = autotune.which(P)
+    assert (w.reason, w.time_s) == ("exact", 2e-3)
+
+
 def test_foreign_and_stale_rows_are_ignored_with_warnings(dirs):
     user, _ = dirs
     write(user, [
@@ -357,7 +375,7 @@ def test_foreign_and_stale_rows_are_ignored_with_warnings(dirs):
     assert "'torch'" not in messages
     for needle in ("another device 'gpu-nvidia-h100-80gb'", "unknown backend 'nosuch'", "winograd",
                    "batch_block='0'", "unknown config parameter", "lacks parameter", "bogus", "not a problem key",
-                   "not a JSON object", "config is not JSON", "time_s -1.0", "op 'too'"):
+                   "not a JSON object", "config is not JSON", "time_s -1.0", "incomplete row"):
         assert needle in messages, needle
     assert_forward_correct(P)
 
