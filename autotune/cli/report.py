@@ -36,9 +36,8 @@ def run(args: argparse.Namespace) -> int:
     dirs = [Path(d) for d in args.results] if args.results else _default_dirs()
     for dev in args.device or []:
         results.device_file(Path("."), dev)   # raises UserError for an id that no results file can have
-    out = Path(args.output)
-    if out.is_dir():   # checked before the (slow) build, so the mistake is reported at once
-        raise UserError(f"-o {out} is a directory; give a file name")
+    # checked before the (slow) build, so the mistake is reported at once; never over the results
+    out = results.check_output_path("-o", args.output, dirs, parent_must_exist=False)
     try:
         report = build_report(dirs, args.device, args.layer)
     except OSError as exc:   # a results file or directory the user named cannot be read

@@ -455,3 +455,38 @@ def set_aside_if_unreadable(path: str | os.PathLike[str]) -> str | None:
             return f"{problem}; kept aside as {target}, a new results file is started{carried}"
         finally:
             fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _is_results_file(path: Path) -> bool:
+    try:
+        with open(path, "rb") as f:
+            header = f.readline(MAX_LINE).removeprefix(b"\xef\xbb\xbf").rstrip(b"\r\n").split(b",")
+    except OSError:
+        return False
+    return all(c.encode() in header for c in REQUIRED)
+
+
+def check_output_path(option: str, path: str | os.PathLike[str],
+                      directories: Iterable[str | os.PathLike[str]] = (), parent_must_exist: bool = True) -> Path:
+    """An output file (`report -o`, `bench --csv`) that the command may write, checked before any work: never in a
+    results directory (`directories`, the user's, the shipped one) nor a file with a results header, and its
+    directory must exist (unless not `parent_must_exist`: the writer creates it) and be writable. Raises UserError
+    naming the option and what to do."""
+    out = Path(path)
+    if out.is_dir():
+        raise UserError(f"{option} {out} is a directory; give a file name")
+    where = out.resolve().parent
+    dirs = {Path(d).resolve() for d in (*directories, results_dir(), shipped_results_dir())}
+    if where in dirs:
+        raise UserError(f"{option} {out} is inside the results directory {where}: writing it would overwrite or "
+                        f"add to the results; give a path outside it")
+    if out.exists() and _is_results_file(out):
+        raise UserError(f"{option} {out} is a results file: writing it would overwrite the results; give another "
+                        f"path")
+    if not parent_must_exist:
+        return out
+    if not where.is_dir():
+        raise UserError(f"{option} {out}: directory {out.parent} does not exist; create it or give another path")
+    if not os.access(where, os.W_OK):
+        raise UserError(f"{option} {out}: directory {out.parent} is not writable; give another path")
+    return out

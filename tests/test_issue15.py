@@ -1,0 +1,52 @@
+"""Issue 15: nothing lost, nothing poisoned. Outputs never over results, and every user-facing failure is one line
+(exit 2, no traceback) naming the file or option and what to do."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from autotune import cli
+from autotune.core import results
+from autotune.core.problem import Problem
+
+P = Problem.make(1, 2, 3, 3, 2, 2, 2, stride=2)
+
+
+def _results_file(d: Path) -> Path:
+    path = results.device_file(d, "cpu-test-1c")
+    results.append_rows(path, [{"device": "cpu-test-1c", "device_name": "Test", "backend": "numpy", "op": "forward",
+                                **results.problem_columns(P), "config": "{}", "status": "ok", "time_s": 1e-3}])
+    return path
+
+
+def _one_line_error(capsys: pytest.CaptureFixture[str], argv: list[str], *needles: str) -> str:
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    for needle in needles:
+        assert needle in err, (needle, err)
+    return err
+
+
+@pytest.mark.parametrize("verb", ["report", "bench"])
+def test_outputs_never_over_results(tmp_path: Path, capsys: pytest.CaptureFixture[str], verb: str) -> None:
+    """Item 3: `report -o` and `bench --csv` refuse a results file and a results directory, before any work."""
+    d = tmp_path / "res"
+    path = _results_file(d)
+    before = path.read_bytes()
+    option = ["-o"] if verb == "report" else ["--backends", "numpy", "--no-torch", "--only", "nope", "--csv"]
+    for target in (path, d / "other.csv"):
+        _one_line_error(capsys, [verb, "--results", str(d), *option, str(target)], str(target), "results")
+    copy = tmp_path / "copy.csv"  # a results file outside any results directory is refused too
+    copy.write_bytes(before)
+    _one_line_error(capsys, [verb, "--results", str(d), *option, str(copy)], "is a results file")
+    assert path.read_bytes() == before and copy.read_bytes() == before
+
+
+def test_bench_csv_in_a_missing_directory_fails_before_the_run(tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    """Item 8: checked before the (long) run: the problem selection `nope` would only fail later."""
+    _one_line_error(capsys, ["bench", "--results", str(tmp_path), "--only", "nope", "--csv",
+                             "/nonexistent/dir/x.csv"], "--csv", "does not exist")
