@@ -50,3 +50,35 @@ def test_bench_csv_in_a_missing_directory_fails_before_the_run(tmp_path: Path,
     """Item 8: checked before the (long) run: the problem selection `nope` would only fail later."""
     _one_line_error(capsys, ["bench", "--results", str(tmp_path), "--only", "nope", "--csv",
                              "/nonexistent/dir/x.csv"], "--csv", "does not exist")
+
+
+@pytest.mark.filterwarnings("ignore:Heartbeat")
+def test_default_is_enqueued_again_after_a_kill_during_its_trial(tmp_path: Path) -> None:
+    """Item 5: a run killed during the default trial leaves it RUNNING; the next run enqueues the default again
+    (no finished trial has it), so the study cannot finish without it."""
+    from optuna.trial import TrialState
+
+    import backends
+    from autotune.tuner.plan import StudyPlan
+    from autotune.tuner.storage import make_storage
+    from autotune.tuner.study import open_study
+
+    backend = backends.get("numpy")
+    device = backend.devices()[0]
+    space = backend.space("forward", P, device)
+    plan = StudyPlan("tiny", P, "forward", backend, device, space,
+                     space.validate(backend.default_config("forward", P, device)))
+    storage = make_storage(f"sqlite:///{tmp_path / 's.db'}")
+    study = open_study(plan, storage, "random", 0)
+    trial = study.ask()  # the enqueued default, now RUNNING: the process is killed here
+    for name, values in space.params.items():
+        trial.suggest_categorical(name, list(values))
+    assert trial.params == plan.default
+    study = open_study(plan, storage, "random", 0)  # the rerun, within the heartbeat's grace period
+    waiting = study.get_trials(states=(TrialState.WAITING,))
+    assert [t.system_attrs["fixed_params"] for t in waiting] == [plan.default]
+    nxt = study.ask()
+    assert {k: nxt.suggest_categorical(k, list(v)) for k, v in space.params.items()} == plan.default
+    study.tell(nxt, 1.0)
+    open_study(plan, storage, "random", 0)  # a finished default: not enqueued again
+    assert not study.get_trials(states=(TrialState.WAITING,))
