@@ -82,3 +82,31 @@ def test_default_is_enqueued_again_after_a_kill_during_its_trial(tmp_path: Path)
     study.tell(nxt, 1.0)
     open_study(plan, storage, "random", 0)  # a finished default: not enqueued again
     assert not study.get_trials(states=(TrialState.WAITING,))
+
+
+def test_time_budget_holds_for_2000_problems(tmp_path: Path) -> None:
+    """Item 6: planning and summary are linear; a 3 s budget over 2,000 problems ends in seconds, and the summary
+    has every problem."""
+    import time
+
+    from autotune.problems import NamedProblem
+    from autotune.tuner import TuneOptions, tune
+
+    problems = [NamedProblem(f"p{i}", Problem.make(1, 1 + i % 7, 3 + i % 5, 3 + i // 5 % 5, 1 + i // 25 % 7, 2, 2,
+                                                   stride=2)) for i in range(2000)]
+    options = TuneOptions(problems=problems, results=tmp_path, ops=("forward",), backends=["numpy"],
+                          time_budget_s=3, timing_budget_s=0.01, progress=False)
+    start = time.monotonic()
+    table = tune(options)
+    assert time.monotonic() - start < 3 + 4
+    assert len(table) == 2000 and table["trials"].sum() >= 1
+
+
+def test_problems_file_with_a_bom(tmp_path: Path) -> None:
+    """Item 10: a UTF-8 BOM (spreadsheet exports) is tolerated."""
+    from autotune.problems import load_problems
+
+    f = tmp_path / "p.csv"
+    f.write_bytes(b"\xef\xbb\xbfname,N,C_in,H,W,C_out,kH,kW,stride,padding,output_padding,dilation,groups,bias\n"
+                  b"tiny,2,3,5,5,4,3,3,2,1,1,1,1,1\n")
+    assert [p.name for p in load_problems(f)] == ["tiny"]

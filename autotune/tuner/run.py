@@ -25,6 +25,8 @@ def tune(options: TuneOptions, stream: TextIO | None = None) -> pd.DataFrame:
     # this package first, and must not find its own module already imported.
     from autotune.tuner.trial import Worker
 
+    start = time.monotonic()  # the budget covers planning and opening the storage too
+    deadline = start + options.time_budget_s if options.time_budget_s else None
     progress = Progress(0, stream if stream is not None else sys.stderr, options.progress)
     plans = plan_studies(options, progress.message)
     if not plans:
@@ -37,8 +39,6 @@ def tune(options: TuneOptions, stream: TextIO | None = None) -> pd.DataFrame:
             progress.message(f"warning: {note}")
     storage = make_storage(storage_url(options.storage, options.results))
     progress.total = len(plans)
-    start = time.monotonic()
-    deadline = start + options.time_budget_s if options.time_budget_s else None
     with Worker() as worker:
         for i, plan in enumerate(plans, start=1):
             timeout = options.timeout_s
