@@ -110,3 +110,59 @@ def test_problems_file_with_a_bom(tmp_path: Path) -> None:
     f.write_bytes(b"\xef\xbb\xbfname,N,C_in,H,W,C_out,kH,kW,stride,padding,output_padding,dilation,groups,bias\n"
                   b"tiny,2,3,5,5,4,3,3,2,1,1,1,1,1\n")
     assert [p.name for p in load_problems(f)] == ["tiny"]
+
+
+PROBLEMS = ("name,N,C_in,H,W,C_out,kH,kW,stride,padding,output_padding,dilation,groups,bias\n"
+            "tiny,1,2,3,3,2,2,2,2,0,0,1,1,0\n")
+
+
+@pytest.mark.parametrize("case", ["corrupt_storage", "results_is_a_file", "results_not_creatable", "memory_storage",
+                                  "storage_in_a_missing_dir"])
+def test_tune_failures_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str], case: str) -> None:
+    """Item 8: each is one line naming the file or option and what to do; no directory is created for a URL."""
+    problems = tmp_path / "p.csv"
+    problems.write_text(PROBLEMS)
+    res = tmp_path / "res"
+    extra: list[str] = []
+    needles: tuple[str, ...]
+    if case == "corrupt_storage":
+        res.mkdir()
+        (res / "studies.sqlite3").write_text("garbage")
+        needles = ("studies.sqlite3", "not a database", "--storage")
+    elif case == "results_is_a_file":
+        res = problems
+        needles = ("--results", "is a file")
+    elif case == "results_not_creatable":
+        res = Path("/proc/autotune-results")
+        needles = ("--results", "cannot create")
+    elif case == "memory_storage":
+        extra = ["--storage", "sqlite:///:memory:"]
+        needles = ("--storage", "in-memory")
+    else:
+        extra = ["--storage", f"sqlite:///{tmp_path}/typo/dir/x.db"]
+        needles = ("--storage", "does not exist")
+    _one_line_error(capsys, ["tune", "--problems", str(problems), "--backends", "numpy", "--ops", "forward",
+                             "--trials", "1", "--quiet", "--results", str(res), *extra], *needles)
+    assert not (tmp_path / "typo").exists()
+
+
+def test_bench_record_appends_per_measurement(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Item 9: a run killed after its first measurement keeps that measurement in the results."""
+    from autotune import bench
+    from autotune.problems import NamedProblem
+
+    real = bench._time_backend
+    calls: list[int] = []
+
+    def killed_on_second(*args: object, **kw: object) -> object:
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kw)  # type: ignore[arg-type]
+    monkeypatch.setattr(bench, "_time_backend", killed_on_second)
+    with pytest.raises(KeyboardInterrupt):
+        bench.bench([NamedProblem("tiny", P)], ["forward", "backward_input"], ["numpy"], budget_s=0.01,
+                    with_torch=False, record_to=tmp_path / "res")
+    (path,) = (tmp_path / "res").glob("*.csv")
+    df = results.read_file(path)
+    assert df["op"].tolist() == ["forward"] and df["reason"].tolist() == ["autotune bench"]

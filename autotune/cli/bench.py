@@ -50,9 +50,8 @@ def run(args: argparse.Namespace) -> int:
     problems = select(load_problems(args.problems), args.only)
     df, chosen = bench.bench(problems, args.ops, args.backends, configs=args.configs, max_configs=args.max_configs,
                              budget_s=args.budget, results_dirs=[directory, results.shipped_results_dir()],
-                             with_torch=not args.no_torch, say=_say)
-    if args.record:
-        bench.record(df, problems, chosen, bench.torch_version(), directory)
+                             with_torch=not args.no_torch, say=_say, record_to=directory if args.record else None)
+    if args.record:  # each measurement was appended as it was taken
         _say(f"recorded {int(df.status.isin(['ok', 'baseline']).sum())} rows in {directory}")
     print_table(df)
     if args.csv:

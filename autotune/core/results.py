@@ -63,6 +63,22 @@ def results_dir(arg: str | os.PathLike[str] | None = None) -> Path:
     return Path(platformdirs.user_data_dir("convt-autotune")) / "results"
 
 
+def make_dir(directory: str | os.PathLike[str]) -> Path:
+    """Create a results directory (and its parents) if needed; a path that is a file, or cannot be created or
+    written, is a ResultsWriteError naming it."""
+    d = Path(directory)
+    if d.exists() and not d.is_dir():
+        raise ResultsWriteError(f"--results {d} is a file, not a directory; give a directory")
+    try:
+        d.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ResultsWriteError(f"--results {d}: cannot create the directory ({exc.strerror or exc}); give a "
+                                f"writable one") from None
+    if not os.access(d, os.W_OK):
+        raise ResultsWriteError(f"--results {d}: the directory is not writable; give a writable one")
+    return d
+
+
 def shipped_results_dir() -> Path:
     """The `results/` shipped with the project (read after the user's own)."""
     return Path(__file__).resolve().parents[2] / "results"

@@ -32,7 +32,7 @@ def tune(options: TuneOptions, stream: TextIO | None = None) -> pd.DataFrame:
     if not plans:
         raise UserError("nothing to tune: no available backend and device for these problems and ops "
                         "(see `autotune devices`)")
-    options.results.mkdir(parents=True, exist_ok=True)
+    results.make_dir(options.results)
     for device_id in sorted({p.device.id for p in plans}):
         note = results.set_aside_if_unreadable(results.device_file(options.results, device_id))
         if note:
