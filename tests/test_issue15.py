@@ -166,3 +166,59 @@ def test_bench_record_appends_per_measurement(tmp_path: Path, monkeypatch: pytes
     (path,) = (tmp_path / "res").glob("*.csv")
     df = results.read_file(path)
     assert df["op"].tolist() == ["forward"] and df["reason"].tolist() == ["autotune bench"]
+
+
+def test_empty_batch_as_torch() -> None:
+    """Item 10: N=0 gives an empty output and zero weight/bias gradients, as torch (the torch module too)."""
+    import numpy as np
+
+    import autotune
+
+    x, w, b = np.zeros((0, 4, 5, 5), np.float32), np.ones((4, 3, 3, 3), np.float32), np.ones(6, np.float32)
+    y = autotune.conv_transpose2d(x, w, b, stride=2, groups=2)
+    assert y.shape == (0, 6, 11, 11) and y.dtype == np.float32
+    gx, gw, gb = autotune.conv_transpose2d_backward(y, x, w, stride=2, groups=2)
+    assert gx.shape == x.shape and gw.shape == w.shape and not gw.any() and gb.shape == (6,)
+    torch = pytest.importorskip("torch")
+    import autotune.torch as att
+
+    layer = att.ConvTranspose2d(4, 6, 3, stride=2, groups=2)
+    ref = torch.nn.ConvTranspose2d(4, 6, 3, stride=2, groups=2)
+    ref.load_state_dict(layer.state_dict())
+    xt = torch.zeros((0, 4, 5, 5), requires_grad=True)
+    out = layer(xt)
+    assert out.shape == ref(xt).shape == (0, 6, 11, 11)
+    out.sum().backward()
+    assert xt.grad is not None and xt.grad.shape == xt.shape and layer.weight.grad is not None
+
+
+def test_numpy_integer_scalars_everywhere() -> None:
+    """Item 10: groups=np.int64(2) is accepted like stride=np.int64(2)."""
+    import numpy as np
+
+    import autotune
+
+    x, w = np.ones((1, 4, 3, 3), np.float32), np.ones((4, 3, 2, 2), np.float32)
+    y = autotune.conv_transpose2d(x, w, stride=np.int64(2), groups=np.int64(2), padding=np.int32(0),
+                                  dilation=(np.int64(1), 1))
+    assert np.array_equal(y, autotune.conv_transpose2d(x, w, stride=2, groups=2))
+    assert autotune.conv_transpose2d_backward(y, x, w, stride=2, groups=np.int64(2))[1].shape == w.shape
+
+
+def test_memory_is_checked_before_allocating(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Item 10: a call whose working memory exceeds what is available is refused before any backend allocates."""
+    import numpy as np
+
+    import autotune
+    from autotune.core import memory
+
+    monkeypatch.setattr(memory, "available_cpu", lambda: 300 * 2**20)
+    x, w = np.zeros((64, 64, 64, 64), np.float16), np.zeros((64, 64, 4, 4), np.float16)  # 2 MiB + 64 KiB
+    with pytest.raises(MemoryError, match="GiB available; split the batch"):
+        autotune.conv_transpose2d(x, w, stride=4)  # output 64x64x256x256: about 4 GiB of working memory
+    with pytest.raises(autotune.core.errors.UserError):
+        autotune.conv_transpose2d(x, w, stride=4)
+
+
+def test_check_negative_configs_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    _one_line_error(capsys, ["check", "--configs", "-1"], "--configs must be >= 1")
