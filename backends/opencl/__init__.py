@@ -182,6 +182,19 @@ class OpenCLBackend(Backend):
             if self._probed:
                 return
             self._probed = True
+            # Each driver is first probed in a subprocess: one that crashes or hangs is left out, with why.
+            try:
+                from backends.opencl import probe
+                good, bad = probe.usable_icds()
+            except Exception as e:  # the isolation itself failing must not cost the backend
+                good, bad = None, [("probe", f"{type(e).__name__}: {e}")]
+            self._broken.extend(bad)
+            if good is not None and bad:
+                if not good:
+                    reasons = "; ".join(f"{n}: {r}" for n, r in bad)
+                    self._error = f"no usable OpenCL driver ({reasons}); install: {INSTALL_HINT}"
+                    return
+                probe.restrict_loader(good)
             try:
                 cl = self._import()
             except Exception as e:  # ImportError, or a pyopencl whose native part fails to load
