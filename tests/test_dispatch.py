@@ -8,6 +8,7 @@ import argparse
 import json
 import subprocess
 import sys
+import time
 import warnings
 
 import numpy as np
@@ -517,3 +518,31 @@ def test_import_autotune_stays_light():
            "'triton') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_reload_is_off_the_callers_path(dirs, monkeypatch):
+    """Issue 15, item 7: a changed file is re-read in the background; the old table serves calls meanwhile."""
+    import threading
+
+    user, _ = dirs
+    monkeypatch.setattr(dispatch, "RELOAD_CHECK_S", 0.0)
+    write(user, [row(P, "numpy", COL2IM, 1e-3)])
+    assert dispatch.choices("forward", P)[0].config == COL2IM
+    gate = threading.Event()
+    real = dispatch._read
+
+    def slow_read(table):
+        gate.wait(10)  # a huge file being read
+        return real(table)
+    monkeypatch.setattr(dispatch, "_read", slow_read)
+    write(user, [row(P, "numpy", PHASE, 1e-4)])
+    start = time.monotonic()
+    for _ in range(20):
+        assert dispatch.choices("forward", P)[0].config == COL2IM  # the old table serves, nobody waits
+    assert time.monotonic() - start < 2
+    gate.set()
+    deadline = time.monotonic() + 10
+    while dispatch.choices("forward", P)[0].config != PHASE and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert dispatch.choices("forward", P)[0].config == PHASE
+    assert autotune.which(P).config == PHASE
