@@ -222,3 +222,16 @@ def test_memory_is_checked_before_allocating(monkeypatch: pytest.MonkeyPatch) ->
 
 def test_check_negative_configs_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
     _one_line_error(capsys, ["check", "--configs", "-1"], "--configs must be >= 1")
+
+
+def test_two_opencl_runtimes_on_one_cpu_have_two_ids() -> None:
+    """Item 11: PoCL keeps the CPU's id (shared with numpy); another runtime on the same CPU adds its platform."""
+    from autotune.core import devices
+
+    cpu = "cpu-amd-epyc-2c"
+    assert devices.opencl_cpu_device_id("Portable Computing Language", cpu) == cpu
+    ids = {devices.opencl_cpu_device_id(name, cpu) for name in
+           ("Portable Computing Language", "Oclgrind", "Intel(R) OpenCL", "Intel(R) CPU Runtime for OpenCL(TM)")}
+    assert len(ids) == 4 and f"{cpu}-oclgrind" in ids and f"{cpu}-intel-opencl" in ids
+    for i in ids:
+        results.device_file(".", i)  # every one is a valid device id (a slug)
