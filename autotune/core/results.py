@@ -253,7 +253,7 @@ def parse_config(text: str) -> Any:
     """A config's JSON within the bounds (length, depth, number size), else _BadRow (a ValueError)."""
     if len(text) > MAX_FIELD:
         raise _BadRow(f"config of {len(text)} characters (at most {MAX_FIELD})")
-    if _json_depth(text) > MAX_JSON_DEPTH:
+    if text.count("[") + text.count("{") > MAX_JSON_DEPTH and _json_depth(text) > MAX_JSON_DEPTH:
         raise _BadRow(f"config nested deeper than {MAX_JSON_DEPTH}")
 
     def integer(s: str) -> int:
@@ -268,44 +268,30 @@ def parse_config(text: str) -> Any:
         raise _BadRow("config is not JSON") from None
 
 
-def _integer(text: str) -> int | None:
-    if text == "":
-        return None
-    v = _bounded_number(text)
-    # Untrusted text: a non-integral or huge value becomes NA instead of an exception.
-    return int(v) if math.isfinite(v) and abs(v) < 2**53 and v == round(v) else None
-
-
-def _parse_row(header: list[str], line: str) -> dict[str, Any]:
-    """One physical line as a row of typed values, within the bounds; _BadRow (or any exception) drops it."""
+def _parse_row(header: list[str], limits: list[int], line: str) -> dict[str, str]:
+    """One physical line as a row of text fields, within the bounds; _BadRow drops it."""
     if len(line) > MAX_LINE:
         raise _BadRow(f"row of {len(line)} characters (at most {MAX_LINE})")
-    if line.count('"') % 2:
+    if '"' not in line:
+        fields = line.split(",")
+    elif line.count('"') % 2:
         raise _BadRow("incomplete row (an unclosed quote: cut short by a killed writer or a full disk?)")
-    fields = next(csv.reader([line]))
+    else:
+        fields = next(csv.reader([line]))
     if len(fields) < len(header):
         raise _BadRow("incomplete row (no schema field: cut short by a killed writer?)")
     if len(fields) > len(header):
         raise _BadRow(f"{len(fields)} fields, the header has {len(header)}")
-    row: dict[str, Any] = {}
-    for name, text in zip(header, fields):
-        limit = MAX_FIELD if name in _LONG else MAX_SHORT
+    for name, text, limit in zip(header, fields, limits):
         if len(text) > limit:
             raise _BadRow(f"field {name} of {len(text)} characters (at most {limit})")
-        if name in _FLOATS:
-            row[name] = _bounded_number(text) if text else math.nan
-        elif name in _INTS:
-            try:
-                row[name] = _integer(text)
-            except ValueError:
-                row[name] = None
-        else:
-            row[name] = text
-    return row
+    return dict(zip(header, fields))
 
 
-def _row_problem(row: dict[str, Any]) -> str | None:
-    """None if the row's values are valid, else the reason."""
+def _row_problem(row: dict[str, str], seen: dict[tuple[str, str], str | None] | None = None) -> str | None:
+    """None if the row's values are valid, else the reason. `seen` memoizes the checks of problem keys and configs
+    (many rows share them)."""
+    seen = {} if seen is None else seen
     if row["op"] not in OPS:
         return f"op {row['op']!r} is not one of {OPS}"
     if row["status"] not in STATUSES:
@@ -314,30 +300,49 @@ def _row_problem(row: dict[str, Any]) -> str | None:
         return f"backend {row['backend']!r} is not a backend name"
     if not _SLUG.fullmatch(row["device"]):
         return f"device {row['device']!r} is not a device id"
-    try:
-        Problem.from_key(row["problem"])
-    except (ValueError, TypeError) as exc:
-        return str(exc)
-    config = parse_config(row["config"]) if row["config"] else {}
-    if not isinstance(config, dict):
-        return "config is not a JSON object"
-    if "schema" in row and (row["schema"] is None or row["schema"] < 1):
+    for kind, text in (("problem", row["problem"]), ("config", row["config"])):
+        if (kind, text) not in seen:
+            seen[kind, text] = _field_problem(kind, text)
+        if seen[kind, text] is not None:
+            return seen[kind, text]
+    if "schema" in row and not (row["schema"].isdigit() and int(row["schema"]) >= 1):
         return "incomplete row (no schema field: cut short by a killed writer?)"
     if row["status"] == "ok":
-        t = row["time_s"]
+        try:
+            t = float(row["time_s"])
+        except ValueError:
+            t = math.nan
         if not math.isfinite(t) or t <= 0:
-            return f"time_s {t!r} is not a positive number"
+            return f"time_s {row['time_s'] or '(empty)'} is not a positive number"
     return None
 
 
-def _frame(rows: list[dict[str, Any]], header: list[str]) -> pd.DataFrame:
+def _field_problem(kind: str, text: str) -> str | None:
+    """None if a problem key or config is valid, else the reason."""
+    if kind == "problem":
+        try:
+            Problem.from_key(text)
+        except (ValueError, TypeError) as exc:
+            return str(exc)
+        return None
+    try:
+        config = parse_config(text) if text else {}
+    except _BadRow as exc:
+        return str(exc)
+    return None if isinstance(config, dict) else "config is not a JSON object"
+
+
+def _frame(rows: list[dict[str, str]], header: list[str]) -> pd.DataFrame:
+    """The good rows, typed: numbers column by column (each field is at most MAX_DIGITS characters by now)."""
     df = pd.DataFrame.from_records(rows, columns=header)
     for c in _FLOATS:
         if c in df.columns:
             df[c] = pd.to_numeric(df[c], errors="coerce").astype(float)
     for c in _INTS:
         if c in df.columns:
-            df[c] = pd.array([None if v is None else v for v in df[c]], dtype="Int64")
+            v = pd.to_numeric(df[c], errors="coerce").astype(float)
+            # Untrusted text: a non-integral or huge value becomes NA instead of an exception.
+            df[c] = v.where(v.notna() & (v.abs() < 2**53) & (v == v.round())).astype("Int64")
     return df
 
 
@@ -367,15 +372,17 @@ def scan_file(path: str | os.PathLike[str]) -> tuple[pd.DataFrame, list[str], in
     if missing or len(set(header)) != len(header):
         raise ResultsFileError(f"{path}, line 1: not a results header (missing column(s) "
                                f"{', '.join(missing) or '-'})")
-    good: list[dict[str, Any]] = []
+    good: list[dict[str, str]] = []
     errors: list[str] = []
+    seen: dict[tuple[str, str], str | None] = {}
+    limits = [MAX_FIELD if c in _LONG else MAX_DIGITS if c in _FLOATS or c in _INTS else MAX_SHORT for c in header]
     for number, raw in enumerate(lines[1:], start=2):
         try:
             line = raw.decode("utf-8").rstrip("\r")
             if not line:
                 continue
-            row = _parse_row(header, line)
-            why = _row_problem(row)
+            row = _parse_row(header, limits, line)
+            why = _row_problem(row, seen)
         except UnicodeDecodeError:
             why = "not UTF-8 text"
         except _BadRow as exc:
