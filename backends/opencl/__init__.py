@@ -32,9 +32,10 @@ import numpy as np
 from autotune.core.devices import device_id, opencl_cpu_device_id
 from autotune.core.problem import Problem
 from backends.base import Backend, Config, Device, Kernel, Space
+from backends.opencl.probe import TRIVIAL as _TRIVIAL
+from backends.opencl.probe import restrict_loader, usable_icds
 
 _SOURCE_PATH = Path(__file__).with_name("convt.cl")
-_TRIVIAL = "__kernel void probe(__global float* a) { a[get_global_id(0)] += 1.0f; }"
 INSTALL_HINT = ("pip install convt-autotune[opencl] (pyopencl), and an OpenCL driver, e.g. "
                 "apt-get install pocl-opencl-icd")
 # A register tile larger than this many accumulator values spills on every CPU and GPU we know; pruned.
@@ -185,10 +186,14 @@ class OpenCLBackend(Backend):
             if self._probed:
                 return
             self._probed = True
+            try:
+                cl = self._import()  # importing pyopencl asks the drivers nothing yet
+            except Exception as e:  # ImportError, or a pyopencl whose native part fails to load
+                self._error = f"pyopencl cannot be imported ({e}); install: {INSTALL_HINT}"
+                return
             # Each driver is first probed in a subprocess: one that crashes or hangs is left out, with why.
             try:
-                from backends.opencl import probe
-                good, bad = probe.usable_icds()
+                good, bad = usable_icds()
             except Exception as e:  # the isolation itself failing must not cost the backend
                 good, bad = None, [("probe", f"{type(e).__name__}: {e}")]
             self._broken.extend(bad)
@@ -197,12 +202,7 @@ class OpenCLBackend(Backend):
                     reasons = "; ".join(f"{n}: {r}" for n, r in bad)
                     self._error = f"no usable OpenCL driver ({reasons}); install: {INSTALL_HINT}"
                     return
-                probe.restrict_loader(good)
-            try:
-                cl = self._import()
-            except Exception as e:  # ImportError, or a pyopencl whose native part fails to load
-                self._error = f"pyopencl cannot be imported ({e}); install: {INSTALL_HINT}"
-                return
+                restrict_loader(good)
             self._cl = cl
             try:
                 platforms = self._platforms(cl)

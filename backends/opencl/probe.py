@@ -24,6 +24,8 @@ from pathlib import Path
 TIMEOUT_ENV = "AUTOTUNE_OPENCL_PROBE_TIMEOUT"
 CACHE_ENV = "AUTOTUNE_CACHE"
 DEFAULT_TIMEOUT_S = 30.0
+# The trivial kernel every device must build and run (here and in the backend's own in-process check).
+TRIVIAL = "__kernel void probe(__global float* a) { a[get_global_id(0)] += 1.0f; }"
 _ROOT = Path(__file__).resolve().parents[2]
 _lock = threading.Lock()
 _verdicts: dict[str, str | None] = {}  # driver key -> None (answered) or why not, for this process
@@ -128,7 +130,9 @@ def usable_icds() -> tuple[list[Path] | None, list[tuple[str, str]]]:
                 if key in stored:
                     _verdicts[key] = stored[key]
                 else:
-                    _verdicts[key] = new[key] = probe_icd(icd, timeout)
+                    _verdicts[key] = why = probe_icd(icd, timeout)
+                    if why is None or "failed while probing" not in why:
+                        new[key] = why  # a crash, a hang or an answer is kept on disk; an ordinary failure is not
             why = _verdicts[key]
             if why is None:
                 good.append(icd)
@@ -152,14 +156,12 @@ def main() -> int:
     import numpy as np
     import pyopencl as cl
 
-    from backends.opencl import _TRIVIAL
-
     for plat in cl.get_platforms():
         for handle in plat.get_devices():
             try:
                 ctx = cl.Context([handle])
                 queue = cl.CommandQueue(ctx)
-                prog = cl.Program(ctx, _TRIVIAL).build()
+                prog = cl.Program(ctx, TRIVIAL).build()
                 buf = cl.Buffer(ctx, cl.mem_flags.READ_WRITE | cl.mem_flags.COPY_HOST_PTR,
                                 hostbuf=np.zeros(4, np.float32))
                 prog.probe(queue, (4,), None, buf).wait()
