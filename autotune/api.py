@@ -19,7 +19,8 @@ from typing import Any
 import numpy as np
 
 from autotune import dispatch
-from autotune.core.problem import Problem
+from autotune.core import memory
+from autotune.core.problem import Problem, _is_int
 from backends.base import Backend
 
 _FLOAT_DTYPES = {"float16", "float32", "float64", "bfloat16"}
@@ -84,9 +85,10 @@ def _checked_problem(x: Any, weight: Any, bias: Any, stride: Any, padding: Any, 
     dtype = _check_array(x_name, x, 4)
     if _check_array("weight", weight, 4) != dtype:
         raise TypeError(f"weight dtype {weight.dtype} differs from {x_name} dtype {x.dtype}")
-    if not isinstance(groups, int) or isinstance(groups, bool) or groups < 1:
+    if not _is_int(groups) or groups < 1:  # numpy integers too, as for every int argument
         raise ValueError(f"groups must be a positive int, got {groups!r}")
     N, C_in, H, W = (int(v) for v in x.shape)
+    N = max(N, 1)  # an empty batch (N=0) is checked as a batch of one; the calls return empty outputs, as torch
     wc_in, cog, kH, kW = (int(v) for v in weight.shape)
     if wc_in != C_in:
         raise ValueError(f"weight.shape[0]={wc_in} must equal the input channels {x_name}.shape[1]={C_in} "
@@ -100,7 +102,15 @@ def _checked_problem(x: Any, weight: Any, bias: Any, stride: Any, padding: Any, 
             raise ValueError(f"bias must have C_out={cog * groups} elements (weight.shape[1]*groups), "
                              f"got {int(bias.shape[0])}")
     return Problem.make(N, C_in, H, W, cog * groups, kH, kW, stride, padding, output_padding, dilation,
-                        groups, bias is not None, dtype)
+                        int(groups), bias is not None, dtype)
+
+
+def _zeros(like: Any, shape: tuple[int, ...]) -> Any:
+    """Zeros of `shape`, of the type, dtype and device of `like` (the answers for an empty batch)."""
+    if _is_tensor(like):
+        import torch  # a tensor came in, so torch is installed
+        return torch.zeros(shape, dtype=like.dtype, device=like.device)
+    return np.zeros(shape, dtype=like.dtype)
 
 
 def _to_numpy(a: Any, dtype: str) -> np.ndarray:
@@ -154,10 +164,24 @@ def _first_that_works(op: str, candidates: list[dispatch.Choice], arrays: tuple[
                           RuntimeWarning, stacklevel=4)
 
 
+def _check_memory(op: str, problem: Problem, like: Any) -> None:
+    """The call's estimated working memory against what its device has free, before any backend allocates."""
+    if memory.estimate(op, problem) <= memory.CHECK_ABOVE:
+        return  # small calls pay nothing
+    dev: Any = getattr(like, "device", None)
+    if getattr(dev, "type", None) == "cuda":
+        import torch  # a CUDA tensor came in, so torch is installed
+        free, _ = torch.cuda.mem_get_info(dev)
+        memory.check(op, problem, int(free), f"CUDA device {dev}")
+    else:
+        memory.check(op, problem, memory.available_cpu())
+
+
 def _run(op: str, problem: Problem, arrays: tuple[Any, ...], like: Any, backend: str | None,
          config: dict | None) -> Any:
     """Run `op` on the first candidate that works and give the output back as the type of `like` (the array
     whose device decides: the input, or the weight for the weight and bias gradients)."""
+    _check_memory(op, problem, like)
     candidates = dispatch.choices(op, problem, backend, config, device_of(like))
     if backend is not None:  # forced: that backend alone, and its errors are the caller's to see
         choice = candidates[0]
@@ -180,6 +204,8 @@ def conv_transpose2d(input: Any, weight: Any, bias: Any = None, stride: Any = 1,
     backend; `config` forces (some of) its tunable parameters, validated against its space.
     """
     problem = _problem(input, weight, bias, stride, padding, output_padding, groups, dilation)
+    if input.shape[0] == 0:  # an empty batch: an empty output, as torch
+        return _zeros(input, (0, *problem.output_shape[1:]))
     return _run("forward", problem, (input, weight, bias), input, backend, config)
 
 
@@ -195,9 +221,13 @@ def conv_transpose2d_backward(grad_output: Any, input: Any, weight: Any, stride:
     dtype = _check_array("grad_output", grad_output, 4)
     if dtype != problem.dtype:
         raise TypeError(f"grad_output dtype {grad_output.dtype} differs from input dtype {input.dtype}")
-    if tuple(grad_output.shape) != problem.output_shape:
-        raise ValueError(f"grad_output must have the output's shape {problem.output_shape}, "
-                         f"got {tuple(grad_output.shape)}")
+    expected = (int(input.shape[0]), *problem.output_shape[1:])
+    if tuple(grad_output.shape) != expected:
+        raise ValueError(f"grad_output must have the output's shape {expected}, got {tuple(grad_output.shape)}")
+    if expected[0] == 0:  # an empty batch: empty input gradient, zero weight and bias gradients, as torch
+        return (_zeros(input, tuple(input.shape)) if output_mask[0] else None,
+                _zeros(weight, tuple(weight.shape)) if output_mask[1] else None,
+                _zeros(weight, (problem.C_out,)) if output_mask[2] else None)
     # the weight decides the device of the weight and bias gradients, the input that of the input gradient
     gx = gw = gb = None
     if output_mask[0]:

@@ -198,11 +198,14 @@ def _time_backend(configs: list[Config], budget_s: float, backend: Backend, devi
 def bench(problems: list[NamedProblem], ops: Sequence[str], backend_names: Sequence[str] | None = None, *,
           configs: str = "default", max_configs: int = 24, budget_s: float = 0.5,
           results_dirs: Sequence[Path] = (), with_torch: bool = True, with_peak: bool = True,
-          say: Callable[[str], None] = lambda _: None) -> tuple[pd.DataFrame, list[Target]]:
+          say: Callable[[str], None] = lambda _: None,
+          record_to: Path | None = None) -> tuple[pd.DataFrame, list[Target]]:
     """Time every usable backend (or `backend_names`) and PyTorch on each (problem, op) in one run. Returns the long
     table (one row per problem, op and backend) and the (backend, device) pairs that were timed. PyTorch runs with
     the backends' thread count (`current_threads()`), re-measured while its repetitions spread widely; with
-    `with_peak`, this CPU's BLAS sgemm rate is measured once first (a `blas` baseline row: the report's peak)."""
+    `with_peak`, this CPU's BLAS sgemm rate is measured once first (a `blas` baseline row: the report's peak). With
+    `record_to` (a results directory), each measurement is appended to its device's results file as soon as it is
+    taken, so a killed run keeps what it measured."""
     chosen, skipped = backends.targets(backend_names, timed=True)
     for skip in skipped:
         if backend_names and skip.device is None:
@@ -217,6 +220,10 @@ def bench(problems: list[NamedProblem], ops: Sequence[str], backend_names: Seque
         say("torch is not installed: no PyTorch baseline (pip install convt-autotune[torch])")
 
     table: list[dict[str, Any]] = []
+    if record_to is not None:
+        results.make_dir(record_to)  # checked before the run
+        version = torch.__version__ if torch is not None else None
+        table = _Recording(problems, chosen, version, record_to)
     threads = current_threads()
     if with_peak:
         pp = peak_problem()
@@ -249,6 +256,22 @@ def bench(problems: list[NamedProblem], ops: Sequence[str], backend_names: Seque
                 table.append(_row(named.name, op, p, backend.name, device.id,
                                   config_json(config) if config is not None else "", t, status, err))
     return pd.DataFrame(table), chosen
+
+
+class _Recording(list):
+    """The bench's table, appending each timed row to its device's results file as it is added."""
+
+    def __init__(self, problems: list[NamedProblem], chosen: list[Target], torch_version: str | None,
+                 directory: Path) -> None:
+        super().__init__()
+        self.args = (problems, chosen, torch_version, directory)
+        self.recorded = 0
+
+    def append(self, row: dict[str, Any]) -> None:
+        super().append(row)
+        if row["status"] in ("ok", "baseline"):
+            record(pd.DataFrame([row]), *self.args)
+            self.recorded += 1
 
 
 def record(df: pd.DataFrame, problems: list[NamedProblem], chosen: list[Target], torch_version: str | None,

@@ -30,8 +30,9 @@ interpreter) are never chosen by timing; `baseline` rows (reference timings such
 candidates.
 
 Costs: a `Table` (the rows of one device and set of directories) is loaded once, and the files' (mtime, size)
-are checked again at most every `RELOAD_CHECK_S` seconds; a change reloads them and forgets that table's
-decisions. Decisions (candidate lists) are memoized per (op, problem, backend, config) in the table
+are checked again at most every `RELOAD_CHECK_S` seconds; a change is re-read by a background thread while the old
+table (and its decisions) keeps serving, then replaces it (`which` reads it at once). Decisions (candidate
+lists) are memoized per (op, problem, backend, config) in the table
 (`choices`), and also per Problem *object*, so that a repeated call with the same Problem hashes nothing;
 kernels are prepared lazily, on first use (`Choice.kernel`). A caller that finds a candidate failing removes
 it with `discard`, so later calls go straight to the next one. A forced `backend=` gives that backend alone;
@@ -250,6 +251,8 @@ class Table:
 # (device id, the caller's directories or None for the defaults) -> Table
 _tables: dict[tuple[str, tuple[Path, ...] | None], Table] = {}
 _lock = threading.RLock()
+_reloading: set[tuple[str, tuple[Path, ...] | None]] = set()  # tables being re-read in the background
+_generation = [0]  # bumped by clear_cache: a background reload started before it is dropped
 
 
 def _results() -> Any:
@@ -371,25 +374,50 @@ def _read(table: Table) -> dict[str, dict[str, list[_Row]]]:
     return usable
 
 
-def table(device_id: str, results_dirs: tuple[Path, ...] | None = None) -> Table:
+def table(device_id: str, results_dirs: tuple[Path, ...] | None = None, wait: bool = False) -> Table:
     """The cached table of `device_id` for `results_dirs` (None: `default_results_dirs()`, looked up again at
-    each check), reloaded when the files changed; the files are stat'ed at most every RELOAD_CHECK_S
-    seconds."""
+    each check); the files are stat'ed at most every RELOAD_CHECK_S seconds. A change is reloaded off the caller's
+    path: a background thread reads the files while the old table keeps serving, and replaces it when done (with
+    `wait`, as `which` does, the caller reads them itself). Only the first load of a table is on a caller's path."""
     cache_key = (device_id, results_dirs)
     found = _tables.get(cache_key)
     now = time.monotonic()
-    if found is not None and now - found.checked < RELOAD_CHECK_S:
+    if found is not None and now - found.checked < RELOAD_CHECK_S and not (wait and cache_key in _reloading):
         return found  # the hot path: one dict lookup and a clock read
     with _lock:
         found = _tables.get(cache_key)
-        if found is not None and now - found.checked < RELOAD_CHECK_S:
+        if found is not None and now - found.checked < RELOAD_CHECK_S and not (wait and cache_key in _reloading):
             return found
         dirs = tuple(default_results_dirs()) if results_dirs is None else results_dirs
-        if found is not None and found.dirs == dirs and found.signature == _signature(dirs, device_id):
+        signature = _signature(dirs, device_id)
+        if found is not None and found.dirs == dirs and found.signature == signature \
+                and not (wait and cache_key in _reloading):
             found.checked = now
             return found
-        found = _tables[cache_key] = load_table(device_id, dirs)
+        if found is None or found.dirs != dirs or wait:
+            found = _tables[cache_key] = load_table(device_id, dirs)
+            _reloading.discard(cache_key)
+            return found
+        found.checked = now  # the old table serves until the new one is read
+        if cache_key not in _reloading:
+            _reloading.add(cache_key)
+            threading.Thread(target=_reload, args=(cache_key, device_id, dirs, _generation[0]), daemon=True,
+                             name="autotune-results-reload").start()
         return found
+
+
+def _reload(cache_key: tuple[str, tuple[Path, ...] | None], device_id: str, dirs: tuple[Path, ...],
+            generation: int) -> None:
+    """Read a changed table in the background and swap it in (unless the cache was cleared meanwhile)."""
+    new = None
+    try:
+        new = load_table(device_id, dirs)  # a broken file is a warning, not an exception
+    finally:
+        with _lock:
+            if cache_key in _reloading and _generation[0] == generation:
+                _reloading.discard(cache_key)
+                if new is not None:
+                    _tables[cache_key] = new
 
 
 def clear_cache() -> None:
@@ -398,6 +426,8 @@ def clear_cache() -> None:
         _tables.clear()
         _gpu_ids.clear()
         _is_local.cache_clear()
+        _reloading.clear()
+        _generation[0] += 1
 
 
 # ---- the candidate list ------------------------------------------------------------------------------------
@@ -692,6 +722,8 @@ def which(problem: Problem | str, op: str = "forward", *, device: str | None = N
     device_id = resolve_device(device)
     if device is not None and device != "cpu" and not device.startswith("cuda"):
         check_device(device_id, results_dirs)
+    # `which` explains what a call runs now: it reads a changed table itself, not in the background
+    table(device_id, None if results_dirs is None else tuple(Path(d) for d in results_dirs), wait=True)
     chain = choices(op, problem, backend, config, device_id, results_dirs)
     first = chain[0]
     return Which(op=op, problem=first.problem.key, device=first.device.id, backend=first.backend.name,

@@ -22,6 +22,11 @@ def device_table() -> pd.DataFrame:
             note = f"{note}; interpreter: correct but slow, never tuned for speed".lstrip("; ")
         rows.append({"backend": t.backend.name, "available": True, "device": t.device.id,
                      "kind": t.device.kind, "name": t.device.name, "note": note})
+    # Devices or drivers of a usable backend that it left out (a driver that crashed or hung while probed), with why.
+    for backend in {id(t.backend): t.backend for t in found}.values():
+        broken = getattr(backend, "broken", None)
+        for label, reason in (broken() if callable(broken) else []):
+            rows.append({"backend": backend.name, "available": False, "name": label, "note": reason})
     order = {name: i for i, name in enumerate(backends.names())}
     # a stable sort: each backend's devices keep their order
     rows.sort(key=lambda r: order.get(str(r["backend"]), len(order)))

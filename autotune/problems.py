@@ -76,7 +76,7 @@ def load_problems(path: str | Path | None = None) -> list[NamedProblem]:
         if not p.is_file():
             raise MissingFileError(f"problems file {str(p)!r} does not exist")
         try:
-            text = p.read_text(encoding="utf-8")
+            text = p.read_text(encoding="utf-8-sig")  # a BOM (spreadsheet exports) is tolerated
         except UnicodeDecodeError:
             raise UserError(f"problems file {str(p)!r} is not UTF-8 text") from None
         source = str(p)

@@ -16,7 +16,7 @@ if ! ls /etc/OpenCL/vendors/*.icd >/dev/null 2>&1; then
   echo "setup: installing the OpenCL CPU driver (Debian's pocl-opencl-icd)"
   apt_install pocl-opencl-icd ocl-icd-libopencl1
 fi
-for pkg in "$@"; do apt_install "$pkg"; done  # extra Debian packages asked for by the caller (tests: postgresql)
+for pkg in "$@"; do apt_install "$pkg"; done  # extra Debian packages asked for by the caller (tests: postgresql, oclgrind)
 
 if [ ! -x .venv/bin/python ]; then
   echo "setup: creating .venv"

@@ -3,7 +3,7 @@
 # shared-storage tests, then pytest. Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh postgresql chromium  # chromium: the report's browser test
+bash scripts/setup.sh postgresql chromium oclgrind  # the report's browser test; tests/test_oclgrind.py
 
 # A private PostgreSQL cluster on 127.0.0.1, trust auth, removed on exit.
 PG_BIN=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)

@@ -8,6 +8,7 @@ import argparse
 import json
 import subprocess
 import sys
+import time
 import warnings
 
 import numpy as np
@@ -331,6 +332,25 @@ def test_kernels_are_prepared_lazily_and_decisions_memoized(dirs, fake, monkeypa
 
 
 # ---- untrusted files ----------------------------------------------------------------------------------------------
+def test_torn_and_hostile_rows_cost_only_themselves(dirs):
+    """Issue 15, items 1 and 2: a torn row (cut inside its quoted config) and hostile rows (100,000 nested `[`, a
+    5000-digit integer) cost those rows only; the good rows of the same file still decide."""
+    user, _ = dirs
+    write(user, [row(P, "numpy", PHASE, 3e-3)])
+    path = results.device_file(user, DEV)
+    whole = results.format_row(row(P, "numpy", COL2IM, 1e-6))
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(results.format_row({**row(P, "numpy", COL2IM, 1e-6), "config": "[" * 100_000}))
+        f.write(results.format_row({**row(P, "numpy", COL2IM, 1e-6), "config": '{"batch_block":' + "9" * 5000
+                                    + "}"}))
+        f.write(whole[:whole.index('"') + 12])  # torn: the next append starts a new line
+    write(user, [row(P, "numpy", PHASE, 2e-3)])
+    with pytest.warns(RuntimeWarning, match=r"line 3.*line 4.*line 5"):
+        w = autotune.which(P)
+    # the two good rows decide, ranked by the median of their medians (issue 14)
+    assert w.reason == "exact" and w.time_s == pytest.approx(2.5e-3)
+
+
 def test_foreign_and_stale_rows_are_ignored_with_warnings(dirs):
     user, _ = dirs
     write(user, [
@@ -357,7 +377,7 @@ def test_foreign_and_stale_rows_are_ignored_with_warnings(dirs):
     assert "'torch'" not in messages
     for needle in ("another device 'gpu-nvidia-h100-80gb'", "unknown backend 'nosuch'", "winograd",
                    "batch_block='0'", "unknown config parameter", "lacks parameter", "bogus", "not a problem key",
-                   "not a JSON object", "config is not JSON", "time_s -1.0", "op 'too'"):
+                   "not a JSON object", "config is not JSON", "time_s -1.0", "incomplete row"):
         assert needle in messages, needle
     assert_forward_correct(P)
 
@@ -542,3 +562,31 @@ def test_which_cli_shipped_device_and_unknown_device(tmp_path, capsys):
     assert cli.main([*args, "--device", "bogus"]) == 2
     assert "unknown device 'bogus'" in capsys.readouterr().err
     dispatch.clear_cache()
+
+
+def test_reload_is_off_the_callers_path(dirs, monkeypatch):
+    """Issue 15, item 7: a changed file is re-read in the background; the old table serves calls meanwhile."""
+    import threading
+
+    user, _ = dirs
+    monkeypatch.setattr(dispatch, "RELOAD_CHECK_S", 0.0)
+    write(user, [row(P, "numpy", COL2IM, 1e-3)])
+    assert dispatch.choices("forward", P)[0].config == COL2IM
+    gate = threading.Event()
+    real = dispatch._read
+
+    def slow_read(table):
+        gate.wait(10)  # a huge file being read
+        return real(table)
+    monkeypatch.setattr(dispatch, "_read", slow_read)
+    write(user, [row(P, "numpy", PHASE, 1e-4)])
+    start = time.monotonic()
+    for _ in range(20):
+        assert dispatch.choices("forward", P)[0].config == COL2IM  # the old table serves, nobody waits
+    assert time.monotonic() - start < 2
+    gate.set()
+    deadline = time.monotonic() + 10
+    while dispatch.choices("forward", P)[0].config != PHASE and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert dispatch.choices("forward", P)[0].config == PHASE
+    assert autotune.which(P).config == PHASE

@@ -295,11 +295,12 @@ def test_partial_results(tmp_path, capsys) -> None:
     results.append_rows(results.device_file(tmp_path, DEV_B),
                         [{**_row(DEV_B, "numpy", "forward", P1, 0, "ok", 2e-3, {"ALG": "gemm"}), "gflops": None}])
     (tmp_path / "junk.csv").write_text("a,b\n1,2\n")
-    assert _cli("--results", str(tmp_path), "-o", str(tmp_path / "p.html")) == 0
+    (tmp_path / "out").mkdir()
+    assert _cli("--results", str(tmp_path), "-o", str(tmp_path / "out" / "p.html")) == 0
     md = capsys.readouterr().out
     assert f"No ok trial on device {DEV_A}" in md
     assert "could not be used" in md and "missing column" in md and f"{DEV_A}.csv, line 4" in md
-    parsed = _parse((tmp_path / "p.html").read_text())
+    parsed = _parse((tmp_path / "out" / "p.html").read_text())
     text = " ".join(parsed.texts)
     assert "No study has two or more ok trials" in text
     assert f"no default-config trial for study {DEV_B}/numpy/forward/{P1.key}, speed-up unknown" in text

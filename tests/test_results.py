@@ -70,34 +70,103 @@ def test_foreign_header_is_never_appended_to(tmp_path: Path) -> None:
     assert path.read_text() == "a,b,c\n1,2,3\n"
 
 
-def test_unparsable_file_names_path_and_line(tmp_path: Path) -> None:
+def test_unparsable_line_costs_that_line_only(tmp_path: Path) -> None:
     path = tmp_path / "cpu-test-1c.csv"
     results.append_rows(path, [row(0), row(1)])
-    with open(path, "a") as f:
-        f.write("x," * 50 + "\n")
-    with pytest.raises(results.ResultsFileError, match=rf"{path.name}, line 4"):
-        results.read_file(path)
+    with open(path, "ab") as f:
+        f.write(("x," * 50 + "\n").encode() + b"\x00\xff\xfe binary\n")
+    results.append_rows(path, [row(2)])
     errors: list[str] = []
-    assert results.read_dirs([tmp_path], errors=errors).empty and "line 4" in errors[0]
+    assert results.read_file(path, errors)["trial"].tolist() == [0, 1, 2]
+    assert len(errors) == 2 and f"{path.name}, line 4" in errors[0] and "line 5" in errors[1]
+    assert results.set_aside_if_unreadable(path) is None
 
 
-@pytest.mark.parametrize("content", ["x," * 50 + "\n", "\x00\xff\xfe binary", None])
-def test_unreadable_file_is_set_aside(tmp_path: Path, content: str | None) -> None:
+def test_torn_row_inside_its_config_costs_that_row_only(tmp_path: Path) -> None:
+    """Issue 15, item 1: a row cut 12 characters past its first quote (a crash, a full disk) is dropped with one
+    reason naming file and line; the next append ends it with a newline; nothing is set aside."""
     path = tmp_path / "cpu-test-1c.csv"
-    if content is None:  # readable CSV, but not our header: not appendable, so also kept aside
-        path.write_text("device,status\ncpu-x,ok\n")
+    results.append_rows(path, [row(0), row(1)])
+    whole = results.format_row(row(2))
+    with open(path, "a") as f:
+        f.write(whole[:whole.index('"') + 12])
+    errors: list[str] = []
+    assert results.read_file(path, errors)["trial"].tolist() == [0, 1]
+    assert len(errors) == 1 and f"{path}, line 4" in errors[0]
+    assert results.set_aside_if_unreadable(path) is None
+    results.append_rows(path, [row(3)])
+    errors = []
+    assert results.read_file(path, errors)["trial"].tolist() == [0, 1, 3] and len(errors) == 1
+    assert list(tmp_path.iterdir()) == [path]
+
+
+@pytest.mark.parametrize("config", ["[" * 100_000, '{"a":' + "9" * 5000 + "}", '{"a":' * 50 + "1" + "}" * 50,
+                                    '{"a":"' + "x" * 100_000 + '"}'])
+def test_hostile_row_costs_that_row_only(tmp_path: Path, config: str) -> None:
+    """Issue 15, item 2: deep nesting, huge integers and huge fields never raise outside the per-row check."""
+    path = tmp_path / "cpu-test-1c.csv"
+    results.append_rows(path, [row(0), row(1, config=config), row(2, N="9" * 5000), row(3)])
+    errors: list[str] = []
+    df = results.read_file(path, errors)
+    assert df["trial"].tolist()[0] == 0 and df["trial"].tolist()[-1] == 3 and len(errors) >= 1
+    assert all(f"{path}, line " in e for e in errors)
+
+
+def test_failed_append_leaves_no_torn_row(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 15, item 8: a full disk (ENOSPC) is one clear error, and the partial row is undone."""
+    import errno
+
+    path = tmp_path / "cpu-test-1c.csv"
+    results.append_rows(path, [row(0)])
+    before = path.read_bytes()
+
+    def full(fd: int) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    monkeypatch.setattr(results.os, "fsync", full)
+    with pytest.raises(results.ResultsWriteError, match="No space left"):
+        results.append_rows(path, [row(1)])
+    assert path.read_bytes() == before
+
+
+def test_read_only_results_dir_is_one_clear_error(tmp_path: Path) -> None:
+    if os.geteuid() == 0:
+        target = Path("/proc/autotune-results")  # not creatable, even as root
     else:
-        results.append_rows(path, [row(0)])
-        with open(path, "ab") as f:
-            f.write(content.encode("latin-1"))
+        (tmp_path / "ro").mkdir(mode=0o500)
+        target = tmp_path / "ro" / "sub"
+    with pytest.raises(results.ResultsWriteError, match="--results"):
+        results.append_rows(results.device_file(target, "cpu-test-1c"), [row(0)])
+
+
+@pytest.mark.parametrize("content", [None, "reordered"])
+def test_foreign_header_is_set_aside_with_its_good_rows_carried(tmp_path: Path, content: str | None) -> None:
+    path = tmp_path / "cpu-test-1c.csv"
+    if content is None:  # readable CSV, but not our header: not appendable, so kept aside
+        path.write_text("device,status\ncpu-x,ok\n")
+    else:  # our columns in another order: the rows read, and are carried into the new file
+        cols = list(results.COLUMNS)
+        cols[0], cols[1] = cols[1], cols[0]
+        text = results.format_row(row(0, device_name="Test CPU"))
+        fields = text.rstrip("\n").split(",")
+        fields[0], fields[1] = fields[1], fields[0]
+        path.write_text(",".join(cols) + "\n" + ",".join(fields) + "\n")
     before = path.read_bytes()
     note = results.set_aside_if_unreadable(path)
     assert note and str(path) in note and "line" in note and "kept aside" in note
     (aside,) = tmp_path.glob("cpu-test-1c.csv.corrupt-*")
-    assert aside.read_bytes() == before and not path.exists()
+    assert aside.read_bytes() == before
     results.append_rows(path, [row(5)])  # a new file is started
-    assert results.read_file(path)["trial"].tolist() == [5]
-    assert results.read_dirs([tmp_path])["trial"].tolist() == [5]  # the kept-aside file is not read as results
+    expected = [5] if content is None else [0, 5]
+    assert results.read_file(path)["trial"].tolist() == expected
+    assert results.read_dirs([tmp_path])["trial"].tolist() == expected  # the kept-aside file is not read
+
+
+def test_bom_is_tolerated(tmp_path: Path) -> None:
+    path = tmp_path / "cpu-test-1c.csv"
+    results.append_rows(path, [row(0)])
+    path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
+    results.append_rows(path, [row(1)])
+    assert results.read_file(path)["trial"].tolist() == [0, 1]
 
 
 def test_readable_file_is_left_alone(tmp_path: Path) -> None:

@@ -48,13 +48,14 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--timing-budget must be > 0 seconds, got {args.timing_budget}")
     if args.max_configs < 1:
         raise UserError(f"--max-configs must be >= 1, got {args.max_configs}")
-    problems = select(load_problems(args.problems), args.only)
     directory = results.results_dir(args.results)
+    if args.csv:  # checked first, before the run; never over the results
+        results.check_output_path("--csv", args.csv, [directory])
+    problems = select(load_problems(args.problems), args.only)
     df, chosen = bench.bench(problems, args.ops, args.backends, configs=args.configs, max_configs=args.max_configs,
                              budget_s=args.timing_budget, results_dirs=[directory, results.shipped_results_dir()],
-                             with_torch=not args.no_torch, say=_say)
-    if args.record:
-        bench.record(df, problems, chosen, bench.torch_version(), directory)
+                             with_torch=not args.no_torch, say=_say, record_to=directory if args.record else None)
+    if args.record:  # each measurement was appended as it was taken
         _say(f"recorded {int(df.status.isin(['ok', 'baseline']).sum())} rows in {directory}")
     print_table(df)
     if args.csv:

@@ -40,9 +40,8 @@ def run(args: argparse.Namespace) -> int:
         if dev not in present:
             raise UserError(f"--device {dev}: no results for this device in {', '.join(map(str, dirs))} "
                             f"(devices with results: {', '.join(present) or 'none'})")
-    out = Path(args.output)
-    if out.is_dir():   # checked before the (slow) build, so the mistake is reported at once
-        raise UserError(f"-o {out} is a directory; give a file name")
+    # checked before the (slow) build, so the mistake is reported at once; never over the results
+    out = results.check_output_path("-o", args.output, dirs, parent_must_exist=False)
     try:
         report = build_report(dirs, args.device, args.layer)
     except OSError as exc:   # a results file or directory the user named cannot be read

@@ -81,3 +81,24 @@ def cpu_device_id() -> str:
 def cpu_device_name() -> str:
     info = cpu_info()
     return f"{info['model']} ({info['cores']} cores)"
+
+
+# The OpenCL CPU runtime whose devices keep the CPU's own id (so numpy and it compete in one table); any other
+# runtime on the same CPU (Intel's, Oclgrind's simulator) gets the CPU's id plus its platform, so measurements of two
+# runtimes never mix in one table.
+DEFAULT_CPU_RUNTIME = "pocl"
+_RUNTIME_SLUGS = {"portable-computing-language": "pocl", "oclgrind": "oclgrind"}
+
+
+def runtime_slug(platform_name: str) -> str:
+    """A short slug of an OpenCL platform's name (`pocl`, `oclgrind`, `intel-opencl`)."""
+    s = slug(re.sub(r"\((r|tm)\)", " ", platform_name, flags=re.IGNORECASE))
+    return _RUNTIME_SLUGS.get(s, s[:40].strip("-") or "unknown")
+
+
+def opencl_cpu_device_id(platform_name: str, cpu_id: str | None = None) -> str:
+    """The device id of an OpenCL CPU device: this CPU's id under the default runtime (PoCL), else the CPU's id
+    followed by the runtime's slug (`cpu-amd-epyc-2c-oclgrind`)."""
+    base = cpu_id or cpu_device_id()
+    runtime = runtime_slug(platform_name)
+    return base if runtime == DEFAULT_CPU_RUNTIME else f"{base}-{runtime}"

@@ -15,3 +15,7 @@ class ArgumentTypeError(UserError, TypeError):
 
 class MissingFileError(UserError, FileNotFoundError):
     """A file the user named does not exist."""
+
+
+class OutOfMemoryError(UserError, MemoryError):
+    """A call whose estimated working memory exceeds what the device has free, refused before allocating."""

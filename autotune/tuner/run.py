@@ -25,20 +25,20 @@ def tune(options: TuneOptions, stream: TextIO | None = None) -> pd.DataFrame:
     # this package first, and must not find its own module already imported.
     from autotune.tuner.trial import Worker
 
+    start = time.monotonic()  # the budget covers planning and opening the storage too
+    deadline = start + options.time_budget_s if options.time_budget_s else None
     progress = Progress(0, stream if stream is not None else sys.stderr, options.progress)
     plans = plan_studies(options, progress.message)
     if not plans:
         raise UserError("nothing to tune: no available backend and device for these problems and ops "
                         "(see `autotune devices`)")
-    options.results.mkdir(parents=True, exist_ok=True)
+    results.make_dir(options.results)
     for device_id in sorted({p.device.id for p in plans}):
         note = results.set_aside_if_unreadable(results.device_file(options.results, device_id))
         if note:
             progress.message(f"warning: {note}")
     storage = make_storage(storage_url(options.storage, options.results))
     progress.total = len(plans)
-    start = time.monotonic()
-    deadline = start + options.time_budget_s if options.time_budget_s else None
     with Worker() as worker:
         for i, plan in enumerate(plans, start=1):
             timeout = options.timeout_s

@@ -16,10 +16,9 @@ STORAGE_FILE = "studies.sqlite3"
 
 
 def storage_url(storage: str | None, results_dir: Path) -> str:
-    """`storage` if given, else the SQLite file STORAGE_FILE in `results_dir` (created)."""
+    """`storage` if given, else the SQLite file STORAGE_FILE in `results_dir` (which the caller has created)."""
     if storage:
         return storage
-    results_dir.mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{(results_dir / STORAGE_FILE).resolve()}"
 
 
@@ -34,8 +33,12 @@ def make_storage(url: str) -> Any:
         kwargs = {"connect_args": {"timeout": 120}}  # several tuner processes on one file wait for its lock
         try:
             _sqlite_wal(url)
-        except Exception as exc:  # a malformed URL, a path that cannot be created, not a database
-            raise UserError(f"cannot open the study storage {url!r}: {type(exc).__name__}: {exc}") from None
+        except UserError:
+            raise
+        except Exception as exc:  # a malformed URL, not a database
+            raise UserError(f"cannot open the study storage {url!r}: {type(exc).__name__}: {exc}; move the file "
+                            f"aside (the results CSV files keep every measurement) or give another --storage") \
+                from None
     elif url.startswith("postgresql"):
         kwargs = {"pool_pre_ping": True}
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -85,9 +88,12 @@ def _sqlite_wal(url: str) -> None:
     from sqlalchemy.engine import make_url
 
     database = make_url(url).database
-    if not database or database == ":memory:":
-        return
-    Path(database).parent.mkdir(parents=True, exist_ok=True)
+    if not database or database == ":memory:" or "mode=memory" in url:
+        raise UserError(f"--storage {url!r} is an in-memory database: the studies would be lost at exit; give a "
+                        f"file (sqlite:///path/studies.db) or a server URL")
+    if not Path(database).parent.is_dir():  # no directory is created for a URL (a typo would make one)
+        raise UserError(f"--storage {url!r}: directory {Path(database).parent} does not exist; create it or fix "
+                        f"the URL")
     con = sqlite3.connect(database, timeout=120)
     try:
         con.execute("PRAGMA journal_mode=WAL")

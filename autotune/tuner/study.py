@@ -36,9 +36,21 @@ def open_study(plan: StudyPlan, storage: Any, sampler: str, seed: int | None) ->
         for k, v in (("device", plan.device.id), ("backend", plan.backend.name), ("op", plan.op),
                      ("problem", plan.problem.key), ("problem_name", plan.problem_name)):
             study.set_user_attr(k, v)
-    # Enqueued once (also when several processes start together, at worst twice: a repeat is not re-run).
-    study.enqueue_trial(plan.default, skip_if_exists=True)
+    _enqueue_default(study, plan.default)
     return study
+
+
+def _enqueue_default(study: Any, default: dict[str, Any]) -> None:
+    """Enqueue the default config unless a finished trial has it or one is waiting: a trial left RUNNING by a
+    killed run does not count (Optuna's `skip_if_exists` would count it, and the study could finish without the
+    default). Several processes starting together enqueue it at worst twice: a repeat is not re-run."""
+    from optuna.trial import TrialState
+
+    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.WAITING)):
+        params = t.system_attrs.get("fixed_params", {}) if t.state == TrialState.WAITING else t.params
+        if params == default:
+            return
+    study.enqueue_trial(default)
 
 
 @dataclass(frozen=True)

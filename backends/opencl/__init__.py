@@ -1,8 +1,11 @@
 """The `opencl` backend: OpenCL C kernels (convt.cl) through PyOpenCL, on every OpenCL device found.
 
-- Devices: every platform and device is enumerated; each gets one context and one profiling queue, and must build
+- Devices: each driver is first probed in a subprocess (`probe.py`: one that crashes or hangs is left out, with
+  why); every platform and device is enumerated; each gets one context and one profiling queue, and must build
   a trivial kernel, else it is listed in `broken()` with the driver's reason and the others are still used. A CPU
-  device maps onto this machine's CPU id (so numpy and PoCL compete in one table), a GPU onto its own id.
+  device under PoCL maps onto this machine's CPU id (so numpy and PoCL compete in one table); under another runtime
+  onto the CPU's id plus the runtime (`cpu-amd-epyc-2c-oclgrind`: two runtimes never share a table); a GPU onto its
+  own id. Oclgrind (a simulator) is never timed for speed.
 - Algorithms: forward `phase` (stride-phase decomposition: each output phase is a dense stride-1 convolution with
   only its own ceil(k/s) taps per axis, no zero multiplies, no divisibility tests) or `direct` (gather over all
   taps with the divisibility test); backward_input is a strided conv2d of gy (the same kernel); backward_weight a
@@ -30,12 +33,13 @@ from typing import Any
 
 import numpy as np
 
-from autotune.core.devices import cpu_device_id, device_id
+from autotune.core.devices import device_id, opencl_cpu_device_id
 from autotune.core.problem import Problem
 from backends.base import Backend, Config, Device, Kernel, Space
+from backends.opencl.probe import TRIVIAL as _TRIVIAL
+from backends.opencl.probe import restrict_loader, usable_icds
 
 _SOURCE_PATH = Path(__file__).with_name("convt.cl")
-_TRIVIAL = "__kernel void probe(__global float* a) { a[get_global_id(0)] += 1.0f; }"
 INSTALL_HINT = ("pip install convt-autotune[opencl] (pyopencl), and an OpenCL driver, e.g. "
                 "apt-get install pocl-opencl-icd")
 # A register tile larger than this many accumulator values spills on every CPU and GPU we know; pruned.
@@ -216,10 +220,22 @@ class OpenCLBackend(Backend):
                 return
             self._probed = True
             try:
-                cl = self._import()
+                cl = self._import()  # importing pyopencl asks the drivers nothing yet
             except Exception as e:  # ImportError, or a pyopencl whose native part fails to load
                 self._error = f"pyopencl cannot be imported ({e}); install: {INSTALL_HINT}"
                 return
+            # Each driver is first probed in a subprocess: one that crashes or hangs is left out, with why.
+            try:
+                good, bad = usable_icds()
+            except Exception as e:  # the isolation itself failing must not cost the backend
+                good, bad = None, [("probe", f"{type(e).__name__}: {e}")]
+            self._broken.extend(bad)
+            if good is not None and bad:
+                if not good:
+                    reasons = "; ".join(f"{n}: {r}" for n, r in bad)
+                    self._error = f"no usable OpenCL driver ({reasons}); install: {INSTALL_HINT}"
+                    return
+                restrict_loader(good)
             self._cl = cl
             try:
                 platforms = self._platforms(cl)
@@ -260,8 +276,8 @@ class OpenCLBackend(Backend):
         is_cpu = bool(kind_bits & cl.device_type.CPU)
         is_gpu = bool(kind_bits & cl.device_type.GPU)
         mem = int(handle.global_mem_size)
-        if is_cpu:
-            dev_id, kind = cpu_device_id(), "cpu"
+        if is_cpu:  # the CPU's id under PoCL; another runtime on the same CPU adds its platform (never mixed)
+            dev_id, kind = opencl_cpu_device_id(_name(plat)), "cpu"
         else:
             kind = "gpu" if is_gpu else "accelerator"
             dev_id = device_id(kind, handle.vendor, handle.name, memory_gb=max(1, round(mem / 2**30)))
@@ -271,8 +287,10 @@ class OpenCLBackend(Backend):
                 "local_mem_size": int(handle.local_mem_size), "global_mem_size": mem,
                 "max_mem_alloc_size": int(handle.max_mem_alloc_size), "compute_units": int(handle.max_compute_units),
                 "fp64": "cl_khr_fp64" in exts or int(getattr(handle, "double_fp_config", 0) or 0) != 0}
-        return Device(id=dev_id, name=_name(handle), kind=kind, info=info,
-                      handle=state)
+        # A simulator's timings are not speed: never tuned or dispatched by time.
+        simulated = "oclgrind" in _name(plat).lower()
+        return Device(id=dev_id, name=_name(handle), kind=kind, info=info, handle=state,
+                      timing_is_speed=not simulated)
 
     def available(self) -> tuple[bool, str]:
         try:
