@@ -10,6 +10,7 @@ import functools
 import os
 import platform
 import re
+from typing import Any
 
 _VENDORS = {
     "genuineintel": "intel", "intel(r) corporation": "intel", "intel": "intel",
@@ -81,3 +82,53 @@ def cpu_device_id() -> str:
 def cpu_device_name() -> str:
     info = cpu_info()
     return f"{info['model']} ({info['cores']} cores)"
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_features() -> dict[str, Any]:
+    """What this CPU says about itself, for device-aware defaults: `flags` (the ISA extensions of interest that
+    /proc/cpuinfo lists: avx, avx2, fma, avx512f, neon/asimd, ...), `simd_bits` (the widest float vectors: 512 with
+    AVX-512, 256 with AVX/AVX2, 128 otherwise), `float_lanes` (simd_bits / 32), `registers` (vector registers: 32
+    with AVX-512 or on AArch64, else 16), `cores`, and `l2_bytes` / `l3_bytes` (per cache instance, from sysfs;
+    0 when unknown). Read once; every field has a safe value where the OS says nothing."""
+    flags: set[str] = set()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip() in ("flags", "Features"):
+                    flags = set(value.split())
+                    break
+    except OSError:
+        pass
+    machine = platform.machine().lower()
+    interesting = {"sse4_2", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "asimd",
+                   "neon", "sve"}
+    found = sorted(flags & interesting)
+    if "avx512f" in flags:
+        bits, registers = 512, 32
+    elif "avx" in flags or "avx2" in flags:
+        bits, registers = 256, 16
+    else:
+        bits, registers = 128, 32 if machine in ("aarch64", "arm64") else 16
+    caches = {2: 0, 3: 0}
+    base = "/sys/devices/system/cpu/cpu0/cache"
+    try:
+        for entry in os.listdir(base):
+            if not entry.startswith("index"):
+                continue
+            try:
+                with open(f"{base}/{entry}/level") as f:
+                    level = int(f.read().strip())
+                with open(f"{base}/{entry}/size") as f:
+                    size = f.read().strip().upper()
+            except (OSError, ValueError):
+                continue
+            scale = {"K": 1 << 10, "M": 1 << 20}.get(size[-1:], 1)
+            digits = size.rstrip("KM")
+            if level in caches and digits.isdigit():
+                caches[level] = max(caches[level], int(digits) * scale)
+    except OSError:
+        pass
+    return {"flags": found, "simd_bits": bits, "float_lanes": bits // 32, "registers": registers,
+            "cores": int(cpu_info()["cores"]), "l2_bytes": caches[2], "l3_bytes": caches[3]}
