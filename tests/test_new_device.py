@@ -69,3 +69,102 @@ def test_numpy_default_workspace_from_the_caches(monkeypatch: pytest.MonkeyPatch
     assert np_mod.default_workspace_bytes() == 32 << 20
     monkeypatch.setattr(np_mod, "cpu_features", lambda: {"l3_bytes": 0, "l2_bytes": 0, "cores": 4})
     assert np_mod.default_workspace_bytes() == np_mod.DEFAULT_WORKSPACE_BYTES
+
+
+# ---- 2. reuse of other devices' results ----------------------------------------------------------------------
+def test_device_distance_orders_by_similarity() -> None:
+    d = devices.device_distance
+    assert d("cpu-amd-epyc-2c", "cpu-amd-epyc-2c") == 0
+    assert d("cpu-amd-epyc-2c", "gpu-nvidia-h100-80gb") is None  # another kind: never
+    same_vendor = d("cpu-amd-epyc-2c", "cpu-amd-epyc-8c", 8, 8)
+    other_vendor = d("cpu-amd-epyc-2c", "cpu-intel-xeon-2c", 8, 8)
+    assert same_vendor == 2.0 and other_vendor == devices.DISTANCE_VENDOR + devices.DISTANCE_MODEL
+    # an AVX-512 part is further from an AVX2 one than an AVX2 one of the same model
+    assert d("cpu-intel-xeon-2c", "cpu-intel-xeon-4c", 8, 16) > d("cpu-intel-xeon-2c", "cpu-intel-xeon-4c", 8, 8)
+    assert d("gpu-nvidia-h100-80gb", "gpu-nvidia-a100-80gb") < d("gpu-nvidia-h100-80gb", "gpu-amd-mi300x-192gb")
+
+
+OTHER = "cpu-faraway-model-2c"  # another CPU's results (vendor and model differ from any real one)
+NEAR = "cpu-faraway-model-4c"
+
+
+@pytest.fixture
+def dirs(tmp_path, monkeypatch):
+    from autotune import dispatch
+    from autotune.core import results
+    user, shipped = tmp_path / "user", tmp_path / "shipped"
+    user.mkdir()
+    shipped.mkdir()
+    monkeypatch.setenv(results.ENV_VAR, str(user))
+    monkeypatch.setattr(results, "shipped_results_dir", lambda: shipped)
+    dispatch.clear_cache()
+    yield user, shipped
+    dispatch.clear_cache()
+
+
+def _rows(device: str, p: Problem, backend: str, config: dict, time_s: float, op: str = "forward") -> list[dict]:
+    from autotune.core import results
+    from backends.base import config_json
+    q = p.for_op(op)
+    return [results.make_row(device_id=device, device_name="other cpu", backend=backend, op=op, problem=q,
+                             config=config_json(config), status="ok", source="tune", time_s=time_s)]
+
+
+def _append(directory, device: str, rows: list[dict]) -> None:
+    from autotune.core import results
+    results.append_rows(results.device_file(directory, device), rows)
+
+
+Q = Problem.make(2, 8, 8, 8, 8, 4, 4, stride=2, padding=1)
+COL2IM = {"algorithm": "col2im", "batch_block": 0}
+
+
+def test_transfer_uses_the_most_similar_devices_rows(dirs) -> None:
+    import autotune
+    from autotune.core.devices import cpu_device_id
+    _, shipped = dirs
+    _append(shipped, OTHER, _rows(OTHER, Q, "numpy", COL2IM, 1e-3))
+    _append(shipped, NEAR, _rows(NEAR, Q, "numpy", {"algorithm": "phase", "batch_block": 1}, 1e-3))
+    w = autotune.which(Q)
+    assert w.device == cpu_device_id() and w.reason == "transfer"
+    # both are equally unlike this CPU in vendor and model; NEAR's 4 cores are further from this CPU's count
+    # unless this CPU has 4 cores: the most similar one decides
+    best = min((OTHER, NEAR), key=lambda d: (devices.device_distance(cpu_device_id(), d), d))
+    assert w.from_device == best and w.source.startswith(f"from {best}")
+    assert any("[transfer]" in c for c in w.chain) and "[default]" in w.chain[1]
+
+
+def test_transfer_revalidates_and_never_uses_an_invalid_config(dirs) -> None:
+    import autotune
+    _, shipped = dirs
+    # batch_block 16 >= N=2 is not a point of this device's space for Q; an unknown algorithm neither
+    _append(shipped, OTHER, _rows(OTHER, Q, "numpy", {"algorithm": "col2im", "batch_block": 16}, 1e-4)
+            + _rows(OTHER, Q, "numpy", {"algorithm": "magic", "batch_block": 0}, 1e-5))
+    w = autotune.which(Q)
+    assert w.reason == "default"
+    # a valid one behind them is used
+    _append(shipped, NEAR, _rows(NEAR, Q, "numpy", COL2IM, 1e-3))
+    from autotune import dispatch
+    dispatch.clear_cache()
+    w = autotune.which(Q)
+    assert (w.reason, w.from_device, w.config) == ("transfer", NEAR, COL2IM)
+
+
+def test_transfer_not_used_when_the_device_has_its_own_rows(dirs) -> None:
+    import autotune
+    from autotune.core.devices import cpu_device_id
+    user, shipped = dirs
+    _append(shipped, OTHER, _rows(OTHER, Q, "numpy", COL2IM, 1e-3))
+    _append(user, cpu_device_id(), _rows(cpu_device_id(), Q, "numpy", {"algorithm": "phase", "batch_block": 0},
+                                         2e-3))
+    assert autotune.which(Q).reason == "exact"
+
+
+def test_which_cli_names_the_device(dirs, capsys) -> None:
+    from autotune import cli
+    from autotune.problems import load_problems
+    _, shipped = dirs
+    rgb = next(n.problem for n in load_problems() if n.name == "dcgan_rgb")
+    _append(shipped, OTHER, _rows(OTHER, rgb, "numpy", {"algorithm": "phase", "batch_block": 0}, 1e-3))
+    assert cli.main(["which", "--problem", "dcgan_rgb", "--op", "forward"]) == 0
+    assert f"from {OTHER}" in capsys.readouterr().out
