@@ -168,3 +168,139 @@ def test_which_cli_names_the_device(dirs, capsys) -> None:
     _append(shipped, OTHER, _rows(OTHER, rgb, "numpy", {"algorithm": "phase", "batch_block": 0}, 1e-3))
     assert cli.main(["which", "--problem", "dcgan_rgb", "--op", "forward"]) == 0
     assert f"from {OTHER}" in capsys.readouterr().out
+
+
+# ---- 3. first-call tuning ------------------------------------------------------------------------------------
+class SlowBackend(backends.Backend):
+    """numpy's answers after a known delay: `delay` milliseconds (default 20)."""
+
+    name = "slow"
+
+    def available(self) -> tuple[bool, str]:
+        return True, ""
+
+    def devices(self) -> list[Device]:
+        return [Device(id=devices.cpu_device_id(), name="slow cpu", kind="cpu")]
+
+    def space(self, op: str, problem: Problem, device: Device) -> backends.Space:
+        return backends.Space({"delay": (1, 20, 200)})
+
+    def default_config(self, op: str, problem: Problem, device: Device) -> dict:
+        return {"delay": 20}
+
+    def prepare(self, op: str, problem: Problem, device: Device, config: dict):
+        import time
+
+        inner = backends.get("numpy").prepare(op, problem, device, backends.get("numpy").default_config(
+            op, problem, device))
+
+        def run(*inputs):
+            time.sleep(config["delay"] / 1000)
+            return inner(*inputs)
+        return run
+
+
+@pytest.fixture
+def slow(monkeypatch, dirs):
+    from autotune import dispatch, first_call
+    instance = SlowBackend()
+    real_names, real_get = backends.names, backends.get
+    monkeypatch.setattr(backends, "names", lambda: ["slow", *real_names()])
+    monkeypatch.setattr(backends, "get", lambda name: instance if name == "slow" else real_get(name))
+    monkeypatch.delenv(first_call.ENV, raising=False)
+    monkeypatch.delenv(first_call.BUDGET_ENV, raising=False)
+    import autotune
+    monkeypatch.setattr(autotune, "benchmark", None, raising=False)
+    monkeypatch.setattr(autotune, "benchmark_budget_s", None, raising=False)
+    dispatch.clear_cache()
+    first_call.reset()
+    yield dirs
+    first_call.reset()
+    dispatch.clear_cache()
+
+
+def _call(p: Problem):
+    import numpy as np
+
+    import autotune
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(p.input_shape).astype(np.float32)
+    w = rng.standard_normal(p.weight_shape).astype(np.float32)
+    return autotune.conv_transpose2d(x, w, stride=p.stride, padding=p.padding)
+
+
+def _first_call_rows(user):
+    from autotune.core import results
+    df = results.read_dirs([user])
+    return df[df["source"] == "first-call"]
+
+
+def test_first_call_is_off_by_default_and_warns_once(slow) -> None:
+    import warnings
+    user, _ = slow
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        _call(Q)
+        _call(Problem.make(1, 8, 8, 8, 8, 4, 4, stride=2, padding=1))
+    untuned = [w for w in caught if "has no tuned results" in str(w.message)]
+    assert len(untuned) == 1 and "autotune tune --preset suite" in str(untuned[0].message)
+    assert _first_call_rows(user).empty
+
+
+def test_first_call_times_records_and_uses_the_fastest(slow, monkeypatch) -> None:
+    import autotune
+    from autotune import dispatch
+    user, shipped = slow
+    # another device measured delay=1 as the best: a transferred candidate; slow's default is delay=20
+    _append(shipped, OTHER, _rows(OTHER, Q, "slow", {"delay": 1}, 1e-3))
+    monkeypatch.setattr(autotune, "benchmark", True)
+    _call(Q)
+    rows = _first_call_rows(user)
+    assert set(rows["backend"]) >= {"slow", "numpy"}
+    assert set(rows.loc[rows["backend"] == "slow", "config"]) == {'{"delay":1}', '{"delay":20}'}
+    chain = dispatch.choices("forward", Q)
+    fastest = rows.sort_values("time_s").iloc[0]
+    assert chain[0].reason in ("first-call", "exact")  # "exact" once the table saw the new rows
+    assert (chain[0].backend.name, chain[0].config_text) == (fastest["backend"], fastest["config"])
+    # later processes find the rows: exact
+    dispatch.clear_cache()
+    assert autotune.which(Q).reason == "exact"
+
+
+def test_first_call_runs_once_per_key(slow, monkeypatch) -> None:
+    import autotune
+    user, _ = slow
+    monkeypatch.setattr(autotune, "benchmark", True)
+    _call(Q)
+    n = len(_first_call_rows(user))
+    _call(Q)
+    assert n > 0 and len(_first_call_rows(user)) == n
+
+
+def test_first_call_respects_its_budget(slow, monkeypatch) -> None:
+    import time
+
+    user, shipped = slow
+    # three slow candidates of 200 ms each: with a 0.1 s budget at most the first starts
+    _append(shipped, OTHER, _rows(OTHER, Q, "slow", {"delay": 200}, 1e-3)
+            + _rows(OTHER, Q, "numpy", {"algorithm": "col2im", "batch_block": 0}, 2e-3))
+    monkeypatch.setenv("AUTOTUNE_BENCHMARK", "1")
+    monkeypatch.setenv("AUTOTUNE_BENCHMARK_BUDGET_S", "0.1")
+    start = time.perf_counter()
+    _call(Q)
+    elapsed = time.perf_counter() - start
+    assert elapsed < 0.1 + 2 * 0.2 + 0.5  # the budget, plus one candidate's untimed run and a timed one
+    assert len(_first_call_rows(user)) <= 2
+
+
+def test_first_call_not_inside_torch_compile(slow, monkeypatch) -> None:
+    import sys
+    import types
+
+    import autotune
+    user, _ = slow
+    fake_torch = types.SimpleNamespace(compiler=types.SimpleNamespace(is_compiling=lambda: True))
+    monkeypatch.setitem(sys.modules, "torch", fake_torch)
+    monkeypatch.setattr(autotune, "benchmark", True)
+    _call(Q)
+    assert _first_call_rows(user).empty
