@@ -304,3 +304,49 @@ def test_first_call_not_inside_torch_compile(slow, monkeypatch) -> None:
     monkeypatch.setattr(autotune, "benchmark", True)
     _call(Q)
     assert _first_call_rows(user).empty
+
+
+# ---- 4. seeded and abandoning studies ------------------------------------------------------------------------
+def test_timing_abandons_a_slow_first_repetition() -> None:
+    import time
+
+    from autotune.core.timing import measure
+    calls = []
+
+    def run() -> None:
+        calls.append(1)
+        time.sleep(0.02)
+    t = measure(run, budget_s=1.0, warmup=0, abandon_above_s=0.005)
+    assert t.abandoned and t.reps == 1 and len(calls) == 1
+    assert not measure(lambda: 1e-3, budget_s=0.01, abandon_above_s=0.1).abandoned
+
+
+def test_abandoned_is_a_results_status() -> None:
+    from autotune.core import results
+    assert "abandoned" in results.STATUSES
+
+
+def test_seeded_study_starts_with_the_seeds(dirs) -> None:
+    import optuna
+
+    from autotune.core.devices import cpu_device_id
+    from autotune.tuner.plan import StudyPlan
+    from autotune.tuner.study import open_study, seeds
+    user, shipped = dirs
+    numpy = backends.get("numpy")
+    dev = numpy.devices()[0]
+    here = cpu_device_id()
+    near = Problem.make(4, 8, 8, 8, 8, 4, 4, stride=2, padding=1)  # another problem tuned on this device
+    _append(user, here, _rows(here, near, "numpy", {"algorithm": "col2im", "batch_block": 2}, 1e-3))
+    _append(shipped, OTHER, _rows(OTHER, Q, "numpy", {"algorithm": "col2im", "batch_block": 1}, 1e-3))
+    plan = StudyPlan("q", Q, "forward", numpy, dev, numpy.space("forward", Q, dev),
+                     numpy.default_config("forward", Q, dev), name="seed-test")
+    found = seeds(plan, [user, shipped])
+    # batch_block 2 >= N=2 is not valid for Q: the nearest problem's winner is re-validated away
+    assert found == [{"algorithm": "col2im", "batch_block": 1}]
+    study = open_study(plan, optuna.storages.InMemoryStorage(), "tpe", 0, [user, shipped])
+    first = []
+    for _ in range(2):
+        trial = study.ask()
+        first.append({n: trial.suggest_categorical(n, list(v)) for n, v in plan.space.params.items()})
+    assert first == [plan.default, found[0]]
