@@ -22,6 +22,12 @@ if TYPE_CHECKING:
 __all__ = ["OPS", "Problem", "__version__", "bilinear_kernel", "conv_transpose2d", "conv_transpose2d_backward",
            "which"]
 
+# First-call tuning (autotune.first_call), like torch.backends.cudnn.benchmark: True times the candidates on the
+# first call of each untuned shape; None leaves it to $AUTOTUNE_BENCHMARK. `benchmark_budget_s` (seconds per new
+# shape, default 2) likewise to $AUTOTUNE_BENCHMARK_BUDGET_S.
+benchmark: bool | None = None
+benchmark_budget_s: float | None = None
+
 # public name -> the module that defines it
 _LAZY = {"conv_transpose2d": "autotune.api", "conv_transpose2d_backward": "autotune.api",
          "bilinear_kernel": "autotune.bilinear", "which": "autotune.dispatch", "OPS": "autotune.core.problem",

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from autotune import dispatch
+from autotune import dispatch, first_call
 from autotune.core import memory
 from autotune.core.problem import Problem, _is_int
 from backends.base import Backend
@@ -187,6 +187,8 @@ def _run(op: str, problem: Problem, arrays: tuple[Any, ...], like: Any, backend:
         choice = candidates[0]
         out = choice.kernel(*_convert(choice.backend, arrays, problem.dtype))
     else:
+        if candidates[0].reason != "exact":  # untuned here: first-call tuning, or the one warning
+            first_call.maybe_tune(op, candidates, arrays, device_of(like), _convert)
         out = _first_that_works(op, candidates, arrays, problem.dtype)
     if _is_tensor(like) and not _is_tensor(out):
         import torch  # only reached when the caller passed a tensor, so torch is installed

@@ -9,11 +9,16 @@ and owns the try-the-next-candidate loop). A device is an id: this CPU is `cpu_i
 2. **nearest**: no exact row: the tuned problem of the same op and device at the smallest `distance()`, and
    its per-backend winners, each config re-validated against the backend's space *for the new problem*
    (invalid ones are skipped; if none fits, the next nearest problem is tried).
-3. **default**: on a GPU, the first available backend in registry order (`backends.names()`: opencl, triton,
+3. **transfer**: no exact row: the winners of the same (op, problem) measured on the most similar other device
+   of the same kind (`autotune.core.devices.device_distance`: vendor, model, ISA vector width where known,
+   core count or memory) in the same results directories (shipped ones included), each config re-validated
+   against the backend's space *on this device* (invalid ones are never used; if none fits, the next most
+   similar device is tried). `which` names it: "from <device id>".
+4. **default**: on a GPU, the first available backend in registry order (`backends.names()`: opencl, triton,
    other registered ones, numpy last) with a speed-timed device of that id that supports the problem, with its
    `default_config`; on a CPU, numpy's `default_config` (BLAS is a safe bet untuned; an untuned OpenCL kernel
    on PoCL is not).
-4. **fallback**: `numpy` with its default config, always last (the float64 reference, cast back, for dtypes
+5. **fallback**: `numpy` with its default config, always last (the float64 reference, cast back, for dtypes
    the numpy backend does not compute), so a call always has something that runs.
 
 Results are read with `results.read_dirs(dirs, device=...)`, `dirs` being the caller's results directories or,
@@ -63,7 +68,7 @@ from autotune.core.problem import OPS, Problem, check_op
 from backends.base import Backend, Config, ConfigError, Device, Kernel, config_json
 
 FALLBACK = "numpy"
-REASONS = ("exact", "nearest", "default", "fallback", "forced")
+REASONS = ("exact", "nearest", "transfer", "default", "fallback", "forced", "first-call")
 # At most this often (seconds) the results files are stat'ed to see whether they changed.
 RELOAD_CHECK_S = 1.0
 _BY_ID_MAX = 4096
@@ -102,6 +107,7 @@ class Choice:
     time_s: float | None = None  # the measured median behind an exact/nearest choice
     distance: float | None = None  # nearest: distance to the tuned problem
     tuned_problem: str | None = None  # nearest: the tuned problem's key
+    from_device: str | None = None  # transfer: the device whose measurement this is
     _kernel: Kernel | None = field(default=None, repr=False)
 
     @property
@@ -129,6 +135,8 @@ class Choice:
             detail = "" if self.distance is None else (
                 f"winner of {self.tuned_problem} (distance {self.distance:.2f}, measured "
                 f"{_fmt_time(self.time_s)} there) in {self.source}")
+        elif self.reason == "transfer":
+            detail = f"{self.source} (measured {_fmt_time(self.time_s)} there)"
         else:
             detail = self.source
         head = f"{self.backend.name} on {self.device.id} config={self.config_text} [{self.reason}]"
@@ -156,6 +164,7 @@ class Which:
     distance: float | None = None
     tuned_problem: str | None = None
     chain: tuple[str, ...] = ()  # every candidate in order, described
+    from_device: str | None = None  # transfer: the device whose results were borrowed
 
     def as_dict(self) -> dict[str, Any]:
         """The fields as JSON-ready values (`chain` as a list)."""
@@ -246,6 +255,9 @@ class Table:
     # the entry holds the problem, so its id cannot be reused while the entry exists. api.py hands the same
     # Problem object to repeated identical calls.
     by_id: dict[tuple, tuple[Problem, list[Choice]]] = field(default_factory=dict)
+    # transfer: the usable rows of the other devices of the same kind in `dirs`, most similar first, as
+    # (distance, device id, rows like `rows`); read on first need (a tuned device never reads them)
+    others: list[tuple[float, str, dict[str, dict[str, list[_Row]]]]] | None = None
 
 
 # (device id, the caller's directories or None for the defaults) -> Table
@@ -310,8 +322,10 @@ def load_table(device_id: str, dirs: Iterable[PathLike]) -> Table:
     return table
 
 
-def _read(table: Table) -> dict[str, dict[str, list[_Row]]]:
-    device_id = table.device_id
+def _read(table: Table, source: str | None = None) -> dict[str, dict[str, list[_Row]]]:
+    """The usable rows of device `source` (default: the table's own device) in the table's directories, each
+    config valid for a backend that runs on the table's device. Another device's rows are read quietly."""
+    device_id = source or table.device_id
     errors: list[str] = []
     df = _results().read_dirs(table.dirs, device=device_id, errors=errors)
     # only what is used: extra columns cannot get in the way
@@ -366,6 +380,8 @@ def _read(table: Table) -> dict[str, dict[str, list[_Row]]]:
     for rows in usable.values():
         for lst in rows.values():
             lst.sort(key=lambda r: (r.time_s, r.backend, config_json(r.config)))
+    if source is not None:
+        return usable
     if errors:
         _warn(f"results for device {device_id}: ignored {len(errors)} unreadable file(s)/row(s): "
               f"{_summarize(errors)}")
@@ -567,6 +583,39 @@ def _nearest(op: str, problem: Problem, table: Table) -> list[Choice]:
     return []
 
 
+def similar_devices(table: Table) -> list[tuple[float, str, dict[str, dict[str, list[_Row]]]]]:
+    """The other devices with results in the table's directories, of the same kind, most similar first, each with
+    its usable rows (read once per table, on first need)."""
+    if table.others is None:
+        from autotune.core.devices import device_distance
+        others = []
+        for dev in results_devices(table.dirs):
+            if dev == table.device_id:
+                continue
+            dist = device_distance(table.device_id, dev)
+            if dist is None:
+                continue
+            try:
+                rows = _read(table, dev)
+            except Exception:  # another device's broken file must not break calls
+                continue
+            others.append((dist, dev, rows))
+        table.others = sorted(others, key=lambda t: (t[0], t[1]))
+    return table.others
+
+
+def _transfer(op: str, problem: Problem, table: Table) -> list[Choice]:
+    """The winners of the same (op, problem) on the most similar other device that has a valid one."""
+    for dist, dev, rows in similar_devices(table):
+        found = _from_rows(op, problem, rows[op].get(problem.key, []), table, "transfer", warn=False)
+        if found:
+            for c in found:
+                c.source = f"from {dev} (device distance {dist:.2f}): {c.source}"
+                c.from_device = dev
+            return found
+    return []
+
+
 def _default(op: str, problem: Problem, table: Table) -> list[Choice]:
     if table.device_id.startswith("cpu-"):
         order = [FALLBACK]
@@ -635,6 +684,7 @@ def candidates(op: str, problem: Problem, device_id: str, table: Table) -> list[
         chain += _from_rows(op, problem, rows, table, "exact", warn=True)
     if not chain:
         chain += _nearest(op, problem, table)
+        chain += _transfer(op, problem, table)
     chain += _default(op, problem, table)
     chain.append(_fallback(op, problem))
     out: list[Choice] = []
@@ -729,4 +779,4 @@ def which(problem: Problem | str, op: str = "forward", *, device: str | None = N
     return Which(op=op, problem=first.problem.key, device=first.device.id, backend=first.backend.name,
                  config=dict(first.config), reason=first.reason, source=first.source, time_s=first.time_s,
                  distance=first.distance, tuned_problem=first.tuned_problem,
-                 chain=tuple(c.describe() for c in chain))
+                 chain=tuple(c.describe() for c in chain), from_device=first.from_device)

@@ -546,7 +546,7 @@ def test_which_answers_for_another_machines_device(dirs):
                                                               row(P, "numpy", PHASE, 2e-3, device=other)])
     w = autotune.which(P, device=other)
     assert (w.device, w.backend, w.config, w.reason) == (other, "numpy", COL2IM, "exact")
-    assert autotune.which(P).reason == "default"  # this CPU has no results of its own
+    assert autotune.which(P).reason == "transfer"  # this CPU has no results of its own: the other CPU's (issue 12)
     with pytest.raises(ValueError, match="unknown device 'cpu-bogus-1c'"):
         autotune.which(P, device="cpu-bogus-1c")
 

@@ -44,7 +44,7 @@ COLUMNS = COLUMNS_V1[:-1] + ("source", "threads", "load_avg", "schema")
 # What wrote a row: a tuning trial, `autotune bench`, or a measurement at a call's first use.
 SOURCES = ("tune", "bench", "first-call")
 # `ok`, or the failure kind.
-STATUSES = ("ok", "pruned", "build_error", "wrong_answer", "out_of_resources", "timeout", "crash", "error",
+STATUSES = ("ok", "pruned", "abandoned", "build_error", "wrong_answer", "out_of_resources", "timeout", "crash", "error",
             "baseline")
 ENV_VAR = "AUTOTUNE_RESULTS"
 _SLUG = re.compile(r"[a-z0-9][a-z0-9-]{0,120}")

@@ -20,6 +20,7 @@ class Timing:
     min_s: float
     max_s: float
     reps: int
+    abandoned: bool = False  # the first timed repetition was over `abandon_above_s`: not timed further
 
 
 def _once(run: Callable[[], float | None]) -> float:
@@ -30,9 +31,10 @@ def _once(run: Callable[[], float | None]) -> float:
 
 
 def measure(run: Callable[[], float | None], *, budget_s: float = 0.5, min_reps: int = 3, max_reps: int = 100,
-            warmup: int = 1, rel_tol: float = 0.02) -> Timing:
+            warmup: int = 1, rel_tol: float = 0.02, abandon_above_s: float | None = None) -> Timing:
     """Time `run`: `warmup` untimed calls, then at least `min_reps` timed ones, continuing while the budget lasts
-    and the median of the last repetitions still moves by more than `rel_tol`."""
+    and the median of the last repetitions still moves by more than `rel_tol`. A first timed repetition over
+    `abandon_above_s` (the tuner: 3x the study's best so far) ends it there, `abandoned`."""
     for _ in range(max(warmup, 0)):
         _once(run)
     samples: list[float] = []
@@ -40,6 +42,8 @@ def measure(run: Callable[[], float | None], *, budget_s: float = 0.5, min_reps:
     previous_median = None
     while len(samples) < max_reps:
         samples.append(_once(run))
+        if abandon_above_s is not None and len(samples) == 1 and samples[0] > abandon_above_s:
+            return Timing(samples[0], samples[0], samples[0], 1, abandoned=True)
         if len(samples) < min_reps:
             continue
         median = statistics.median(samples)

@@ -52,7 +52,8 @@ def tune(options: TuneOptions, stream: TextIO | None = None) -> pd.DataFrame:
                 share = left / (len(plans) - i + 1)  # an even share of what is left, per remaining study
                 timeout = min(timeout, share) if timeout else share
             progress.study(i, f"{plan.device.id} {plan.backend.name} {plan.op} {plan.problem_name}")
-            study = open_study(plan, storage, options.sampler, options.seed)
+            study = open_study(plan, storage, options.sampler, options.seed,
+                               [options.results, results.shipped_results_dir()])
             StudyRunner(plan, study, worker, options, progress, deadline).run(timeout)
     progress.close()
     return summarize(options.results, plans)

@@ -21,13 +21,19 @@ from autotune.tuner.plan import StudyPlan
 from autotune.tuner.progress import Progress
 from autotune.tuner.samplers import make_sampler
 
+# A config whose first timed repetition is over this many times the study's best so far is abandoned (recorded
+# with status `abandoned`): bad configs cost one run, not a timing budget (tinygrad's BEAM does the same).
+ABANDON_FACTOR = 3.0
+
 # Only for type hints: the worker, `python -m autotune.tuner.trial`, must not find its module imported.
 if TYPE_CHECKING:
     from autotune.tuner.trial import Worker
 
 
-def open_study(plan: StudyPlan, storage: Any, sampler: str, seed: int | None) -> Any:
-    """The Optuna study of `plan`, created or loaded, with the default config enqueued."""
+def open_study(plan: StudyPlan, storage: Any, sampler: str, seed: int | None,
+               results_dirs: list[Any] | None = None) -> Any:
+    """The Optuna study of `plan`, created or loaded, with the default config enqueued, then the `seeds` from
+    `results_dirs` (None: the user's then the shipped directory)."""
     import optuna
 
     study = optuna.create_study(study_name=plan.name, storage=storage, direction="minimize",
@@ -37,6 +43,8 @@ def open_study(plan: StudyPlan, storage: Any, sampler: str, seed: int | None) ->
                      ("problem", plan.problem.key), ("problem_name", plan.problem_name)):
             study.set_user_attr(k, v)
     _enqueue_default(study, plan.default)
+    for config in seeds(plan, results_dirs):
+        study.enqueue_trial(config, skip_if_exists=True)
     return study
 
 
@@ -51,6 +59,37 @@ def _enqueue_default(study: Any, default: dict[str, Any]) -> None:
         if params == default:
             return
     study.enqueue_trial(default)
+
+
+def seeds(plan: StudyPlan, results_dirs: list[Any] | None = None) -> list[dict[str, Any]]:
+    """Priors for a study beyond the default: this backend's winners of the nearest tuned problems on this
+    device, then of the same problem on the most similar other devices (`dispatch`'s nearest and transfer rules),
+    each valid for this problem's space; in that order, each once."""
+    from autotune import dispatch
+    from backends.base import config_json
+
+    dirs = results_dirs if results_dirs is not None else dispatch.default_results_dirs()
+    try:
+        table = dispatch.load_table(plan.device.id, dirs)
+        found = []
+        tuned = sorted((dispatch.distance(plan.problem, rows[0].problem), key, rows)
+                       for key, rows in table.rows[plan.op].items() if key != plan.problem.key and rows)
+        for dist, _, rows in tuned[:3]:
+            found += dispatch._from_rows(plan.op, plan.problem, rows, table, "nearest", warn=False, dist=dist)
+        for _, _, other in dispatch.similar_devices(table)[:2]:
+            found += dispatch._from_rows(plan.op, plan.problem, other[plan.op].get(plan.problem.key, []), table,
+                                         "transfer", warn=False)
+    except Exception:  # priors are a help, never a reason to fail a study
+        return []
+    out: list[dict[str, Any]] = []
+    seen = {config_json(plan.default)}
+    for c in found:
+        if c.backend.name != plan.backend.name or c.config_text in seen:
+            continue
+        if plan.space.violation(dict(c.config)) is None:
+            seen.add(c.config_text)
+            out.append(dict(c.config))
+    return out
 
 
 @dataclass(frozen=True)
@@ -156,6 +195,9 @@ class StudyRunner:
         else:
             request = {"backend": p.backend.name, "device": p.device.id, "op": p.op, "problem": p.problem.key,
                        "config": config, "budget_s": self.options.timing_budget_s, "seed": 0}
+            best = self.state().best_s
+            if best is not None:  # bad configs cost one run, not a timing budget
+                request["abandon_above_s"] = ABANDON_FACTOR * best
             outcome = self.worker.run(request, self.options.trial_timeout_s)
             self.progress.trials_run += 1
             info["measured"] = True

@@ -113,9 +113,15 @@ def run_trial(request: dict[str, Any]) -> dict[str, Any]:
     if not verdict.ok:
         return {**out, "status": "wrong_answer", "reason": verdict.reason}
     try:
-        timing = measure(backend.runner(kernel, inputs, device), budget_s=float(request.get("budget_s", 0.3)))
+        above = request.get("abandon_above_s")
+        timing = measure(backend.runner(kernel, inputs, device), budget_s=float(request.get("budget_s", 0.3)),
+                         abandon_above_s=None if above is None else float(above))
     except Exception as exc:
         return {**out, "status": classify("run", exc), "reason": f"timing: {_short(exc)}"}
+    if timing.abandoned:
+        return {**out, "status": "abandoned", "time_s": timing.median_s, "reps": 1, "threads": current_threads(),
+                "reason": f"abandoned: first repetition {timing.median_s:.3g} s over the study's limit "
+                          f"{timing.median_s if above is None else float(above):.3g} s"}
     if not (timing.median_s > 0 and math.isfinite(timing.median_s)):
         return {**out, "status": "error", "reason": f"timer returned {timing.median_s!r} seconds"}
     return {**out, "status": "ok", "time_s": timing.median_s, "time_min_s": timing.min_s,

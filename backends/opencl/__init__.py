@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from autotune.core.devices import device_id, opencl_cpu_device_id
+from autotune.core.devices import cpu_features, device_id, opencl_cpu_device_id
 from autotune.core.problem import Problem
 from backends.base import Backend, Config, Device, Kernel, Space
 from backends.opencl.probe import TRIVIAL as _TRIVIAL
@@ -453,20 +453,57 @@ def _pow2_at_most(n: int, cap: int) -> int:
     return v
 
 
+def device_traits(device: Device) -> dict[str, int]:
+    """What an OpenCL device says about itself, for its defaults: `vec_width` (the preferred float vector width,
+    else the native one; on a CPU device that reports nothing, this CPU's SIMD lanes), `compute_units`,
+    `max_wg` (max work-group size), `local_is_global` (1 when local memory is emulated in global memory, as on
+    CPU devices) and `registers` (vector registers of a CPU's ISA: 32 with AVX-512, 16 with AVX2). Read from
+    `device.info` where the probe recorded it, else from the driver handle, else from the CPU's features."""
+    info = dict(device.info)
+    handle = getattr(getattr(device, "handle", None), "handle", None)
+
+    def ask(key: str, attr: str) -> int | None:
+        if key in info:
+            return int(info[key])
+        try:
+            return int(getattr(handle, attr)) if handle is not None else None
+        except Exception:  # a driver that does not answer: the next source
+            return None
+
+    cpu = device.kind == "cpu"
+    features = cpu_features() if cpu else {}
+    width = ask("preferred_vector_width_float", "preferred_vector_width_float") or \
+        ask("native_vector_width_float", "native_vector_width_float") or int(features.get("float_lanes", 0) or 0)
+    if cpu and not width:
+        width = 8
+    local_type = ask("local_mem_type", "local_mem_type")
+    return {"vec_width": max(1, min(16, width or 1)), "compute_units": ask("compute_units", "max_compute_units") or 1,
+            "max_wg": ask("max_work_group_size", "max_work_group_size") or 1,
+            "local_is_global": int(cpu if local_type is None else local_type == 2),  # CL_GLOBAL == 2
+            "registers": int(features.get("registers", 32) or 32)}
+
+
 def _default_config(backend: OpenCLBackend, op: str, p: Problem, device: Device) -> Config:
-    """Heuristics from measurements on PoCL's CPU device (scripts/opencl_bench.py): with many output channels,
-    vectors of 16 channels, 16 accumulator vectors per work-item (4 channel vectors x 2x2 pixels, or 2 x 2x4);
-    with few output channels (forward), vectors along output columns instead, several rows per work-item. The
-    fallback scan keeps a device with small limits working."""
+    """Heuristics from measurements on PoCL's CPU device (scripts/opencl_bench.py), scaled by what the device says
+    about itself (`device_traits`): vectors of the device's preferred float width (16 on AVX-512, 8 on AVX2: PoCL
+    warns about, and splits, 16-wide vectors without AVX-512); as many accumulator vectors per work-item as half
+    the vector registers (16 of AVX-512's 32, 8 of AVX2's 16): channel vectors x 2x2 pixels, or 2x4; with few
+    output channels (forward), vectors along output columns instead, several rows per work-item. On a GPU
+    (scalar preferred width), scalar lanes with work-groups of 64 work-items. The fallback scan keeps a device
+    with small limits working."""
     space = backend.space(op, p, device)
+    traits = device_traits(device)
+    vw = _pow2_at_most(traits["vec_width"], 16)
+    gpu = device.kind == "gpu"
+    accumulators = 16 if gpu else max(4, traits["registers"] // 2)  # vectors of vw lanes
     G = p.groups
     if op == "backward_bias":
-        return space.validate({"vec": 16, "split": 8})
+        return space.validate({"vec": vw, "split": 8})
     m = p.C_out // G if op in ("forward", "backward_weight") else p.C_in // G
-    vec = 16 if m >= 16 else _pow2_at_most(m, 16)
+    vec = vw if m >= vw else _pow2_at_most(m, vw)
     if op == "backward_weight":
-        vec = 16  # even for a few output channels: full aligned vectors beat short ones on PoCL
-        mb = 2 if m >= 32 else 1
+        vec = vw  # even for a few output channels: full aligned vectors beat short ones on PoCL
+        mb = 2 if m >= 2 * vw else 1
         ct = 8 if p.C_in // G >= 8 else _pow2_at_most(p.C_in // G, 8)
         items = p.kH * p.kW * -(-(p.C_in // G) // ct) * G * -(-m // (vec * mb))
         # Splitting the N*H*W reduction pays even with parallelism to spare: each work-item's share of x and gy
@@ -475,11 +512,15 @@ def _default_config(backend: OpenCLBackend, op: str, p: Problem, device: Device)
         cand: Config = {"wg_x": 1, "wg_y": 1, "c_tile": ct, "co_block": mb, "vec": vec,
                         "split": max(1, min(split, 64))}
     else:
-        # 16 accumulator vectors (of AVX-512's 32 registers) measured best: 4x(2x2) or 2x(2x4)
-        mb = 4 if m >= 64 else 2 if m >= 32 else 1
-        cand = {"algorithm": "phase" if op == "forward" else "direct", "vec_axis": "co", "wg_x": 8, "wg_y": 1,
-                "tile_h": 2, "tile_w": 2 if mb == 4 else 4, "co_block": mb, "vec": vec, "local": 0,
-                "k_block": 0}
+        # 16 accumulator vectors of 16 lanes measured best on AVX-512: 4x(2x2) or 2x(2x4); the same number of
+        # channels (64 or 32) on narrower vectors takes more registers, so co_block is capped by the budget.
+        mb = 4 if m >= 4 * vw else 2 if m >= 2 * vw else 1
+        while mb > 1 and mb * 4 > accumulators:
+            mb //= 2
+        tile_w = 2 if mb * 4 >= accumulators else 4 if mb * 8 <= accumulators else 2
+        cand = {"algorithm": "phase" if op == "forward" else "direct", "vec_axis": "co",
+                "wg_x": 64 if gpu else 8, "wg_y": 1, "tile_h": 2, "tile_w": tile_w, "co_block": mb, "vec": vec,
+                "local": 0, "k_block": 0}
         # A work-item streams taps*KC*vec*co_block weights; for long reductions or slabs from 512 KiB (~L2) up,
         # barrier-separated k-blocks keep them in cache across the work-group (measured 1.4-1.6x on dcgan_g1
         # backward_input and unet_up_deep backward_input; neutral to slightly worse on short reductions).
@@ -488,10 +529,10 @@ def _default_config(backend: OpenCLBackend, op: str, p: Problem, device: Device)
         if kc >= 256 or plans.conv_local_bytes(op, p, cand, 4) >= 1 << 19:
             cand["k_block"] = 16
         qw = -(-p.output_size[1] // p.stride[1])  # columns of one stride phase
-        if op == "forward" and m < 32 and qw >= 8:
+        if op == "forward" and m < 32 and qw >= 8 and not gpu:
             mb = 1 if m < 4 else 4
-            cand.update(vec_axis="w", vec=16 if qw >= 16 else 8, tile_w=1, co_block=mb, tile_h=8 if m == 1 else 4,
-                        k_block=0)
+            cand.update(vec_axis="w", vec=vw if qw >= vw else _pow2_at_most(qw, vw), tile_w=1, co_block=mb,
+                        tile_h=8 if m == 1 else 4, k_block=0)
     reason = space.violation(cand)
     if reason is None:
         return space.validate(cand)

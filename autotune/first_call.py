@@ -1,0 +1,194 @@
+"""First-call tuning, off by default (like `torch.backends.cudnn.benchmark`), and the untuned-device warning.
+
+With `autotune.benchmark = True` or `$AUTOTUNE_BENCHMARK=1`, the first call of an (device, op, problem) that has
+no measured row of its own (dispatch's first candidate is not `exact`) times the candidates on the call's own
+inputs: the chain's transferred and nearest-problem winners, and each usable backend's default config on this
+device. Each candidate runs once untimed (its build), then is timed by `autotune.core.timing.measure` with an equal
+share of the budget left; a candidate is not started once the budget (`autotune.benchmark_budget_s`, else
+`$AUTOTUNE_BENCHMARK_BUDGET_S`, else BUDGET_S seconds) is spent (one build may overrun it). Its results are
+appended to the user's results directory as rows whose `source` is `first-call`, and the fastest candidate is
+moved to the head of dispatch's memoized list: this process uses it from then on, and later processes find it as
+an `exact` row. Never inside a `torch.compile` trace; one thread tunes a key, concurrent callers of the same key
+run the untuned chain meanwhile.
+
+Without the switch: one warning per process and device when dispatch has no tuned rows for the device, naming
+the command that tunes it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+import threading
+import time
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import backends
+from autotune.core.timing import current_threads, load_average, measure
+from backends.base import config_json
+
+ENV = "AUTOTUNE_BENCHMARK"
+BUDGET_ENV = "AUTOTUNE_BENCHMARK_BUDGET_S"
+BUDGET_S = 2.0
+SOURCE = "first-call"
+
+_lock = threading.Lock()
+_done: set[tuple[str, str, str]] = set()  # (device, op, problem key) tuned (or being tuned) in this process
+_warned: set[str] = set()  # devices warned about
+
+
+def enabled() -> bool:
+    """Whether first-call tuning is on: `autotune.benchmark`, else $AUTOTUNE_BENCHMARK."""
+    flag = getattr(sys.modules.get("autotune"), "benchmark", None)
+    if flag is not None:
+        return bool(flag)
+    return os.environ.get(ENV, "").strip().lower() not in ("", "0", "false", "no", "off")
+
+
+def budget_s() -> float:
+    value = getattr(sys.modules.get("autotune"), "benchmark_budget_s", None)
+    if value is None:
+        try:
+            value = float(os.environ.get(BUDGET_ENV, "") or BUDGET_S)
+        except ValueError:
+            value = BUDGET_S
+    return max(0.0, float(value))
+
+
+def _compiling() -> bool:
+    torch = sys.modules.get("torch")
+    if torch is None:
+        return False
+    try:
+        return bool(torch.compiler.is_compiling())
+    except AttributeError:  # an old torch
+        return False
+
+
+def reset() -> None:
+    """Forget which keys were tuned and which devices were warned about (tests)."""
+    with _lock:
+        _done.clear()
+        _warned.clear()
+
+
+def warn_untuned(device_id: str, table: Any) -> None:
+    """One warning per process and device when the device has no tuned rows at all."""
+    if device_id in _warned or any(table.rows[op] for op in table.rows):
+        return
+    with _lock:
+        if device_id in _warned:
+            return
+        _warned.add(device_id)
+    kind = "gpu" if device_id.startswith("gpu-") else "cpu"
+    warnings.warn(f"autotune: device {device_id} has no tuned results; calls use other devices' results or "
+                  f"defaults. Tune it with `autotune tune --preset suite --devices {kind}` (or your own layers with "
+                  f"--problems FILE), or set autotune.benchmark = True (${ENV}=1) to time the candidates on "
+                  f"each new shape's first call", RuntimeWarning, stacklevel=5)
+
+
+def _pool(op: str, problem: Any, chain: list[Any], device_id: str, table: Any) -> list[Any]:
+    """The candidates worth timing: the chain's measured ones (transfer, nearest) and each usable backend's
+    default on this device, each (backend, config) once, the fallback's reference stand-in excluded."""
+    from autotune import dispatch
+
+    pool: list[Any] = []
+    seen: set[tuple[str, str]] = set()
+
+    def add(c: Any) -> None:
+        k = (c.backend.name, c.config_text)
+        if k not in seen and not isinstance(c.backend, dispatch._ReferenceBackend):
+            seen.add(k)
+            pool.append(c)
+
+    for c in chain:
+        add(c)
+    for name in backends.names():
+        device = dispatch._timed_device(table, name)
+        if device is None or device.kind == "interpreter":
+            continue
+        backend = backends.get(name)
+        try:
+            config, _ = dispatch._valid_config(backend, op, problem, device,
+                                               backend.default_config(op, problem, device))
+        except Exception:
+            continue
+        if config is not None:
+            add(dispatch.Choice(backend, device, config, "default", op, problem, f"{name}'s default"))
+    return pool
+
+
+def maybe_tune(op: str, chain: list[Any], arrays: tuple[Any, ...], device_id: str,
+               convert: Callable[[Any, tuple[Any, ...], str], tuple[Any, ...]]) -> None:
+    """Time the candidates of an untuned key once (when enabled), record them and put the fastest first in
+    `chain` (dispatch's memoized list, changed in place); else warn once about an untuned device."""
+    if not chain or chain[0].reason in ("exact", "forced", SOURCE):
+        return
+    from autotune import dispatch
+
+    if not enabled():
+        if device_id not in _warned:
+            warn_untuned(device_id, dispatch.table(device_id))
+        return
+    problem = chain[0].problem
+    table = dispatch.table(device_id)
+    key = (device_id, op, problem.key)
+    if key in _done or _compiling():
+        return
+    with _lock:
+        if key in _done:
+            return
+        _done.add(key)
+    tune(op, chain, arrays, device_id, table, budget_s(), convert)
+
+
+def tune(op: str, chain: list[Any], arrays: tuple[Any, ...], device_id: str, table: Any, budget: float,
+         convert: Callable[[Any, tuple[Any, ...], str], tuple[Any, ...]]) -> list[tuple[Any, float]]:
+    """Time the pool within `budget` seconds on the call's `arrays` (`convert(backend, arrays, dtype)`: as the
+    backend takes them); returns (choice, median seconds) of those timed. Records rows."""
+    from autotune import dispatch
+    from autotune.core import results  # lazily: pandas
+
+    problem = chain[0].problem
+    pool = _pool(op, problem, chain, device_id, table)
+    start = time.perf_counter()
+    timed: list[tuple[Any, float]] = []
+    rows: list[dict[str, Any]] = []
+    for i, choice in enumerate(pool):
+        left = budget - (time.perf_counter() - start)
+        if left <= 0:
+            break
+        try:
+            inputs = convert(choice.backend, arrays, problem.dtype)
+            out = choice.kernel(*inputs)  # the build, and a check of the shape
+            if tuple(out.shape) != choice.expected_shape:
+                raise RuntimeError(f"returned shape {tuple(out.shape)}")
+            share = max(0.0, budget - (time.perf_counter() - start)) / (len(pool) - i)
+            t = measure(choice.backend.runner(choice.kernel, inputs, choice.device), budget_s=share, min_reps=1,
+                        max_reps=20, warmup=0)
+        except Exception:  # a candidate that fails here is simply not chosen
+            continue
+        timed.append((choice, t.median_s))
+        rows.append(results.make_row(
+            device_id=device_id, device_name=choice.device.name, backend=choice.backend.name, op=op,
+            problem=problem, config=config_json(choice.config), status="ok", source=SOURCE, time_s=t.median_s,
+            time_min_s=t.min_s, time_max_s=t.max_s, reps=t.reps, reason=f"first call ({choice.reason})",
+            is_default=choice.reason == "default", backend_version=choice.backend.version(),
+            threads=current_threads(), load_avg=load_average()))
+    if not timed:
+        return timed
+    try:
+        results.append_rows(results.device_file(results.results_dir(), device_id), rows)
+    except Exception as exc:  # a read-only home must not break the call
+        warnings.warn(f"autotune: first-call timings not recorded: {exc}", RuntimeWarning, stacklevel=4)
+    best, best_s = min(timed, key=lambda t: t[1])
+    chosen = dataclasses.replace(best, reason=SOURCE, time_s=best_s,
+                                 source=f"timed on the first call ({best.reason}: {best.source})")
+    with dispatch._lock:
+        if best in chain:
+            chain.remove(best)
+        chain.insert(0, chosen)
+    return timed
