@@ -57,7 +57,7 @@ class NumpyBackend(Backend):
     def space(self, op: str, problem: Problem, device: Device) -> Space:
         if op == "backward_bias":
             return Space({"algorithm": ("sum", "gemv")})
-        algorithms = ("phase", "col2im") if op == "forward" else ("im2col", "per_tap")
+        algorithms: tuple[str, ...] = ("phase", "col2im") if op == "forward" else ("im2col", "per_tap")
         if one_tap_per_pixel(problem):
             algorithms += ("blocks",)
         itemsize = np.dtype(problem.dtype).itemsize
