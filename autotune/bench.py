@@ -3,7 +3,10 @@ backward ops: `aten.convolution_backward`, which autograd calls, for the input a
 `grad_output.sum((0, 2, 3))` for the bias gradient), timed in the same run, per problem and op.
 
 Each backend runs its default config, the best config recorded in the results (`--configs tuned`), or the best
-of a search over its space done right here (`--configs grid`, at most `--max-configs` valid configs).
+of a search over its space done right here (`--configs grid`, at most `--max-configs` valid configs). Beside them,
+the `dispatch` column times what a plain `autotune.conv_transpose2d` call runs (dispatch's first candidate with the
+results in place, on the host arrays a user passes: staging included), and the `torch` backend (PyTorch's kernels,
+tuned like the others) is shown apart from PyTorch's default call, the `torch` baseline.
 """
 
 from __future__ import annotations
@@ -165,6 +168,8 @@ def candidate_configs(mode: str, max_configs: int, rows: pd.DataFrame, backend: 
 
 
 # ---- the run ---------------------------------------------------------------------------------------------------
+DISPATCH = "dispatch"  # the column of what a plain call runs (never recorded: it is not a backend)
+TORCH_BACKEND_LABEL = "torch (backend)"  # the torch backend's column, apart from the `torch` baseline
 def _row(name: str, op: str, p: Problem, backend: str, device: str, config: str, t: Timing | None, status: str,
          err: float | None = None, threads: int | None = None) -> dict[str, Any]:
     return {"problem_name": name, "op": op, "backend": backend, "device": device, "config": config, "status": status,
@@ -195,15 +200,36 @@ def _time_backend(configs: list[Config], budget_s: float, backend: Backend, devi
     return best
 
 
+def _time_dispatch(op: str, p: Problem, inputs: tuple, expected: np.ndarray, budget_s: float,
+                   results_dirs: Sequence[Path]) -> tuple[str, Timing | None, str, float]:
+    """Time what a plain call of `op` on host arrays runs: dispatch's first candidate for this CPU (tuned results
+    of `results_dirs` in place), called as the api calls it, by the wall clock. (label, timing, status, error)."""
+    from autotune import dispatch  # lazily: bench without the dispatch column does not pay for it
+    try:
+        choice = dispatch.choices(op, p, device=cpu_device_id(), results_dirs=list(results_dirs) or None)[0]
+        label = f"{choice.backend.name} {choice.config_text}"
+        kernel = choice.kernel
+        verdict = verify.compare(kernel(*inputs), expected, op, p)
+        if not verdict.ok:
+            return label, None, f"wrong answer ({verdict.reason})", verdict.max_abs_err
+
+        def call() -> None:  # the wall clock around the whole call
+            kernel(*inputs)
+        return label, measure(call, budget_s=budget_s), "ok", verdict.max_abs_err
+    except Exception as exc:  # reported in the table, the bench goes on
+        return "", None, f"error: {type(exc).__name__}: {exc}"[:200], math.nan
+
+
 def bench(problems: list[NamedProblem], ops: Sequence[str], backend_names: Sequence[str] | None = None, *,
           configs: str = "default", max_configs: int = 24, budget_s: float = 0.5,
           results_dirs: Sequence[Path] = (), with_torch: bool = True, with_peak: bool = True,
-          say: Callable[[str], None] = lambda _: None,
+          with_dispatch: bool = True, say: Callable[[str], None] = lambda _: None,
           record_to: Path | None = None) -> tuple[pd.DataFrame, list[Target]]:
     """Time every usable backend (or `backend_names`) and PyTorch on each (problem, op) in one run. Returns the long
     table (one row per problem, op and backend) and the (backend, device) pairs that were timed. PyTorch runs with
     the backends' thread count (`current_threads()`), re-measured while its repetitions spread widely; with
-    `with_peak`, this CPU's BLAS sgemm rate is measured once first (a `blas` baseline row: the report's peak). With
+    `with_peak`, this CPU's BLAS sgemm rate is measured once first (a `blas` baseline row: the report's peak); with
+    `with_dispatch`, a `dispatch` row per (problem, op) times what a plain call runs (`results_dirs` in place). With
     `record_to` (a results directory), each measurement is appended to its device's results file as soon as it is
     taken, so a killed run keeps what it measured."""
     chosen, skipped = backends.targets(backend_names, timed=True)
@@ -255,6 +281,9 @@ def bench(problems: list[NamedProblem], ops: Sequence[str], backend_names: Seque
                                                        expected)
                 table.append(_row(named.name, op, p, backend.name, device.id,
                                   config_json(config) if config is not None else "", t, status, err))
+            if with_dispatch:
+                label, t, status, err = _time_dispatch(op, p, inputs, expected, budget_s, results_dirs)
+                table.append(_row(named.name, op, p, DISPATCH, cpu_device_id(), label, t, status, err))
     return pd.DataFrame(table), chosen
 
 
@@ -269,7 +298,7 @@ class _Recording(list):
 
     def append(self, row: dict[str, Any]) -> None:
         super().append(row)
-        if row["status"] in ("ok", "baseline"):
+        if row["status"] in ("ok", "baseline") and row["backend"] != DISPATCH:
             record(pd.DataFrame([row]), *self.args)
             self.recorded += 1
 
@@ -281,7 +310,7 @@ def record(df: pd.DataFrame, problems: list[NamedProblem], chosen: list[Target],
     by_name["sgemm"] = peak_problem()
     devices = {t.device.id: (t.backend.version(), t.device.name) for t in chosen}
     per_file: dict[Path, list[dict[str, Any]]] = {}
-    for r in df[df.status.isin(["ok", "baseline"])].itertuples():
+    for r in df[df.status.isin(["ok", "baseline"]) & (df.backend != DISPATCH)].itertuples():
         # PyTorch's baseline ran on this CPU.
         version, device_name = devices.get(r.device, (None, cpu_device_name()))
         if r.backend == "torch":
@@ -304,6 +333,8 @@ def summary(df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(wide table per problem and op, geometric means of GFLOP/s ratios against torch per backend and op)."""
     df = df[df.backend != PEAK_BACKEND]
     ok = df[df.status.isin(["ok", "baseline"])]
+    # the torch backend (tuned like the others) apart from PyTorch's default call (the `torch` baseline)
+    ok = ok.assign(backend=ok.backend.where((ok.backend != "torch") | (ok.status == "baseline"), TORCH_BACKEND_LABEL))
     wide = ok.pivot_table(index=["problem_name", "op"], columns="backend", values="gflops", aggfunc="max", sort=False)
     order = [p for p in dict.fromkeys(df.problem_name)]
     wide = wide.reindex(pd.MultiIndex.from_tuples([(p, o) for p in order for o in dict.fromkeys(df.op)

@@ -15,8 +15,8 @@ from autotune.core.problem import Problem
 
 TESTS = Path(__file__).resolve().parent
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
-# Backends CI installs and must therefore be able to run (triton through TRITON_INTERPRET=1).
-EXPECTED_IN_CI = ("numpy", "opencl", "triton")
+# Backends CI installs and must therefore be able to run (triton through TRITON_INTERPRET=1; torch on the CPU).
+EXPECTED_IN_CI = ("numpy", "opencl", "triton", "torch")
 
 
 def require(condition: bool, what: str) -> None:

@@ -261,7 +261,16 @@ def test_bench_runs_and_prints_ratios(tmp_path):
         assert "numpy/torch" in proc.stdout and "Geometric mean" in proc.stdout
     from autotune.core import results
     recorded = results.read_file(results.device_file(tmp_path / "res", cpu_device_id()))
-    assert len(recorded) == len(df[df.status.isin(["ok", "baseline"])])
+    # issue 11: a dispatch column (what a plain call runs) beside the backends, never recorded as a backend
+    disp = df[df.backend == "dispatch"]
+    assert len(disp) == 4 and (disp.status == "ok").all() and (disp.gflops > 0).all()
+    assert disp.config.str.split().str[0].isin(backends.names()).all()
+    assert (disp.threads == df[df.backend == "numpy"].threads.iloc[0]).all()
+    assert "dispatch" in proc.stdout and "Ceiling" in proc.stdout
+    if "torch" in set(df.backend):
+        assert "dispatch/torch" in proc.stdout
+    assert "dispatch" not in set(recorded.backend)
+    assert len(recorded) == len(df[df.status.isin(["ok", "baseline"]) & (df.backend != "dispatch")])
     assert set(recorded[recorded.backend == "numpy"].status) == {"ok"}
     # issue 14: what wrote each row, the threads it ran with and the load at the time; the sgemm peak, once
     assert set(recorded.source) == {"bench"}

@@ -31,6 +31,15 @@ CASES = {
     "asymmetric": dict(N=2, C_in=3, H=5, W=6, C_out=4, kH=4, kW=3, stride=2, padding=((0, 3), (2, 1)),
                        output_padding=1, bias=True),
     "stride1": dict(N=1, C_in=4, H=5, W=5, C_out=3, kH=3, kW=3, stride=1, padding=1, bias=True),
+    # one tap per output pixel (stride == kernel: U-Net's k2 s2): the blocks tile the output exactly
+    "k_eq_s": dict(N=2, C_in=5, H=3, W=4, C_out=3, kH=2, kW=2, stride=2, bias=True),
+    # one tap per pixel, with a crop, output_padding, groups and dilation gaps between the taps
+    "k_eq_s_cropped": dict(N=2, C_in=4, H=3, W=4, C_out=6, kH=2, kW=3, stride=(2, 3), padding=(1, 0),
+                           output_padding=1, groups=2, bias=True),
+    "one_tap_dilated": dict(N=1, C_in=3, H=4, W=3, C_out=2, kH=2, kW=2, stride=3, padding=((0, 2), (1, 0)),
+                            output_padding=2, dilation=2),
+    # stride 1 with a non-square kernel (the suite's full convolutions), few output channels
+    "stride1_3x5": dict(N=2, C_in=6, H=4, W=6, C_out=3, kH=3, kW=5, stride=1, padding=(1, 2)),
 }
 BACKENDS = backend_params()
 
@@ -105,7 +114,7 @@ def test_op_matches_reference_and_torch(name, device, op, case):
 def test_several_configs(name, device, op):
     """Every backend's space: a few valid configs of each op give the reference's answer."""
     backend = backends.get(name)
-    for case in ("groups", "dilation_op", "asymmetric"):
+    for case in ("groups", "dilation_op", "asymmetric", "k_eq_s_cropped"):
         p = Problem.make(**CASES[case])
         space = backend.space(op, p, device)
         configs = sample_configs(space, 3 if device.kind == "interpreter" else 6, seed=len(case))

@@ -31,6 +31,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--budget", dest="timing_budget", type=float, help=argparse.SUPPRESS)  # deprecated alias
     p.add_argument("--results", metavar="DIR", help="results directory read by --configs tuned")
     p.add_argument("--no-torch", action="store_true", help="do not time PyTorch")
+    p.add_argument("--no-dispatch", action="store_true",
+                   help="do not time the `dispatch` column (what a plain call runs, tuned results in place)")
     p.add_argument("--csv", metavar="FILE", help="also save the long table (one row per problem, op, backend)")
     p.add_argument("--record", action="store_true",
                    help="append every measurement (PyTorch's as status 'baseline') to the device's results file "
@@ -54,9 +56,11 @@ def run(args: argparse.Namespace) -> int:
     problems = select(load_problems(args.problems), args.only)
     df, chosen = bench.bench(problems, args.ops, args.backends, configs=args.configs, max_configs=args.max_configs,
                              budget_s=args.timing_budget, results_dirs=[directory, results.shipped_results_dir()],
-                             with_torch=not args.no_torch, say=_say, record_to=directory if args.record else None)
+                             with_torch=not args.no_torch, with_dispatch=not args.no_dispatch, say=_say,
+                             record_to=directory if args.record else None)
     if args.record:  # each measurement was appended as it was taken
-        _say(f"recorded {int(df.status.isin(['ok', 'baseline']).sum())} rows in {directory}")
+        recorded = df.status.isin(["ok", "baseline"]) & (df.backend != bench.DISPATCH)
+        _say(f"recorded {int(recorded.sum())} rows in {directory}")
     print_table(df)
     if args.csv:
         try:
@@ -70,11 +74,15 @@ def run(args: argparse.Namespace) -> int:
 def print_table(df: pd.DataFrame) -> None:
     peak = df[df.backend == bench.PEAK_BACKEND]
     if not peak.empty:
-        print(f"BLAS sgemm peak of this CPU: {peak.gflops.iloc[0]:.1f} GFLOP/s ({int(peak.threads.iloc[0])} thread(s))")
+        print(f"Ceiling: this CPU's measured BLAS sgemm peak, {peak.gflops.iloc[0]:.1f} GFLOP/s "
+              f"({int(peak.threads.iloc[0])} thread(s))")
     wide, geo = bench.summary(df)
+    if not peak.empty and bench.DISPATCH in wide.columns:
+        wide[f"{bench.DISPATCH}/sgemm"] = wide[bench.DISPATCH] / float(peak.gflops.iloc[0])
     with pd.option_context("display.width", 200, "display.max_rows", 1000, "display.max_columns", 50,
                            "display.float_format", "{:.2f}".format):
-        print("GFLOP/s (higher is better); <backend>/torch = backend GFLOP/s over PyTorch's, same run")
+        print("GFLOP/s (higher is better); <backend>/torch = backend GFLOP/s over PyTorch's default call, same run; "
+              f"{bench.DISPATCH} = what a plain call runs (tuned results in place, host arrays)")
         print(wide.to_string())
         if not geo.empty:
             print("\nGeometric mean of <backend>/torch per op (min..max over problems):")

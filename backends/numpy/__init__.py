@@ -7,7 +7,11 @@ Algorithms (the `algorithm` parameter):
   subset of taps, so each phase is one dense GEMM of an im2col of the input against those taps' weights, written
   once into a strided view of the output: no scatter-adds, no zero multiplies;
 - backward_input / backward_weight `im2col`: one GEMM against all taps stacked; `per_tap`: one GEMM per tap,
-  accumulated (less memory).
+  accumulated (less memory);
+- every op `blocks`, where each canvas pixel has at most one tap (`dilation*(k-1) < stride` on both axes, e.g.
+  U-Net's k2 s2): the canvas, cut into stride x stride blocks, is a plain reshape of one GEMM's output (forward)
+  or input (backward): the forward writes each block once (no scatter-adds, no zero canvas when the blocks tile
+  the output), the backward ops read gy's blocks as the GEMM's columns (one gather, no canvas of windows).
 `batch_block` splits the batch so the temporaries stay in cache (0 = the whole batch at once).
 """
 
@@ -62,7 +66,9 @@ class NumpyBackend(Backend):
     def space(self, op: str, problem: Problem, device: Device) -> Space:
         if op == "backward_bias":
             return Space({"algorithm": ("sum", "gemv")})
-        algorithms = ("phase", "col2im") if op == "forward" else ("im2col", "per_tap")
+        algorithms: tuple[str, ...] = ("phase", "col2im") if op == "forward" else ("im2col", "per_tap")
+        if one_tap_per_pixel(problem):
+            algorithms += ("blocks",)
         itemsize = np.dtype(problem.dtype).itemsize
 
         def batch_block_useful(c: Config) -> str | None:
@@ -85,7 +91,9 @@ class NumpyBackend(Backend):
         space = self.space(op, problem, device)
         # Measured on the suite (2-core Xeon, 2026-11): col2im wins when its GEMM output (C_out*k*k rows) is the
         # smaller temporary, i.e. C_in > C_out; otherwise the phase GEMMs do. Backward: the stacked GEMM.
-        if op == "forward":
+        if one_tap_per_pixel(problem):
+            first = "blocks"
+        elif op == "forward":
             first = "col2im" if problem.C_in > problem.C_out else "phase"
         else:
             first = "im2col"
@@ -107,11 +115,34 @@ class NumpyBackend(Backend):
         return _prepare(op, problem, tuple(sorted(config.items())))
 
 
+def one_tap_per_pixel(p: Problem) -> bool:
+    """Whether each canvas pixel receives at most one tap: the taps of one input pixel fit in its stride block."""
+    return all(d * (k - 1) < s for k, s, d in zip((p.kH, p.kW), p.stride, p.dilation))
+
+
+def _block_rows(p: Problem) -> tuple[int, int]:
+    """Input rows and columns of the blocked canvas: H*s rows cover every tap, more where the output (with its
+    output_padding) reaches beyond them."""
+    (pt, _), (pl, _) = p.padding
+    Ho, Wo = p.output_size
+    return max(p.H, -(-(pt + Ho) // p.stride[0])), max(p.W, -(-(pl + Wo) // p.stride[1]))
+
+
+def _blocks_tile_output(p: Problem) -> bool:
+    """Whether the blocks are exactly the output: stride == kernel, no dilation gaps, no crop, no extension."""
+    return (p.stride == (p.kH, p.kW) and p.dilation == (1, 1) and p.padding == ((0, 0), (0, 0))
+            and p.output_padding == (0, 0))
+
+
 def _workspace_elements(op: str, p: Problem, c: Config) -> int:
     """Elements of the largest temporary of (op, config): sizes the out-of-resources constraint."""
     n = p.N if c["batch_block"] == 0 else min(c["batch_block"], p.N)
     taps = p.kH * p.kW
     Hc, Wc = canvas_size(p)
+    if c["algorithm"] == "blocks":
+        Hb, Wb = _block_rows(p)
+        canvas = 0 if _blocks_tile_output(p) else n * p.C_out * Hb * p.stride[0] * Wb * p.stride[1]
+        return canvas + n * p.C_out * taps * p.H * p.W
     if op == "forward":
         if c["algorithm"] == "col2im":
             return n * p.C_out * taps * p.H * p.W + n * p.C_out * Hc * Wc
@@ -147,7 +178,9 @@ def _prepare(op: str, p: Problem, config_items: tuple) -> Kernel:
     bodies: dict[tuple[str, str], Callable[..., None]] = {
         ("forward", "phase"): _forward_phase, ("forward", "col2im"): _forward_col2im,
         ("backward_input", "im2col"): _backward_input, ("backward_input", "per_tap"): _backward_input,
-        ("backward_weight", "im2col"): _backward_weight, ("backward_weight", "per_tap"): _backward_weight}
+        ("backward_weight", "im2col"): _backward_weight, ("backward_weight", "per_tap"): _backward_weight,
+        ("forward", "blocks"): _forward_blocks, ("backward_input", "blocks"): _backward_input_blocks,
+        ("backward_weight", "blocks"): _backward_weight_blocks}
     body = bodies[(op, c["algorithm"])]
     stacked = c["algorithm"] == "im2col"
 
@@ -293,6 +326,56 @@ def _backward_weight(p: Problem, gy: np.ndarray, x: np.ndarray, gw: np.ndarray, 
             rows, cs = tap_window(p, kh, kw)
             tap = np.ascontiguousarray(canvas[..., rows, cs]).reshape(G, Cog, -1)
             gw[..., kh, kw] += xc @ tap.transpose(0, 2, 1)
+
+
+
+# ---- one tap per canvas pixel: the canvas in stride blocks is one GEMM's operand ---------------------------------
+def _forward_blocks(p: Problem, x: np.ndarray, w: np.ndarray, y: np.ndarray) -> None:
+    G, n = p.groups, x.shape[0]
+    Cig, Cog = p.C_in // G, p.C_out // G
+    (sh, sw), (dh, dw) = p.stride, p.dilation
+    xc = _channels_first(x, G).reshape(G, Cig, -1)  # (G, Cig, n*H*W)
+    wt = np.ascontiguousarray(w.reshape(G, Cig, Cog * p.kH * p.kW).transpose(0, 2, 1))
+    res = (wt @ xc).reshape(G, Cog, p.kH, p.kW, n, p.H, p.W)
+    if _blocks_tile_output(p):  # the output is the blocks: one transposing copy
+        y.reshape(n, G, Cog, p.H, p.kH, p.W, p.kW)[...] = res.transpose(4, 0, 1, 5, 2, 6, 3)
+        return
+    Hb, Wb = _block_rows(p)
+    canvas = np.zeros((n, G, Cog, Hb, sh, Wb, sw), x.dtype)
+    canvas[:, :, :, :p.H, 0:dh * p.kH:dh, :p.W, 0:dw * p.kW:dw] = res.transpose(4, 0, 1, 5, 2, 6, 3)
+    rows, cols = output_window(p)
+    y.reshape(n, G, Cog, *p.output_size)[...] = canvas.reshape(n, G, Cog, Hb * sh, Wb * sw)[..., rows, cols]
+
+
+def _gy_blocks(p: Problem, gy: np.ndarray) -> np.ndarray:
+    """gy's canvas in stride blocks, the taps' pixels only: (G, Cog*kH*kW, n*H*W), the backward GEMMs' operand."""
+    G, n = p.groups, gy.shape[0]
+    Cog = p.C_out // G
+    (sh, sw), (dh, dw) = p.stride, p.dilation
+    if _blocks_tile_output(p):
+        blocks = gy.reshape(n, G, Cog, p.H, p.kH, p.W, p.kW)
+    else:
+        Hb, Wb = _block_rows(p)
+        canvas = np.zeros((n, G, Cog, Hb * sh, Wb * sw), gy.dtype)
+        rows, cols = output_window(p)
+        canvas[..., rows, cols] = gy.reshape(n, G, Cog, *p.output_size)
+        blocks = canvas.reshape(n, G, Cog, Hb, sh, Wb, sw)[:, :, :, :p.H, 0:dh * p.kH:dh, :p.W, 0:dw * p.kW:dw]
+    # (n, G, Cog, H, kH, W, kW) -> (G, Cog, kH, kW, n, H, W)
+    return np.ascontiguousarray(blocks.transpose(1, 2, 4, 6, 0, 3, 5)).reshape(G, Cog * p.kH * p.kW, -1)
+
+
+def _backward_input_blocks(p: Problem, gy: np.ndarray, w: np.ndarray, gx: np.ndarray, stacked: bool) -> None:
+    G, n = p.groups, gy.shape[0]
+    Cig = p.C_in // G
+    res = w.reshape(G, Cig, -1) @ _gy_blocks(p, gy)  # (G, Cig, Cog*kH*kW) @ (G, Cog*kH*kW, nHW)
+    gx.reshape(n, G, Cig, p.H, p.W)[...] = res.reshape(G, Cig, n, p.H, p.W).transpose(2, 0, 1, 3, 4)
+
+
+def _backward_weight_blocks(p: Problem, gy: np.ndarray, x: np.ndarray, gw: np.ndarray, stacked: bool) -> None:
+    G = p.groups
+    Cig = p.C_in // G
+    xc = _channels_first(x, G).reshape(G, Cig, -1)  # (G, Cig, n*H*W)
+    gw += (xc @ _gy_blocks(p, gy).transpose(0, 2, 1)).reshape(gw.shape)
 
 
 BACKEND = NumpyBackend

@@ -26,6 +26,7 @@ import os
 import sys
 import tempfile
 import threading
+import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -427,6 +428,21 @@ class OpenCLBackend(Backend):
         return prepared
 
     def runner(self, kernel: Kernel, inputs: tuple[Any, ...], device: Device) -> Callable[[], float | None]:
+        """The time a user waits for: `inputs` are host arrays (NumPy), so each run copies them to the device,
+        runs the kernels and copies the result back, as a call does (on a CPU device the copies are the same
+        order as the kernel; timing the kernel alone let dispatch prefer configs slower end to end). Kernel-only
+        device time, for data already on the device: `device_runner`."""
+        if not isinstance(kernel, Prepared):
+            return super().runner(kernel, inputs, device)
+
+        def run() -> float:
+            start = time.perf_counter()
+            kernel(*inputs)
+            return time.perf_counter() - start
+        return run
+
+    def device_runner(self, kernel: Kernel, inputs: tuple[Any, ...], device: Device) -> Callable[[], float | None]:
+        """Kernel-only device time (profiling events), the inputs staged once outside the timed loop."""
         if not isinstance(kernel, Prepared):
             return super().runner(kernel, inputs, device)
         bufs = kernel.upload(inputs)  # staged once, outside the timed loop

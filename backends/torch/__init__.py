@@ -1,0 +1,283 @@
+"""The `torch` backend: PyTorch's own kernels (ATen: oneDNN or the native kernel on a CPU, cuDNN on a CUDA GPU)
+behind the Backend interface, tuned and dispatched like every other backend. It is the vendor baseline: `autotune
+bench` still times torch's default call as the `torch` baseline row; this backend is what competes in dispatch.
+
+Tunable space, per op:
+
+| parameter | values | where |
+|---|---|---|
+| `memory_format` | `contiguous`, `channels_last` (inputs and weight converted before the call) | every convolution op |
+| `algorithm` | see below | every op |
+| `mkldnn` | `on`, `off` (`torch.backends.mkldnn.flags`: oneDNN or ATen's native kernel) | CPU |
+| `cudnn_benchmark` | `on`, `off` (cuDNN's own algorithm search) | CUDA |
+| `precision` | `ieee`, `tf32` (float32 only; `tf32` wins only where the correctness check passes) | CUDA |
+
+`algorithm`: forward `conv_transpose2d`; backward_input `convolution_backward` (what autograd calls) or `conv2d`
+(the input gradient of a transposed convolution is an ordinary convolution of gy with the same weight);
+backward_weight `convolution_backward`; backward_bias `sum`.
+
+Asymmetric padding is computed exactly: torch gets the symmetric part (the smaller pad of each axis) and the rest
+is cropped from its output (forward), or gy is embedded in a zero canvas of torch's output size (gradients).
+
+Devices: this CPU (the shared CPU id), and each CUDA GPU with the same id the Triton backend gives it. Kernels take
+NumPy arrays (converted without a copy on the CPU; staged to the GPU and back, which a user's call also waits for)
+and torch tensors already on the kernel's device (returned as tensors). `import backends.torch` imports no torch.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import math
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from autotune.core.devices import cpu_device_id, cpu_device_name, device_id
+from autotune.core.problem import Problem, check_op
+from backends.base import Backend, Config, Device, Kernel, Space
+
+INSTALL_HINT = "pip install 'convt-autotune[torch]'"
+CPU_DTYPES = ("float32", "float64")
+GPU_DTYPES = ("float32", "float64", "float16", "bfloat16")
+ON_OFF = ("on", "off")
+
+
+@functools.lru_cache(maxsize=1)
+def _import_problem() -> str:
+    """Why torch cannot be imported here ("" when it can); tried once per process."""
+    if importlib.util.find_spec("torch") is None:
+        return f"torch not installed: {INSTALL_HINT}"
+    try:
+        import torch  # noqa: F401
+    except Exception as exc:  # a broken install makes the backend unavailable, never crashes the caller
+        return f"importing torch failed ({type(exc).__name__}: {exc}); reinstall with {INSTALL_HINT}"
+    return ""
+
+
+def _is_tensor(a: Any) -> bool:
+    return type(a).__module__.startswith("torch") and hasattr(a, "data_ptr")
+
+
+@functools.lru_cache(maxsize=1)
+def _gpu_devices() -> tuple[Device, ...]:
+    """Every CUDA (or HIP) GPU torch sees, with the id the Triton backend gives it (autotune.core.devices)."""
+    if _import_problem():
+        return ()
+    import torch
+    try:
+        if not torch.cuda.is_available():
+            return ()
+        count = torch.cuda.device_count()
+    except Exception:
+        return ()
+    vendor = "amd" if getattr(torch.version, "hip", None) else "nvidia"
+    found = []
+    for i in range(count):
+        props = torch.cuda.get_device_properties(i)
+        memory_gb = math.ceil(props.total_memory / 2**30)  # as Triton's backend rounds it: one id per GPU
+        info = {"index": i, "memory_gb": memory_gb, "capability": f"{props.major}.{props.minor}", "timing": "device"}
+        found.append(Device(id=device_id("gpu", vendor, props.name, memory_gb=memory_gb), name=props.name,
+                            kind="gpu", info=info, handle=torch.device("cuda", i)))
+    return tuple(found)
+
+
+class TorchBackend(Backend):
+
+    def __init__(self) -> None:
+        self._kernels: dict[tuple, Kernel] = {}
+        self._lock = threading.Lock()
+
+    # ---- where it runs -------------------------------------------------------------------------------------
+    def available(self) -> tuple[bool, str]:
+        problem = _import_problem()
+        return (False, problem) if problem else (True, "")
+
+    def devices(self) -> list[Device]:
+        if not self.available()[0]:
+            return []
+        import torch
+        cpu = Device(id=cpu_device_id(), name=cpu_device_name(), kind="cpu", handle=torch.device("cpu"),
+                     info={"torch": str(torch.__version__), "mkldnn": bool(torch.backends.mkldnn.is_available())})
+        return [cpu, *_gpu_devices()]
+
+    def version(self) -> str:
+        try:
+            import torch
+        except Exception as exc:
+            return f"unavailable ({exc})"
+        extra = f", cuda {torch.version.cuda}" if torch.version.cuda else ""
+        return f"torch {torch.__version__}{extra}"
+
+    def supports(self, problem: Problem, device: Device) -> str | None:
+        dtypes = GPU_DTYPES if device.kind == "gpu" else CPU_DTYPES
+        if problem.dtype not in dtypes:
+            return f"torch backend computes {', '.join(dtypes)} on a {device.kind}, not {problem.dtype}"
+        return None
+
+    def accepts(self, array: Any) -> bool:
+        """NumPy arrays and torch tensors (on the CPU or one of the GPUs)."""
+        if isinstance(array, np.ndarray):
+            return True
+        return _is_tensor(array) and (array.device.type == "cpu" or any(d.handle == array.device
+                                                                         for d in _gpu_devices()))
+
+    # ---- what can be tuned ---------------------------------------------------------------------------------
+    def space(self, op: str, problem: Problem, device: Device) -> Space:
+        check_op(op)
+        params: dict[str, tuple[Any, ...]] = {}
+        if op == "backward_bias":
+            return Space({"algorithm": ("sum",)})
+        params["algorithm"] = {"forward": ("conv_transpose2d",), "backward_input": ("convolution_backward", "conv2d"),
+                               "backward_weight": ("convolution_backward",)}[op]
+        params["memory_format"] = ("contiguous", "channels_last")
+        if device.kind == "gpu":
+            params["cudnn_benchmark"] = ON_OFF
+            params["precision"] = ("ieee", "tf32") if problem.dtype == "float32" else ("ieee",)
+        else:
+            params["mkldnn"] = ON_OFF
+        return Space(params)
+
+    def default_config(self, op: str, problem: Problem, device: Device) -> Config:
+        """What a plain torch call does: contiguous tensors, autograd's convolution_backward, oneDNN where torch
+        uses it, cuDNN without its search, IEEE float32 (the exact answer)."""
+        space = self.space(op, problem, device)
+        return {name: values[0] for name, values in space.params.items()}
+
+    # ---- kernels -------------------------------------------------------------------------------------------
+    def prepare(self, op: str, problem: Problem, device: Device, config: Config) -> Kernel:
+        key = (op, problem, device.id, tuple(sorted(config.items())))
+        with self._lock:
+            kernel = self._kernels.get(key)
+            if kernel is None:
+                kernel = self._kernels[key] = _build(op, problem, device, dict(config))
+        return kernel
+
+    def runner(self, kernel: Kernel, inputs: tuple[Any, ...], device: Device) -> Callable[[], float | None]:
+        """CPU: the wall clock around the call as a user makes it. GPU: the inputs staged once, CUDA events."""
+        if device.kind != "gpu":
+            return super().runner(kernel, inputs, device)
+        import torch
+        staged = tuple(None if a is None else (a if _is_tensor(a) else torch.from_numpy(np.asarray(a))).to(
+            device.handle) for a in inputs)
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+
+        def run() -> float:
+            start.record()
+            kernel(*staged)
+            end.record()
+            end.synchronize()
+            return start.elapsed_time(end) * 1e-3
+        return run
+
+
+def _flags(config: Config, device: Device) -> Callable[[], Any]:
+    """A context-manager factory setting the backend switches of `config` around one call."""
+    import contextlib
+
+    import torch
+    if device.kind == "gpu":
+        bench, tf32 = config["cudnn_benchmark"] == "on", config["precision"] == "tf32"
+
+        def gpu() -> Any:
+            return torch.backends.cudnn.flags(enabled=True, benchmark=bench, deterministic=False, allow_tf32=tf32)
+        return gpu
+    if "mkldnn" in config:
+        enabled = config["mkldnn"] == "on"
+
+        @contextlib.contextmanager
+        def mkldnn() -> Any:
+            # torch.backends.mkldnn.flags also resets oneDNN's TF32 switch (and warns about it on every call):
+            # only the on/off switch is set here, and restored after.
+            before = torch._C._get_mkldnn_enabled()
+            torch._C._set_mkldnn_enabled(enabled)
+            try:
+                yield
+            finally:
+                torch._C._set_mkldnn_enabled(before)
+        return mkldnn
+    return contextlib.nullcontext
+
+
+def _build(op: str, p: Problem, device: Device, config: Config) -> Kernel:
+    import torch
+    F = torch.nn.functional
+    dtype = getattr(torch, p.dtype)
+    target = device.handle if device.handle is not None else torch.device("cpu")
+    flags = _flags(config, device)
+    fmt = torch.channels_last if config.get("memory_format") == "channels_last" else torch.contiguous_format
+    (t, b), (left, r) = p.padding
+    pad = (min(t, b), min(left, r))  # torch's symmetric part; the rest is cropped (or embedded) exactly
+    extra = (t - pad[0], left - pad[1])
+    Ho, Wo = p.output_size
+    # The output size torch computes with the symmetric part of the padding.
+    torch_out = (Ho + (t - pad[0]) + (b - pad[0]), Wo + (left - pad[1]) + (r - pad[1]))
+    asymmetric = torch_out != (Ho, Wo)
+
+    def stage(a: Any) -> Any:
+        if a is None:
+            return None
+        tensor = a if _is_tensor(a) else torch.from_numpy(np.asarray(a))
+        return tensor.to(device=target, dtype=dtype).contiguous(memory_format=fmt) if tensor.dim() == 4 else \
+            tensor.to(device=target, dtype=dtype)
+
+    def back(out: Any, like: Any) -> Any:
+        """The result as the caller's type: a tensor for tensors, NumPy (contiguous) for NumPy inputs."""
+        if _is_tensor(like):
+            return out.contiguous()
+        return out.contiguous().cpu().numpy()
+
+    def embed(gy: Any) -> Any:
+        """gy in a zero canvas of torch's output size (asymmetric padding only)."""
+        if not asymmetric:
+            return gy
+        canvas = gy.new_zeros((gy.shape[0], gy.shape[1], *torch_out)).contiguous(memory_format=fmt)
+        canvas[:, :, extra[0]:extra[0] + Ho, extra[1]:extra[1] + Wo] = gy
+        return canvas
+
+    if op == "backward_bias":
+        def bias_grad(gy: Any) -> Any:
+            with torch.no_grad():
+                return back(stage(gy).sum((0, 2, 3)), gy)
+        return bias_grad
+
+    if op == "forward":
+        def forward(x: Any, w: Any, bias: Any = None) -> Any:
+            with torch.no_grad(), flags():
+                y = F.conv_transpose2d(stage(x), stage(w), stage(bias), p.stride, pad, p.output_padding, p.groups,
+                                       p.dilation)
+                if asymmetric:
+                    y = y[:, :, extra[0]:extra[0] + Ho, extra[1]:extra[1] + Wo]
+                return back(y, x)
+        return forward
+
+    if op == "backward_input" and config["algorithm"] == "conv2d":
+        def grad_input_conv(gy: Any, w: Any) -> Any:
+            with torch.no_grad(), flags():
+                gx = F.conv2d(embed(stage(gy)), stage(w), None, p.stride, pad, p.dilation, p.groups)
+                # op >= stride (allowed where op < dilation) leaves trailing rows beyond the input: cropped.
+                if gx.shape[2] != p.H or gx.shape[3] != p.W:
+                    gx = gx[:, :, :p.H, :p.W]
+                return back(gx, gy)
+        return grad_input_conv
+
+    mask = [op == "backward_input", op == "backward_weight", False]
+    out_index = 0 if op == "backward_input" else 1
+
+    def grad(gy: Any, other: Any) -> Any:
+        g = embed(stage(gy))
+        o = stage(other)
+        if op == "backward_input":
+            x, w = torch.empty(p.input_shape, dtype=dtype, device=target), o
+        else:
+            x, w = o, torch.empty(p.weight_shape, dtype=dtype, device=target)
+        with torch.no_grad(), flags():
+            res = torch.ops.aten.convolution_backward(g, x, w, None, list(p.stride), list(pad), list(p.dilation),
+                                                      True, list(p.output_padding), p.groups, mask)
+            return back(res[out_index], gy)
+    return grad
+
+
+BACKEND = TorchBackend
