@@ -17,6 +17,7 @@ COMMANDS = {
     "which": "autotune.cmd_which",
     "tune": "autotune.tuner",
     "devices": "autotune.device_table",
+    "inspect": "autotune.cli_inspect",
 }
 
 

@@ -353,6 +353,26 @@ class TritonBackend(Backend):
                 self._kernels.move_to_end(key)
         return kernel
 
+    def compile_report(self, op: str, problem: Problem, device: Device, config: Config,
+                       target: str) -> list[dict[str, Any]]:
+        """Compile (op, problem, config) for NVIDIA `target` ("sm_80", "sm_90") with Triton's own compiler, no GPU
+        needed, and read the cubin (see `backends/triton/aot.py`). Needs a process where TRITON_INTERPRET is unset."""
+        from backends.triton import aot
+        check_op(op)
+        arch = aot.parse_arch(target)
+        problem_ = _import_problem()
+        if problem_:
+            raise RuntimeError(problem_)
+        config = self.space(op, problem, device).validate(config)
+        from backends.triton import kernels
+        if kernels.INTERPRETED:
+            raise RuntimeError("TRITON_INTERPRET is set in this process: Triton then interprets its kernels and "
+                               "cannot compile them; unset it to inspect the compiled code")
+        fn, meta = launch_plan(op, problem, config, kernels)
+        compiled = aot.compile_plan(fn, meta, problem.dtype, arch)
+        return [{"kernel": fn.__name__, "num_warps": config["num_warps"], "num_stages": config["num_stages"],
+                 "shared_bytes": int(compiled.metadata.shared), **aot.cubin_report(compiled.asm["cubin"])}]
+
     def runner(self, kernel: Kernel, inputs: tuple[Any, ...], device: Device) -> Callable[[], float | None]:
         """Inputs are staged on the device once; on a GPU each call is timed with CUDA events (synchronized), in the
         interpreter by the wall clock (correctness only, see the module docstring)."""
