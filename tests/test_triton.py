@@ -373,18 +373,10 @@ def test_int64_offsets(tb, dev, monkeypatch):
 
 # ---- the GPU path, compiled without a GPU ------------------------------------------------------------------
 
-POINTERS = {"forward": ("x_ptr", "w_ptr", "b_ptr", "y_ptr"), "backward_input": ("gy_ptr", "w_ptr", "gx_ptr"),
-            "backward_weight": ("gy_ptr", "x_ptr", "gw_ptr"), "backward_bias": ("gy_ptr", "gb_ptr")}
-
-
 def compile_for_nvidia(arch: int) -> list[str]:
     """Compile one config of each kernel and path for sm_`arch`; returns what compiled. Runs in a process without
     TRITON_INTERPRET (the interpreter patches triton.language in its process)."""
-    import triton
-    from triton.backends.compiler import GPUTarget
-    from triton.compiler import ASTSource
-
-    from backends.triton import kernels
+    from backends.triton import aot, kernels
 
     assert not kernels.INTERPRETED
     p = Problem.make(N=2, C_in=64, H=9, W=7, C_out=96, kH=3, kW=4, stride=(2, 3), padding=((2, 0), (1, 2)),
@@ -396,7 +388,6 @@ def compile_for_nvidia(arch: int) -> list[str]:
              ("backward_weight", "gemm", "float32", (32, 64, 32, 4, 2)),
              ("backward_weight", "direct", "float16", (16, 16, 64, 4, 3)),
              ("backward_bias", "reduce", "float32", (0, 16, 256, 4, 1))]
-    pointer = {"float32": "*fp32", "float64": "*fp64", "float16": "*fp16", "bfloat16": "*bf16"}
     tb = backends.get("triton")
     done = []
     for i, (op, algorithm, dtype, (bm, bn, bk, warps, stages)) in enumerate(plans):
@@ -406,14 +397,11 @@ def compile_for_nvidia(arch: int) -> list[str]:
             config["block_m"] = bm
         if op in ("backward_weight", "backward_bias"):
             config["split_k"] = 2
-        assert tb.space(op, q, FAKE_GPU).violation(config) is None, config
+        config = tb.space(op, q, FAKE_GPU).complete(config, tb.default_config(op, q, FAKE_GPU))
         fn, meta = triton_backend.launch_plan(op, q, config, kernels)
         if i % 2:  # half of them with int64 offsets
             meta["IDX"] = kernels.tl.int64
-        options = {"num_warps": meta.pop("num_warps"), "num_stages": meta.pop("num_stages")}
-        signature = {name: pointer[dtype] if name in POINTERS[op] else "constexpr" for name in fn.arg_names}
-        compiled = triton.compile(ASTSource(fn, signature, constexprs=meta), target=GPUTarget("cuda", arch, 32),
-                                  options=options)
+        compiled = aot.compile_plan(fn, meta, dtype, arch, triton_backend.pointer_types(op, q, config))
         assert compiled.asm.get("cubin"), (op, algorithm, dtype)
         done.append(f"{op}/{algorithm}/{dtype}")
     return done

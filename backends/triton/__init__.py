@@ -369,7 +369,7 @@ class TritonBackend(Backend):
             raise RuntimeError("TRITON_INTERPRET is set in this process: Triton then interprets its kernels and "
                                "cannot compile them; unset it to inspect the compiled code")
         fn, meta = launch_plan(op, problem, config, kernels)
-        compiled = aot.compile_plan(fn, meta, problem.dtype, arch)
+        compiled = aot.compile_plan(fn, meta, problem.dtype, arch, pointer_types(op, problem, config))
         return [{"kernel": fn.__name__, "num_warps": config["num_warps"], "num_stages": config["num_stages"],
                  "shared_bytes": int(compiled.metadata.shared), **aot.cubin_report(compiled.asm["cubin"])}]
 
@@ -426,14 +426,26 @@ def interpreter_steps(op: str, p: Problem, c: Config) -> int:
     Cig, Cog = p.C_in // G, p.C_out // G
     bk = c["block_k"]
     if op in ("backward_bias", "backward_weight"):
-        inner = _chunk(op, p, c) // bk
+        inner = _split_steps(op, p, c)
     elif c["algorithm"] == "gemm":
         inner = -(-(Cig if op == "forward" else Cog) * taps // bk)
-    elif c["algorithm"] == "phase":  # each phase runs its share of the taps
-        inner = max(1, -(-taps // (p.stride[0] * p.stride[1]))) * -(-Cig // bk)
+    elif c["algorithm"] == "phase":  # each phase runs the most taps any phase has
+        inner = max_phase_taps(p) * -(-Cig // bk)
     else:
         inner = taps * -(-(Cig if op == "forward" else Cog) // bk)
     return programs * (1 + inner)
+
+
+def phase_taps(p: Problem) -> list[list[int]]:
+    """Per phase (rh * s_w + rw), the taps kh*kW + kw that feed it: (kh*dh) % sh == rh and (kw*dw) % sw == rw."""
+    sh, sw = p.stride
+    dh, dw = p.dilation
+    return [[kh * p.kW + kw for kh in range(p.kH) if (kh * dh) % sh == rh for kw in range(p.kW)
+             if (kw * dw) % sw == rw] for rh in range(sh) for rw in range(sw)]
+
+
+def max_phase_taps(p: Problem) -> int:
+    return max(1, max(len(t) for t in phase_taps(p)))
 
 
 def _within_budget(op: str, p: Problem, c: Config, limit: int) -> str | None:
@@ -450,29 +462,34 @@ def _reduction(op: str, p: Problem) -> int:
     return p.N * p.H * p.W if op == "backward_weight" else p.N * p.output_size[0] * p.output_size[1]
 
 
-def _chunk(op: str, p: Problem, c: Config) -> int:
-    """Pixels per split: the reduction cut in split_k pieces, rounded up to whole blocks."""
-    bk = c["block_k"]
-    return -(-_reduction(op, p) // (c["split_k"] * bk)) * bk
+def _steps(op: str, p: Problem, c: Config) -> int:
+    """Reduction steps of the weight and bias gradients: (image, chunk of block_k pixels) pairs."""
+    pixels = p.H * p.W if op == "backward_weight" else p.output_size[0] * p.output_size[1]
+    return p.N * -(-pixels // c["block_k"])
+
+
+def _split_steps(op: str, p: Problem, c: Config) -> int:
+    """Steps per split: the reduction cut in split_k pieces."""
+    return -(-_steps(op, p, c) // c["split_k"])
 
 
 def _split_useful(op: str, p: Problem, c: Config) -> str | None:
-    if c["split_k"] > 1 and -(-_reduction(op, p) // _chunk(op, p, c)) < c["split_k"]:
-        return (f"split_k={c['split_k']} leaves empty splits: {_reduction(op, p)} pixels in blocks of "
-                f"{c['block_k']}")
+    if c["split_k"] > 1 and -(-_steps(op, p, c) // _split_steps(op, p, c)) < c["split_k"]:
+        return (f"split_k={c['split_k']} leaves empty splits: {_steps(op, p, c)} steps of {c['block_k']} "
+                f"pixels")
     return None
 
 
 def _default_split(op: str, p: Problem, device: Device, space: Space, c: Config) -> Config:
     """On a GPU, split the reduction of the weight and bias gradients until there are about 4 programs per
-    multiprocessor (each split keeping at least 8 blocks of work); the interpreter keeps split_k=1."""
+    multiprocessor (each split keeping at least 8 steps of work); the interpreter keeps split_k=1."""
     if "split_k" not in space.params or device.kind != "gpu":
         return c
     want = 4 * int(device.info.get("multiprocessors", 100))
     best = c
     for split in SPLITS[1:]:
         trial = {**c, "split_k": split}
-        if (math.prod(_grid(op, p, best)) >= want or _chunk(op, p, trial) < 8 * c["block_k"]
+        if (math.prod(_grid(op, p, best)) >= want or _split_steps(op, p, trial) < 8
                 or split not in space.params["split_k"] or space.violation(trial) is not None):
             break
         best = trial
@@ -530,33 +547,69 @@ def to_tensor(name: str, a: Any, shape: tuple[int, ...], dtype: str, target: Any
     return t.to(target).contiguous()
 
 
+PRECISIONS = ("ieee", "tf32x3", "tf32")
+
+
 def launch_plan(op: str, p: Problem, c: Config, kernels: Any) -> tuple[Any, dict[str, Any]]:
     """The kernel of `kernels` (the module) that computes (op, config) and its constexpr and launch arguments
     (everything but the tensors)."""
     tl = kernels.tl
     Ho, Wo = p.output_size
-    # split_k > 1 writes split_k partial weight gradients: their offsets count too
-    wide = needs_int64(p) or c.get("split_k", 1) * p.C_in * (p.C_out // p.groups) * p.kH * p.kW >= INT32_LIMIT
-    meta: dict[str, Any] = dict(IDX=tl.int64 if wide else tl.int32,
+    meta: dict[str, Any] = dict(IDX=tl.int64 if needs_int64(p) else tl.int32,
                                 ACC=tl.float64 if p.dtype == "float64" else tl.float32,
                                 num_warps=c["num_warps"], num_stages=c["num_stages"])
     if op == "backward_bias":
-        meta.update(N=p.N, C_OUT=p.C_out, HWO=Ho * Wo, CHUNK=_chunk(op, p, c), BLOCK_N=c["block_n"],
-                    BLOCK_K=c["block_k"])
+        meta.update(N=p.N, C_OUT=p.C_out, HWO=Ho * Wo, SPLIT=c["split_k"], SPLIT_STEPS=_split_steps(op, p, c),
+                    BLOCK_N=c["block_n"], BLOCK_K=c["block_k"])
         return kernels.backward_bias_kernel, meta
     meta.update(N=p.N, C_IN=p.C_in, H=p.H, W=p.W, C_OUT=p.C_out, HO=Ho, WO=Wo, KH=p.kH, KW=p.kW,
                 SH=p.stride[0], SW=p.stride[1], PT=p.padding[0][0], PL=p.padding[1][0],
-                DH=p.dilation[0], DW=p.dilation[1], G=p.groups,
-                USE_DOT=_uses_dot(p, c), BLOCK_M=c["block_m"], BLOCK_N=c["block_n"], BLOCK_K=c["block_k"])
+                DH=p.dilation[0], DW=p.dilation[1], G=p.groups, USE_DOT=_uses_dot(p, c),
+                PREC=PRECISIONS.index(c.get("precision", "ieee")), EMULATE=bool(kernels.INTERPRETED),
+                BLOCK_M=c["block_m"], BLOCK_N=c["block_n"], BLOCK_K=c["block_k"])
     if op == "forward":
-        meta["HAS_BIAS"] = p.bias
-        if c["algorithm"] == "gemm":
-            return kernels.forward_gemm_kernel, meta
-        return kernels.forward_tap_kernel, {**meta, "PHASE": c["algorithm"] == "phase"}
+        return kernels.forward_kernel, {**meta, "HAS_BIAS": p.bias, "MAX_TAPS": max_phase_taps(p),
+                                        "MODE": ("direct", "phase", "gemm").index(c["algorithm"])}
     if op == "backward_weight":
-        meta["CHUNK"] = _chunk(op, p, c)
+        meta.update(SPLIT=c["split_k"], SPLIT_STEPS=_split_steps(op, p, c))
     fn = kernels.backward_input_kernel if op == "backward_input" else kernels.backward_weight_kernel
     return fn, {**meta, "GEMM": c["algorithm"] == "gemm"}
+
+
+def accumulates_in_output(op: str, p: Problem, c: Config) -> bool:
+    """Whether the kernel adds split partial sums into a zeroed output with atomics in the accumulator's dtype
+    (a float32 buffer for 16-bit outputs, cast afterwards)."""
+    return op in ("backward_weight", "backward_bias") and c.get("split_k", 1) > 1
+
+
+def pointer_types(op: str, p: Problem, c: Config) -> dict[str, str]:
+    """Element types of the kernel's pointer arguments that differ from the problem's dtype (for compiling ahead
+    of time): the phase tap table, and the float32 output of split 16-bit gradients."""
+    types = {"tap_ptr": "*i32"}
+    if accumulates_in_output(op, p, c) and p.dtype in ("float16", "bfloat16"):
+        types["gw_ptr" if op == "backward_weight" else "gb_ptr"] = "*fp32"
+    return types
+
+
+def stage_operands(op: str, p: Problem, tensors: list[Any]) -> list[Any]:
+    """The layouts the kernels read (see `backends/triton/kernels.py`): the per-tap operand channels-last, the
+    weight packed per group and tap. Each is one copy of an operand per call (gy and x are read once more; the
+    weight is small)."""
+    G, taps = p.groups, p.kH * p.kW
+    Cig, Cog = p.C_in // G, p.C_out // G
+    if op == "forward":
+        x, w = tensors[0], tensors[1]
+        xl = x.permute(0, 2, 3, 1).contiguous()
+        wp = w.reshape(G, Cig, Cog, taps).permute(0, 3, 1, 2).contiguous()  # [G, taps, Cig, Cog]
+        return [xl, wp, *tensors[2:]]
+    if op == "backward_input":
+        gy, w = tensors
+        wq = w.reshape(G, Cig, Cog, taps).permute(0, 3, 2, 1).contiguous()  # [G, taps, Cog, Cig]
+        return [gy.permute(0, 2, 3, 1).contiguous(), wq]
+    if op == "backward_weight":
+        gy, x = tensors
+        return [gy.permute(0, 2, 3, 1).contiguous(), x]
+    return tensors
 
 
 def _build(op: str, p: Problem, device: Device, c: Config) -> Kernel:
@@ -572,8 +625,8 @@ def _build(op: str, p: Problem, device: Device, c: Config) -> Kernel:
     target = device.handle if device.kind == "gpu" else torch.device("cpu")
     grid = _grid(op, p, c)
     fn, meta = launch_plan(op, p, c, kernels)
-    split = c.get("split_k", 1)
-    acc_dtype = torch.float64 if p.dtype == "float64" else torch.float32
+    atomic = accumulates_in_output(op, p, c)
+    out_dtype = torch.float32 if atomic and p.dtype in ("float16", "bfloat16") else tdtype
     launcher = fn[grid]
     names = {"forward": ("input", "weight", "bias"), "backward_input": ("grad_output", "weight"),
              "backward_weight": ("grad_output", "input"), "backward_bias": ("grad_output",)}[op]
@@ -581,6 +634,9 @@ def _build(op: str, p: Problem, device: Device, c: Config) -> Kernel:
                  "grad_output": p.output_shape}
     out_shape = {"forward": p.output_shape, "backward_input": p.input_shape, "backward_weight": p.weight_shape,
                  "backward_bias": p.bias_shape}[op]
+    table = [len(t) for t in phase_taps(p)] + [t for taps in phase_taps(p)
+                                               for t in taps + [0] * (meta.get("MAX_TAPS", 1) - len(taps))]
+    tap_tables: dict[Any, Any] = {}  # device -> the phase tap table there (made once)
 
     def kernel(*args: Any) -> Any:
         if len(args) != len(names) and not (op == "forward" and len(args) == 2):
@@ -593,13 +649,16 @@ def _build(op: str, p: Problem, device: Device, c: Config) -> Kernel:
         if device.kind == "gpu" and _is_tensor(args[0]) and args[0].device.type == "cuda":
             where = args[0].device  # GPUs of one model share a device id (and a config): run where the data is
         tensors = [to_tensor(n, a, shapes_in[n], p.dtype, where) for n, a in zip(names, args) if a is not None]
-        if split > 1:  # partial sums in the accumulator's dtype, added below
-            out = torch.empty((split, *out_shape), dtype=acc_dtype, device=where)
+        tensors = stage_operands(op, p, tensors)
+        if atomic:  # split partial sums are added into it
+            out = torch.zeros(out_shape, dtype=out_dtype, device=where)
         else:
-            out = torch.empty(out_shape, dtype=tdtype, device=where)
+            out = torch.empty(out_shape, dtype=out_dtype, device=where)
         if op == "forward":
             x, w = tensors[0], tensors[1]
-            args_ = (x, w, tensors[2] if p.bias else x, out)  # x stands in for the absent bias (never read)
+            if where not in tap_tables:
+                tap_tables[where] = torch.tensor(table, dtype=torch.int32, device=where)
+            args_ = (x, w, tensors[2] if p.bias else x, out, tap_tables[where])  # x stands in for an absent bias
         else:
             args_ = (*tensors, out)
         if device.kind == "gpu":
@@ -607,8 +666,8 @@ def _build(op: str, p: Problem, device: Device, c: Config) -> Kernel:
                 launcher(*args_, **meta)
         else:
             launcher(*args_, **meta)
-        if split > 1:
-            out = out.sum(0).to(tdtype)
+        if out.dtype != tdtype:
+            out = out.to(tdtype)
         return out.cpu().numpy() if as_numpy else out
 
     return kernel
