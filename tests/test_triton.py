@@ -51,7 +51,11 @@ def need(module: str):
 
 def run(tb, dev, op, p, config, inputs=None):
     inputs = inputs_for(op, p, seed=3) if inputs is None else inputs
-    config = tb.space(op, p, dev).validate(config)
+    space = tb.space(op, p, dev)
+    if "precision" in space.params and "precision" not in config:  # float32: tf32x3 where the tile uses tl.dot
+        dot = min(config.get("block_m", 1), config["block_n"], config["block_k"]) >= 16
+        config = {**config, "precision": "tf32x3" if dot else "ieee"}
+    config = space.validate(config)
     return tb.prepare(op, p, dev, config)(*inputs), inputs
 
 
@@ -94,7 +98,7 @@ def test_split_reductions(tb, dev):
         inputs = inputs_for(op, p, seed=5)
         ref = reference.run(op, p, inputs)
         for config in op_configs:
-            config = {**config, "num_warps": 4, "num_stages": 1 if op == "backward_bias" else 2}
+            config = {**config, "num_warps": 4, "num_stages": 1}
             assert_close(run(tb, dev, op, p, config, inputs)[0], ref, op, p, str(config))
     space = tb.space("backward_bias", p, FAKE_GPU)
     assert "empty splits" in space.violation({**configs["backward_bias"][0], "split_k": 32, "num_warps": 4,
@@ -161,14 +165,19 @@ def test_large_problems_keep_a_config_in_the_interpreter(tb, dev):
 def test_constraints_reject_before_launch(tb):
     p = Problem.make(4, 256, 16, 16, 256, 3, 3, stride=2, padding=1)
     space = tb.space("forward", p, FAKE_GPU)
-    base = {"algorithm": "gemm", "block_m": 64, "block_n": 64, "block_k": 32, "num_warps": 4, "num_stages": 2}
+    base = {"algorithm": "gemm", "block_m": 64, "block_n": 64, "block_k": 32, "num_warps": 4, "num_stages": 2,
+            "precision": "ieee"}
     assert space.violation(base) is None
+    hopper = Device(id="gpu-h", name="sm_90", kind="gpu", backend="triton", info={**FAKE_GPU.info, "capability": "9.0"})
     cases = {
         "shared memory": {"block_m": 32, "block_n": 32, "block_k": 128, "num_stages": 4, "num_warps": 8,
                           "device": Device(id="gpu-small", name="48 KiB", kind="gpu", backend="triton",
                                            info={"warp_size": 32, "shared_memory_bytes": 48 * 1024})},
-        "register pressure: FMA": {"block_m": 128, "block_n": 8, "block_k": 8, "num_stages": 1, "num_warps": 1},
-        "register pressure: dot tile": {"block_m": 128, "block_n": 128, "block_k": 16, "num_warps": 1},
+        "register pressure": {"block_m": 128, "block_n": 8, "block_k": 8, "num_stages": 1, "num_warps": 1},
+        "registers per thread": {"block_m": 128, "block_n": 128, "block_k": 16, "num_warps": 1},
+        "loads pipeline only into tl.dot": {"block_n": 8, "num_stages": 2},
+        "needs tl.dot": {"block_n": 8, "num_stages": 1, "precision": "tf32"},
+        "wgmma needs": {"block_m": 32, "device": hopper},
         "exceeds its extent": {"block_n": 128, "algorithm": "direct",
                                "problem": Problem.make(4, 256, 16, 16, 64, 3, 3, stride=2, padding=1)},
     }
@@ -211,9 +220,9 @@ def test_config_validation(tb, dev):
         with pytest.raises(ConfigError, match="block_m"):
             space.validate({**good, "block_m": value})
     gpu_space = tb.space("backward_input", p, FAKE_GPU)
-    assert gpu_space.complete({"num_warps": 1}, good)["num_warps"] == 1
+    assert gpu_space.complete({"num_warps": 8}, good)["num_warps"] == 8
     with pytest.raises(ConfigError, match="num_warps"):  # the interpreter keeps one value of the launch options
-        space.complete({"num_warps": 1}, good)
+        space.complete({"num_warps": 8}, good)
 
 
 def test_interpreter_space_is_inside_the_gpu_space(tb, dev):
@@ -366,7 +375,7 @@ def test_int64_offsets(tb, dev, monkeypatch):
                                             "split_k": 2}),
                        ("backward_bias", {"algorithm": "reduce", "block_n": 4, "block_k": 64, "split_k": 1})):
         q = PROBLEM.for_op(op)
-        config = {**config, "num_warps": 4, "num_stages": 1 if op == "backward_bias" else 2}
+        config = {**config, "num_warps": 4, "num_stages": 1}
         out, inputs = run(tb, dev, op, q, config)
         assert_close(out, reference.run(op, q, inputs), op, q, f"int64 {op} {config}")
 
@@ -397,7 +406,9 @@ def compile_for_nvidia(arch: int) -> list[str]:
             config["block_m"] = bm
         if op in ("backward_weight", "backward_bias"):
             config["split_k"] = 2
-        config = tb.space(op, q, FAKE_GPU).complete(config, tb.default_config(op, q, FAKE_GPU))
+        if dtype == "float32" and op != "backward_bias":
+            config["precision"] = "tf32x3" if min(bm, bn, bk) >= 16 else "ieee"
+        config = tb.space(op, q, FAKE_GPU).validate(config)
         fn, meta = triton_backend.launch_plan(op, q, config, kernels)
         if i % 2:  # half of them with int64 offsets
             meta["IDX"] = kernels.tl.int64

@@ -59,8 +59,13 @@ from autotune.devices import cpu_device_id, cpu_device_name, device_id
 from autotune.problem import Problem, check_op
 from backends.base import Backend, Config, Device, Kernel, Space, config_json
 
+PRECISIONS = ("ieee", "tf32x3", "tf32")  # float32 tl.dot: exact FMAs, three tf32 products, one tf32 product
+# float32 default: three tf32 products keep float32 accuracy (within the tuner's float32 tolerance on every problem
+# tested) while running on the tensor cores; plain tf32 is for the tuner to try (and its check to reject or keep).
+DEFAULT_PRECISION = "tf32x3"
 INSTALL_HINT = "pip install 'convt-autotune[triton]'  (triton and torch)"
-BLOCKS_MN = (1, 2, 4, 8, 16, 32, 64, 128)
+BLOCKS_M = (1, 2, 4, 8, 16, 32, 64, 128)
+BLOCKS_N = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 BLOCKS_K = (1, 2, 4, 8, 16, 32, 64, 128)
 BIAS_BLOCKS_N = (1, 2, 4, 8, 16, 32, 64)
 BIAS_BLOCKS_K = (16, 32, 64, 128, 256, 512, 1024)
@@ -69,11 +74,11 @@ NUM_WARPS = (1, 2, 4, 8)
 NUM_STAGES = (1, 2, 3, 4)
 # tl.dot's smallest operand side on NVIDIA (16 for 16-bit types; AMD takes any): below it a tile uses FMAs.
 DOT_MIN = 16
-# Register budgets per thread (of 255 on NVIDIA), beyond which ptxas spills: the FMA path's BLOCK_M*BLOCK_K*BLOCK_N
-# product tile; the dot path's accumulator plus its two operand tiles counted twice (values and gather offsets).
-# Checked against ptxas for sm_90: a 64x128 + 128x32 dot over 2 warps (416 by this count) spilled 7 KB.
+# Registers per thread that `register_estimate` may reach (of 255 on NVIDIA): the margin covers the model's error
+# against ptxas (checked for sm_90 by tests/test_triton.py on configs that do and do not spill).
+REGISTER_BUDGET = 200
+# The bias reduction's BLOCK_N*BLOCK_K tile per thread.
 FMA_VALUES_PER_THREAD = 128
-DOT_VALUES_PER_THREAD = 128
 # Shared memory assumed where the device does not say (the interpreter): what every GPU since Volta offers.
 DEFAULT_SHARED_BYTES = 64 * 1024
 # CUDA grid limits: x up to 2**31-1, y and z up to 65535 (HIP's are larger).
@@ -200,7 +205,7 @@ class TritonBackend(Backend):
         # The grid with the largest blocks must fit the launch limits, or no config can run.
         G = problem.groups
         Cig, Cog = problem.C_in // G, problem.C_out // G
-        big = max(BLOCKS_MN)
+        big = max(BLOCKS_M)
         pixels = problem.N * max(Ho * Wo, problem.H * problem.W)
         if G * -(-max(Cig, Cog) // big) > GRID_LIMITS[1] or -(-pixels // big) > GRID_LIMITS[0]:
             return (f"too large for one launch: the grid exceeds {GRID_LIMITS} programs even with "
@@ -263,18 +268,23 @@ class TritonBackend(Backend):
                          constraints)
 
         algorithms = ("direct", "phase", "gemm") if op == "forward" else ("direct", "gemm")
+        hopper = _capability(device) >= 9.0
 
         def fits(c: Config) -> str | None:
-            bm, bn, bk, threads = c["block_m"], c["block_n"], c["block_k"], warp * c["num_warps"]
-            if _uses_dot(p, c):
-                if bm * bn + 2 * (bm * bk + bk * bn) > DOT_VALUES_PER_THREAD * threads:
-                    return f"register pressure: dot tile {bm}x{bk}x{bn} over {threads} threads"
-                need = (bm * bk + bk * bn) * itemsize * c["num_stages"]
+            dot = _uses_dot(p, c)
+            if not dot and c["num_stages"] > 1:
+                return "num_stages > 1 does nothing here: loads pipeline only into tl.dot"
+            if not dot and c.get("precision", "ieee") != "ieee":
+                return f"precision {c['precision']} needs tl.dot (blocks >= {DOT_MIN})"
+            if dot and hopper and (c["num_warps"] not in (4, 8) or c["block_m"] not in (64, 128)):
+                return "Hopper's wgmma needs num_warps 4 or 8 and block_m 64 or 128"
+            regs = register_estimate(op, p, c, warp)
+            if regs > REGISTER_BUDGET:
+                return f"register pressure: about {regs} registers per thread > {REGISTER_BUDGET} (ptxas would spill)"
+            if dot:
+                need = (c["block_m"] * c["block_k"] + c["block_k"] * c["block_n"]) * itemsize * c["num_stages"]
                 if need > shared:
                     return f"out of resources: {need} bytes of shared memory for the dot operands > {shared}"
-                return None
-            if bm * bn * bk > FMA_VALUES_PER_THREAD * threads:
-                return f"register pressure: FMA tile {bm}x{bk}x{bn} over {threads} threads"
             return None
 
         def extents(c: Config) -> str | None:
@@ -293,11 +303,14 @@ class TritonBackend(Backend):
         # Each block's values stop at the first power of two covering its extent (for any algorithm): larger ones
         # only add masked lanes; the constraint `extents` then checks the config's own algorithm.
         rows, cols, red = (max(e) for e in zip(*(_extents(op, p, a) for a in algorithms)))
-        params = {"algorithm": algorithms, "block_m": _upto(BLOCKS_MN, rows, DOT_MIN),
-                  "block_n": _upto(BLOCKS_MN, cols, DOT_MIN), "block_k": _upto(BLOCKS_K, red, DOT_MIN)}
+        params: dict[str, tuple[Any, ...]] = {
+            "algorithm": algorithms, "block_m": _upto(BLOCKS_M, rows, DOT_MIN),
+            "block_n": _upto(BLOCKS_N, cols, DOT_MIN), "block_k": _upto(BLOCKS_K, red, DOT_MIN)}
         if op == "backward_weight":
             params["split_k"] = _upto(SPLITS, _reduction(op, p), 1)
             constraints.append(functools.partial(_split_useful, op, p))
+        if p.dtype == "float32":  # kept by the tuner only where its correctness check passes
+            params["precision"] = PRECISIONS
         if device.kind != "interpreter":
             return Space({**params, "num_warps": NUM_WARPS, "num_stages": NUM_STAGES}, constraints)
         if budget:
@@ -307,7 +320,7 @@ class TritonBackend(Backend):
             constraints.append(lambda c: "the Triton interpreter's tl.dot reads bfloat16 as raw bits (wrong sums); "
                                          "bfloat16 takes the FMA path there" if _uses_dot(p, c) else None)
         # The interpreter runs every program alike whatever these say: one value each keeps its space small.
-        return Space({**params, "num_warps": (4,), "num_stages": (2,)}, constraints)
+        return Space({**params, "num_warps": (4,), "num_stages": (1,)}, constraints)
 
     def default_config(self, op: str, problem: Problem, device: Device) -> Config:
         space = self.space(op, problem, device)
@@ -315,13 +328,34 @@ class TritonBackend(Backend):
             candidates = [{"algorithm": "reduce", "block_n": bn, "block_k": bk, "num_warps": 4, "num_stages": 1}
                           for bn in (16, 8, 4, 2, 1) for bk in (256, 128, 64, 32, 16)]
         else:
-            first = "phase" if op == "forward" and max(problem.stride) > 1 else "gemm"
-            candidates = [{"algorithm": a, "block_m": bm, "block_n": bn, "block_k": bk, "num_warps": w,
-                           "num_stages": s}
-                          for a in (first, "gemm", "direct") if a in space.params["algorithm"]
-                          for bn in (32, 64, 16, 8, 4, 2, 1) for bk in (32, 16, 8, 4, 2, 1)
-                          for bm in (64, 128, 32, 16, 8, 4, 2, 1)
-                          for w, s in ((4, 2), (4, 1), (8, 1), (2, 1), (1, 1))]
+            p = problem
+            channels = {"forward": p.C_in, "backward_input": p.C_out, "backward_weight": p.C_out}[op] // p.groups
+            first = ("phase" if op == "forward" and max(p.stride) > 1 else
+                     "direct" if channels >= DOT_MIN else "gemm")
+            algorithms = [a for a in (first, "direct", "gemm") if a in space.params["algorithm"]]
+            algorithms = list(dict.fromkeys(algorithms))
+            big_k = 64 if _ITEMSIZE.get(p.dtype, 4) <= 2 else 32
+            # Hopper-shaped tensor-core tiles first (wgmma: 4 or 8 warps, block_m 64 or 128), the largest whose
+            # grid still fills the GPU; then smaller and FMA tiles for small problems and float64.
+            shaped = [{"algorithm": a, "block_m": bm, "block_n": bn, "block_k": bk, "num_warps": w, "num_stages": s}
+                      for a in algorithms
+                      for bm, bn, w in ((128, 128, 8), (128, 64, 4), (64, 128, 4), (64, 64, 4), (64, 32, 4),
+                                        (128, 32, 4), (64, 16, 4))
+                      for bk in (big_k, 32, 16) for s in (3, 2)]
+            if "split_k" in space.params:
+                shaped = [{**c, "split_k": 1} for c in shaped]
+            fill = 2 * int(device.info.get("multiprocessors", 0)) if device.kind == "gpu" else 0
+            shaped = ([c for c in shaped if math.prod(_grid(op, p, c)) >= fill]
+                      + [c for c in shaped if math.prod(_grid(op, p, c)) < fill])
+            candidates = shaped + [
+                {"algorithm": a, "block_m": bm, "block_n": bn, "block_k": bk, "num_warps": w, "num_stages": s}
+                for a in algorithms
+                for bn in (32, 64, 16, 8, 4, 2, 1) for bk in (32, 16, 8, 4, 2, 1)
+                for bm in (64, 128, 32, 16, 8, 4, 2, 1)
+                for w, s in ((4, 2), (4, 1), (8, 1), (2, 1), (1, 1))]
+            if "precision" in space.params:
+                candidates = [{**c, "precision": DEFAULT_PRECISION if _uses_dot(p, c) else "ieee"}
+                              for c in candidates]
         if "split_k" in space.params:
             candidates = [{**c, "split_k": 1} for c in candidates]
         for c in candidates:
@@ -496,6 +530,58 @@ def _default_split(op: str, p: Problem, device: Device, space: Space, c: Config)
     return best
 
 
+def _capability(device: Device) -> float:
+    try:
+        return float(device.info.get("capability", 0) or 0)
+    except (TypeError, ValueError):
+        return 0.0
+
+
+def _vector(run: int, block: int, itemsize: int) -> int:
+    """Elements per vector load along a contiguous axis: up to 16 bytes, where the contiguous run (channels or
+    pixels) and the block both divide by it (else alignment is unprovable and the loads stay scalar)."""
+    v = 16 // itemsize
+    while v > 1 and (run % v or block % v):
+        v //= 2
+    return v
+
+
+def _contiguous_runs(op: str, p: Problem, algorithm: str) -> tuple[int, int]:
+    """Length of the contiguous run along the loaded axis of each operand tile (A: BLOCK_M x BLOCK_K, B: BLOCK_K x
+    BLOCK_N), see the layouts in `backends/triton/kernels.py`."""
+    G = p.groups
+    Cig, Cog = p.C_in // G, p.C_out // G
+    if op == "forward":
+        return Cig, Cog
+    if op == "backward_input":
+        return Cog, Cig
+    return p.H * p.W, Cog  # backward_weight: x along pixels, gy (channels-last) along output channels
+
+
+def register_estimate(op: str, p: Problem, c: Config, warp: int = 32) -> int:
+    """Registers per thread a config needs, by a model checked against ptxas for sm_90 (tests/test_triton.py):
+    the accumulator, the operand values where they pass through registers (FMA path; dot loads that cannot be
+    copied asynchronously: scalar 16-bit loads or num_stages 1), and 3 registers per load instruction in flight (a
+    64-bit pointer and an offset or mask): scalar gathers cost far more than their values."""
+    threads = warp * c["num_warps"]
+    itemsize = _ITEMSIZE.get(p.dtype, 4)
+    words = 2 if p.dtype == "float64" else 1
+    bm, bn, bk = c["block_m"], c["block_n"], c["block_k"]
+    run_a, run_b = _contiguous_runs(op, p, c["algorithm"])
+    gather_a = c["algorithm"] == "gemm" and op != "backward_weight" and run_a < bk
+    gather_b = c["algorithm"] == "gemm" and op == "backward_weight" and run_b < bn
+    va = 1 if gather_a else _vector(run_a, bk, itemsize)  # A is contiguous along K, B along N
+    vb = 1 if gather_b else _vector(run_b, bn, itemsize)
+    loads = (bm * bk / va + bk * bn / vb) / threads
+    acc = bm * bn * words / threads
+    if _uses_dot(p, c):
+        asynchronous = c["num_stages"] > 1 and min(va, vb) * itemsize >= 4
+        values = 0.0 if asynchronous else (bm * bk + bk * bn) * itemsize / 4 / threads
+        return int(24 + acc + values + 3 * loads)
+    product = bm * bk * bn * words / threads
+    return int(24 + acc + product + (bm * bk + bk * bn) * words / threads + 3 * loads)
+
+
 def _uses_dot(p: Problem, c: Config) -> bool:
     return min(c["block_m"], c["block_n"], c["block_k"]) >= DOT_MIN and p.dtype != "float64"
 
@@ -545,9 +631,6 @@ def to_tensor(name: str, a: Any, shape: tuple[int, ...], dtype: str, target: Any
     if tuple(t.shape) != tuple(shape):
         raise ValueError(f"{name} must have shape {tuple(shape)}, got {tuple(t.shape)}")
     return t.to(target).contiguous()
-
-
-PRECISIONS = ("ieee", "tf32x3", "tf32")
 
 
 def launch_plan(op: str, p: Problem, c: Config, kernels: Any) -> tuple[Any, dict[str, Any]]:
