@@ -467,43 +467,97 @@ def test_gpu_enumeration_with_a_stubbed_driver(monkeypatch):
     assert found[0].kind == "gpu"
 
 
-def test_gpu_launch_and_event_timing_paths(tb, dev, monkeypatch):
-    """The prepared kernel's and the runner's GPU branches (device context, CUDA events) on a stand-in GPU whose
-    kernels the interpreter runs on the CPU."""
+class _StubCuda:
+    """torch.cuda as a GPU machine would have it, for the GPU branches' Python: device contexts, synchronize, CUDA
+    events (25 ms between any two) and CUDA graphs that record which calls were captured."""
+
+    def __init__(self, torch, monkeypatch, graphs=True):
+        self.entered, self.captured, self.replays, self.capturing = [], 0, 0, False
+        stub = self
+
+        class DeviceContext:
+            def __init__(self, where):
+                stub.entered.append(str(where))
+
+            def __enter__(self):
+                return self
+
+            def __exit__(self, *exc):
+                return False
+
+        class Event:
+            def __init__(self, enable_timing=False):
+                assert enable_timing
+
+            def record(self):
+                pass
+
+            def synchronize(self):
+                pass
+
+            def elapsed_time(self, end):
+                return 25.0  # milliseconds
+
+        class Graph:
+            def __init__(self):
+                if not graphs:
+                    raise RuntimeError("CUDA graphs not supported")
+
+            def replay(self):
+                stub.replays += 1
+
+        class Capture:
+            def __init__(self, graph):
+                pass
+
+            def __enter__(self):
+                stub.capturing = True
+
+            def __exit__(self, *exc):
+                stub.capturing = False
+                return False
+
+        monkeypatch.setattr(torch.cuda, "device", DeviceContext)
+        monkeypatch.setattr(torch.cuda, "Event", Event)
+        monkeypatch.setattr(torch.cuda, "CUDAGraph", Graph)
+        monkeypatch.setattr(torch.cuda, "graph", Capture)
+        monkeypatch.setattr(torch.cuda, "synchronize", lambda *a: None)
+
+
+def test_gpu_launch_and_graph_timing(tb, dev, monkeypatch):
+    """The prepared kernel's and the runner's GPU branches on a stand-in GPU whose kernels the interpreter runs on
+    the CPU: inputs staged once, the kernel called (compiled, outputs allocated) before timing and captured in a
+    CUDA graph; a timed call only replays the graph between two events, and reports seconds per launch; the
+    empty-launch cost is measured the same way. Without graphs: events around each call."""
     torch = need("torch")
-    entered = []
-
-    class DeviceContext:
-        def __init__(self, where):
-            entered.append(str(where))
-
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *exc):
-            return False
-
-    class Event:
-        def __init__(self, enable_timing=False):
-            assert enable_timing
-
-        def record(self):
-            pass
-
-        def synchronize(self):
-            pass
-
-        def elapsed_time(self, end):
-            return 2.5  # milliseconds
-
-    monkeypatch.setattr(torch.cuda, "device", DeviceContext)
-    monkeypatch.setattr(torch.cuda, "Event", Event)
+    stub = _StubCuda(torch, monkeypatch)
     gpu = Device(id="gpu-test", name="stand-in", kind="gpu", backend="triton", info=dict(FAKE_GPU.info),
                  handle=torch.device("cpu"))
     p = PROBLEM.for_op("backward_input")
     config = tb.default_config("backward_input", p, dev)
-    kernel = tb.prepare("backward_input", p, gpu, config)
+    prepared = tb.prepare("backward_input", p, gpu, config)
     inputs = inputs_for("backward_input", p, seed=8)
-    assert_close(kernel(*inputs), reference.run("backward_input", p, inputs), "backward_input", p, "stand-in gpu")
-    assert entered == ["cpu"]
-    assert tb.runner(kernel, inputs, gpu)() == pytest.approx(2.5e-3)
+    assert_close(prepared(*inputs), reference.run("backward_input", p, inputs), "backward_input", p, "stand-in gpu")
+    assert stub.entered == ["cpu"]
+
+    calls, staged_types = [], []
+
+    def kernel(*args):
+        calls.append(stub.capturing)
+        staged_types.append({type(a).__name__ for a in args})
+        return prepared(*args)
+
+    run_once = tb.runner(kernel, inputs, gpu)
+    launches = triton_backend.GRAPH_LAUNCHES
+    assert calls == [False] + [True] * launches  # warm-up outside capture, then the captured launches
+    assert staged_types[0] == {"Tensor"}  # NumPy inputs were staged as device tensors before any call
+    for _ in range(3):
+        assert run_once() == pytest.approx(25e-3 / launches)
+    assert len(calls) == 1 + launches and stub.replays >= 3  # timed calls replay; no Python launch inside
+    assert run_once.launch_overhead_s == pytest.approx(25e-3 / launches)  # the empty kernel, timed alike
+
+    no_graphs = _StubCuda(torch, monkeypatch, graphs=False)
+    calls.clear()
+    run_events = tb.runner(kernel, inputs, gpu)
+    assert run_events() == pytest.approx(25e-3) and calls == [False, False]  # warm-up, then the timed call
+    assert no_graphs.replays == 0
