@@ -561,3 +561,72 @@ def test_gpu_launch_and_graph_timing(tb, dev, monkeypatch):
     run_events = tb.runner(kernel, inputs, gpu)
     assert run_events() == pytest.approx(25e-3) and calls == [False, False]  # warm-up, then the timed call
     assert no_graphs.replays == 0
+
+
+# ---- autotune inspect: what the compiled code says, without a GPU ----------------------------------------------
+
+
+def inspect_records() -> list[dict]:
+    """`autotune inspect --arch sm_90 --json` on a few suite layers, both dtypes (run without TRITON_INTERPRET)."""
+    import io
+    import json
+    from contextlib import redirect_stdout
+
+    from autotune import cli
+    out = io.StringIO()
+    with redirect_stdout(out):
+        status = cli.main(["inspect", "--arch", "sm_90", "--only", "dcgan_g2", "unet_up_deep", "--ops", "forward",
+                           "backward_input", "--dtype", "float32", "bfloat16", "--json"])
+    records = [json.loads(line) for line in out.getvalue().splitlines()]
+    return [{**r, "status": status} for r in records]
+
+
+def test_inspect_sm90_without_a_gpu():
+    """Default configs compiled for sm_90 on a machine without a GPU: no spills, wgmma (HGMMA) for bfloat16 dense
+    layers, vector loads (at least half 64-bit or wider), one JSON object per kernel with the documented keys."""
+    need("triton")
+    import json
+    code = ("import sys, json, warnings; warnings.simplefilter('ignore'); sys.path.insert(0, 'tests'); "
+            "import test_triton as t; print(json.dumps(t.inspect_records()))")
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=root,
+                            timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    records = json.loads(result.stdout.splitlines()[-1])
+    assert len(records) == 2 * 2 * 2 and all(r["status"] == 0 for r in records)
+    for r in records:
+        for key in ("problem", "op", "dtype", "arch", "registers", "spills", "shared_bytes", "tensor_core",
+                    "global_load_bits", "global_store_bits", "roofline_us", "bytes", "flops"):
+            assert key in r, key
+        assert r["arch"] == "sm_90" and r["spills"] == 0 and r["registers"] <= 255, r
+        assert r["wide_load_fraction"] >= 0.5, r
+        if r["dtype"] == "bfloat16":
+            assert r["tensor_core"] == "HGMMA", r
+        assert any(int(bits) >= 64 for bits in r["global_load_bits"]), r
+
+
+def test_precision_is_gated_by_the_correctness_check(tb, dev):
+    """float32's `precision` (ieee, tf32x3, tf32): the interpreter rounds operands as the tensor cores do, so each
+    precision's error is the GPU's. The trial's float32 check keeps ieee and tf32x3 and rejects tf32; the space
+    prunes exactly what the check would reject (tf32 here), so sampled configs stay correct."""
+    from autotune import trial
+    p = Problem.make(N=1, C_in=16, H=3, W=3, C_out=16, kH=3, kW=3, stride=2, padding=1)
+    op = "forward"
+    base = {"algorithm": "direct", "block_m": 16, "block_n": 16, "block_k": 16, "num_warps": 4, "num_stages": 1}
+    inputs, exact = trial.make_inputs(op, p, seed=1)
+    ref = reference.run(op, p, exact)
+    tol = trial.tolerance(op, p)
+    space = tb.space(op, p, dev)
+    errors = {}
+    for precision in ("ieee", "tf32x3", "tf32"):
+        config = {**base, "precision": precision}
+        kernel = triton_backend._build(op, p, dev, config)  # bypasses the space: tf32 runs too
+        errors[precision] = float(np.max(np.abs(kernel(*inputs).astype(np.float64) - ref)))
+        verdict = space.violation(config)
+        assert (verdict is None) == (errors[precision] <= tol), (precision, errors, tol, verdict)
+    assert errors["ieee"] <= tol and errors["tf32x3"] <= tol < errors["tf32"], (errors, tol)
+    assert errors["tf32"] > 100 * errors["tf32x3"]  # the emulation rounds: tf32 is visibly coarser
+    result = trial.run_trial({"backend": "triton", "device": dev.id, "op": op, "problem": p.key,
+                              "config": {**base, "precision": "tf32x3"}, "budget_s": 0.0, "seed": 1})
+    assert result["status"] == "ok" and result["max_abs_err"] <= tol, result

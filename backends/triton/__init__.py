@@ -277,6 +277,11 @@ class TritonBackend(Backend):
                 return "num_stages > 1 does nothing here: loads pipeline only into tl.dot"
             if not dot and c.get("precision", "ieee") != "ieee":
                 return f"precision {c['precision']} needs tl.dot (blocks >= {DOT_MIN})"
+            if dot and c.get("precision", "ieee") != "ieee":
+                error, tolerance = precision_error(op, p, c["precision"])
+                if error > tolerance:
+                    return (f"precision {c['precision']}: its expected error {error:.2g} exceeds the float32 "
+                            f"tolerance {tolerance:.2g} of this problem")
             if dot and hopper and (c["num_warps"] not in (4, 8) or c["block_m"] not in (64, 128)):
                 return "Hopper's wgmma needs num_warps 4 or 8 and block_m 64 or 128"
             regs = register_estimate(op, p, c, warp)
@@ -523,16 +528,16 @@ def interpreter_steps(op: str, p: Problem, c: Config) -> int:
     return programs * (1 + inner)
 
 
-def phase_taps(p: Problem) -> list[list[int]]:
-    """Per phase (rh * s_w + rw), the taps kh*kW + kw that feed it: (kh*dh) % sh == rh and (kw*dw) % sw == rw."""
-    sh, sw = p.stride
-    dh, dw = p.dilation
-    return [[kh * p.kW + kw for kh in range(p.kH) if (kh * dh) % sh == rh for kw in range(p.kW)
-             if (kw * dw) % sw == rw] for rh in range(sh) for rw in range(sw)]
+def _tap_period(k: int, s: int, d: int) -> tuple[int, int]:
+    """(period, most taps of one phase) along an axis: the taps of a phase are every s/gcd(d, s)-th one."""
+    period = s // math.gcd(d, s)
+    return period, -(-k // period)
 
 
 def max_phase_taps(p: Problem) -> int:
-    return max(1, max(len(t) for t in phase_taps(p)))
+    """Tap steps a phase program runs: the most taps any phase has per axis, multiplied."""
+    (_, maxh), (_, maxw) = (_tap_period(k, s, d) for k, s, d in zip((p.kH, p.kW), p.stride, p.dilation))
+    return maxh * maxw
 
 
 def _within_budget(op: str, p: Problem, c: Config, limit: int) -> str | None:
@@ -581,6 +586,30 @@ def _default_split(op: str, p: Problem, device: Device, space: Space, c: Config)
             break
         best = trial
     return best
+
+
+# Relative error of one product of operands in [-1, 1] rounded as the tensor cores read them: tf32 rounds each
+# operand to 10 mantissa bits (2**-11 each way); tf32x3 drops the low x low product and rounds the low parts.
+_PRODUCT_ERROR = {"tf32": 2.0**-11, "tf32x3": 2.0**-21}
+
+
+def reduction_length(op: str, p: Problem) -> int:
+    """Products summed into one output element (as autotune.trial counts them)."""
+    G, taps = p.groups, p.kH * p.kW
+    if op == "forward":
+        return (p.C_in // G) * taps + int(p.bias)
+    if op == "backward_input":
+        return (p.C_out // G) * taps
+    return _reduction(op, p)
+
+
+def precision_error(op: str, p: Problem, precision: str) -> tuple[float, float]:
+    """(expected largest error, float32 tolerance) of a float32 tl.dot at `precision` on `p`, for inputs in
+    [-1, 1] as the tuner's check draws them: rounding errors of K products add like a random walk (3 sigma:
+    3*sqrt(K)*e), while the tuner's tolerance grows like K (autotune.trial.tolerance: 5*K*2**-23). The check itself
+    still runs on every trial; this only prunes what would certainly fail it (tf32 on any ordinary layer)."""
+    K = reduction_length(op, p)
+    return 3.0 * math.sqrt(K) * _PRODUCT_ERROR.get(precision, 0.0), 5.0 * K * 2.0**-23
 
 
 def _capability(device: Device) -> float:
@@ -704,8 +733,9 @@ def launch_plan(op: str, p: Problem, c: Config, kernels: Any) -> tuple[Any, dict
                 PREC=PRECISIONS.index(c.get("precision", "ieee")), EMULATE=bool(kernels.INTERPRETED),
                 BLOCK_M=c["block_m"], BLOCK_N=c["block_n"], BLOCK_K=c["block_k"])
     if op == "forward":
-        return kernels.forward_kernel, {**meta, "HAS_BIAS": p.bias, "MAX_TAPS": max_phase_taps(p),
-                                        "MODE": ("direct", "phase", "gemm").index(c["algorithm"])}
+        (psh, maxh), (psw, maxw) = (_tap_period(k, s, d) for k, s, d in zip((p.kH, p.kW), p.stride, p.dilation))
+        return kernels.forward_kernel, {**meta, "HAS_BIAS": p.bias, "PSH": psh, "PSW": psw, "MAXH": maxh,
+                                        "MAXW": maxw, "MODE": ("direct", "phase", "gemm").index(c["algorithm"])}
     if op == "backward_weight":
         meta.update(SPLIT=c["split_k"], SPLIT_STEPS=_split_steps(op, p, c))
     fn = kernels.backward_input_kernel if op == "backward_input" else kernels.backward_weight_kernel
@@ -720,8 +750,8 @@ def accumulates_in_output(op: str, p: Problem, c: Config) -> bool:
 
 def pointer_types(op: str, p: Problem, c: Config) -> dict[str, str]:
     """Element types of the kernel's pointer arguments that differ from the problem's dtype (for compiling ahead
-    of time): the phase tap table, and the float32 output of split 16-bit gradients."""
-    types = {"tap_ptr": "*i32"}
+    of time): the float32 output of split 16-bit gradients."""
+    types: dict[str, str] = {}
     if accumulates_in_output(op, p, c) and p.dtype in ("float16", "bfloat16"):
         types["gw_ptr" if op == "backward_weight" else "gb_ptr"] = "*fp32"
     return types
@@ -770,9 +800,6 @@ def _build(op: str, p: Problem, device: Device, c: Config) -> Kernel:
                  "grad_output": p.output_shape}
     out_shape = {"forward": p.output_shape, "backward_input": p.input_shape, "backward_weight": p.weight_shape,
                  "backward_bias": p.bias_shape}[op]
-    table = [len(t) for t in phase_taps(p)] + [t for taps in phase_taps(p)
-                                               for t in taps + [0] * (meta.get("MAX_TAPS", 1) - len(taps))]
-    tap_tables: dict[Any, Any] = {}  # device -> the phase tap table there (made once)
 
     def kernel(*args: Any) -> Any:
         if len(args) != len(names) and not (op == "forward" and len(args) == 2):
@@ -792,9 +819,7 @@ def _build(op: str, p: Problem, device: Device, c: Config) -> Kernel:
             out = torch.empty(out_shape, dtype=out_dtype, device=where)
         if op == "forward":
             x, w = tensors[0], tensors[1]
-            if where not in tap_tables:
-                tap_tables[where] = torch.tensor(table, dtype=torch.int32, device=where)
-            args_ = (x, w, tensors[2] if p.bias else x, out, tap_tables[where])  # x stands in for an absent bias
+            args_ = (x, w, tensors[2] if p.bias else x, out)  # x stands in for the absent bias (never read)
         else:
             args_ = (*tensors, out)
         if device.kind == "gpu":

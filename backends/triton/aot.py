@@ -17,7 +17,7 @@ import tempfile
 from typing import Any
 
 # Pointer arguments of each kernel (everything else is a constexpr).
-POINTER_ARGS = ("x_ptr", "w_ptr", "b_ptr", "y_ptr", "gy_ptr", "gx_ptr", "gw_ptr", "gb_ptr", "tap_ptr")
+POINTER_ARGS = ("x_ptr", "w_ptr", "b_ptr", "y_ptr", "gy_ptr", "gx_ptr", "gw_ptr", "gb_ptr")
 _POINTER_TYPE = {"float32": "*fp32", "float64": "*fp64", "float16": "*fp16", "bfloat16": "*bf16"}
 
 _INSTRUCTION = re.compile(r"/\*[0-9a-f]{4,}\*/\s+(?:@!?U?P[T0-9]+\s+)?([A-Z][A-Za-z0-9_.]*)")

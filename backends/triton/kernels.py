@@ -76,12 +76,13 @@ def _multiply_accumulate(a, b, acc, USE_DOT: tl.constexpr, ACC: tl.constexpr, PR
 
 
 @triton.jit
-def forward_kernel(x_ptr, w_ptr, b_ptr, y_ptr, tap_ptr,
+def forward_kernel(x_ptr, w_ptr, b_ptr, y_ptr,
                    N: tl.constexpr, C_IN: tl.constexpr, H: tl.constexpr, W: tl.constexpr, C_OUT: tl.constexpr,
                    HO: tl.constexpr, WO: tl.constexpr, KH: tl.constexpr, KW: tl.constexpr,
                    SH: tl.constexpr, SW: tl.constexpr, PT: tl.constexpr, PL: tl.constexpr,
                    DH: tl.constexpr, DW: tl.constexpr, G: tl.constexpr, HAS_BIAS: tl.constexpr,
-                   MODE: tl.constexpr, MAX_TAPS: tl.constexpr, USE_DOT: tl.constexpr, PREC: tl.constexpr,
+                   MODE: tl.constexpr, PSH: tl.constexpr, PSW: tl.constexpr, MAXH: tl.constexpr,
+                   MAXW: tl.constexpr, USE_DOT: tl.constexpr, PREC: tl.constexpr,
                    EMULATE: tl.constexpr, IDX: tl.constexpr, ACC: tl.constexpr,
                    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
     """y tile: BLOCK_M output pixels x BLOCK_N output channels of one group. x is channels-last [N, H, W, C_in]; w is
@@ -90,8 +91,9 @@ def forward_kernel(x_ptr, w_ptr, b_ptr, y_ptr, tap_ptr,
     MODE 0 (direct): pixels in raster order; reduction over (tap, channel chunk); each lane tests
     `(oh + pt - kh*d) % s == 0`.
     MODE 1 (phase): program axis 2 picks one phase (rh, rw); its pixels are the output pixels with
-    (oh + pt) % sh == rh, and only the phase's taps run (their list: `tap_ptr`, counts first, then MAX_TAPS tap
-    indices per phase), so no lane is masked for divisibility.
+    (oh + pt) % sh == rh, and only the phase's taps run, so no lane is masked for divisibility: along h they are
+    kh = fh + j*PSH (PSH = sh / gcd(dh, sh), fh the first with (kh*dh) % sh == rh), at most MAXH of them; the
+    same along w.
     MODE 2 (gemm): the reduction is one axis k = (tap, channel), BLOCK_K wide across taps (for few channels)."""
     CIG: tl.constexpr = C_IN // G
     COG: tl.constexpr = C_OUT // G
@@ -115,7 +117,14 @@ def forward_kernel(x_ptr, w_ptr, b_ptr, y_ptr, tap_ptr,
         q = m % (QH * QW)
         oh = oh0 + (q // QW) * SH
         ow = ow0 + (q % QW) * SW
-        n_taps = tl.load(tap_ptr + pid_r)
+        fh = PSH  # first tap of the phase along each axis (PSH, PSW: none)
+        fw = PSW
+        for i in tl.static_range(PSH):
+            fh = tl.where((((PSH - 1 - i) * DH) % SH) == rh, PSH - 1 - i, fh)
+        for i in tl.static_range(PSW):
+            fw = tl.where((((PSW - 1 - i) * DW) % SW) == rw, PSW - 1 - i, fw)
+        count_h = tl.where(fh < PSH, (KH - fh + PSH - 1) // PSH, 0)
+        count_w = tl.where(fw < PSW, (KW - fw + PSW - 1) // PSW, 0)
         y_pix = oh * WO + ow
     else:
         n = m // (HO * WO)
@@ -145,7 +154,7 @@ def forward_kernel(x_ptr, w_ptr, b_ptr, y_ptr, tap_ptr,
     else:
         K_CHUNKS: tl.constexpr = (CIG + BLOCK_K - 1) // BLOCK_K
         if MODE == 1:
-            STEPS: tl.constexpr = MAX_TAPS * K_CHUNKS
+            STEPS: tl.constexpr = MAXH * MAXW * K_CHUNKS
         else:
             STEPS: tl.constexpr = TAPS * K_CHUNKS
         for step in range(0, STEPS):
@@ -153,14 +162,19 @@ def forward_kernel(x_ptr, w_ptr, b_ptr, y_ptr, tap_ptr,
             ci = (step % K_CHUNKS) * BLOCK_K + tl.arange(0, BLOCK_K).to(IDX)
             ci_ok = ci < CIG
             if MODE == 1:
-                t = tl.load(tap_ptr + SH * SW + pid_r * MAX_TAPS + j).to(IDX)
+                jh = j // MAXW
+                jw = j % MAXW
+                t = tl.where((jh < count_h) & (jw < count_w), (fh + jh * PSH) * KW + fw + jw * PSW, 0).to(IDX)
+                # the same test per lane (the interpreter rejects a scalar term in a mask)
+                lanes = tl.zeros_like(oh)
+                live = ((jh + lanes) < count_h) & ((jw + lanes) < count_w)
             else:
                 t = j
             th = oh + (PT - (t // KW) * DH)
             tw = ow + (PL - (t % KW) * DW)
             ok = m_ok & (th >= 0) & (tw >= 0)
             if MODE == 1:
-                ok = ok & (n_taps > j + tl.zeros_like(th))  # the phase's taps only; divisible by construction
+                ok = ok & live  # divisible by construction
             else:
                 ok = ok & (th % SH == 0) & (tw % SW == 0)
             ih = th // SH
