@@ -641,10 +641,12 @@ def _contiguous_runs(op: str, p: Problem, algorithm: str) -> tuple[int, int]:
 
 
 def register_estimate(op: str, p: Problem, c: Config, warp: int = 32) -> int:
-    """Registers per thread a config needs, by a model checked against ptxas for sm_90 (tests/test_triton.py):
-    the accumulator, the operand values where they pass through registers (FMA path; dot loads that cannot be
-    copied asynchronously: scalar 16-bit loads or num_stages 1), and 3 registers per load instruction in flight (a
-    64-bit pointer and an offset or mask): scalar gathers cost far more than their values."""
+    """Registers per thread a config needs, by a model fitted to ptxas for sm_90 (about 100 configs of the suite
+    layers; it errs high, so that what it accepts does not spill): the accumulator; the operand values where they
+    pass through registers (FMA path; float32 `ieee` dots, which run on CUDA cores; `tf32x3`, which splits each
+    operand in registers; dot loads that cannot be copied asynchronously: scalar 16-bit loads or num_stages 1); and
+    3 registers per load instruction in flight (a 64-bit pointer and an offset or mask), so scalar gathers cost
+    far more than their values."""
     threads = warp * c["num_warps"]
     itemsize = _ITEMSIZE.get(p.dtype, 4)
     words = 2 if p.dtype == "float64" else 1
@@ -654,14 +656,21 @@ def register_estimate(op: str, p: Problem, c: Config, warp: int = 32) -> int:
     gather_b = c["algorithm"] == "gemm" and op == "backward_weight" and run_b < bn
     va = 1 if gather_a else _vector(run_a, bk, itemsize)  # A is contiguous along K, B along N
     vb = 1 if gather_b else _vector(run_b, bn, itemsize)
-    loads = (bm * bk / va + bk * bn / vb) / threads
+    loads = 3 * (bm * bk / va + bk * bn / vb) / threads
     acc = bm * bn * words / threads
-    if _uses_dot(p, c):
-        asynchronous = c["num_stages"] > 1 and min(va, vb) * itemsize >= 4
-        values = 0.0 if asynchronous else (bm * bk + bk * bn) * itemsize / 4 / threads
-        return int(24 + acc + values + 3 * loads)
-    product = bm * bk * bn * words / threads
-    return int(24 + acc + product + (bm * bk + bk * bn) * words / threads + 3 * loads)
+    operands = (bm * bk + bk * bn) / threads
+    if not _uses_dot(p, c):
+        product = bm * bk * bn * words / threads
+        return int(24 + acc + product + operands * words + loads)
+    precision = c.get("precision", "ieee") if p.dtype == "float32" else "tensor"
+    if precision == "ieee":  # a float32 dot on CUDA cores: operand slices in registers, the tile twice
+        return int(60 + 2 * acc + operands + loads)
+    if precision == "tf32x3":  # each operand split (high, low) in registers, three products in flight
+        return int(40 + 2.5 * acc + 2 * operands + loads)
+    asynchronous = c["num_stages"] > 1 and min(va, vb) * itemsize >= 4
+    values = 0.0 if asynchronous else operands * itemsize / 4
+    # wgmma accumulators beyond 64 per thread cost about half again (128x128 over 4 warps reached 255 and spilled)
+    return int(24 + acc * (1.5 if acc > 64 else 1.0) + values + loads)
 
 
 def _uses_dot(p: Problem, c: Config) -> bool:
