@@ -21,22 +21,32 @@ at a time:
 | backward_weight | input channels of a group | output channels (`gemm`: channels x taps) | pixels (n, ih, iw) |
 | backward_bias | - | channels | (n, pixel) pairs |
 
-`algorithm`: `direct` (gather: per output pixel and tap, test `(oh + p - kh*d) % s == 0`), `phase` (forward only:
-stride-phase decomposition, one program axis per phase (oh % s, ow % s), only that phase's taps run, no lane is
-masked for divisibility), `gemm` (implicit GEMM: the reduction over channels and taps flattened into one K axis,
-gathered on the fly); backward_bias is one reduction. A tile is reduced with `tl.dot` (tensor cores) when all three
-blocks are >= 16 and the dtype is not float64, else with broadcast FMAs. `split_k` (backward_weight, backward_bias):
-the long reduction over pixels cut into that many partial sums, added afterwards, so a gradient with few output
-tiles still fills a GPU. `num_warps`, `num_stages`: Triton's launch options. Each block's values stop at the first
-power of two covering its extent in this problem. Constraints, checked before any launch: registers of the FMA
-tile and of the dot accumulator, shared memory of the pipelined dot operands, blocks larger than the extent of the
-config's algorithm, empty splits, CUDA grid limits.
+`algorithm`: `direct` (one loop over (tap, channel chunk); per output pixel and tap, test
+`(oh + p - kh*d) % s == 0`), `phase` (forward only: stride-phase decomposition, one program axis per phase
+(oh % s, ow % s), only that phase's taps run, no lane is masked for divisibility), `gemm` (the reduction over taps and
+channels as one K axis, gathered per element: for layers with few channels); backward_bias is one reduction. A tile
+is reduced with `tl.dot` (tensor cores) when all three blocks are >= 16 and the dtype is not float64, else with
+broadcast FMAs. `precision` (float32 only): `ieee`, `tf32x3` (the default: float32 accuracy on the tensor cores) or
+`tf32`, pruned where its expected error exceeds the float32 tolerance (the tuner's check still judges each trial).
+`split_k` (backward_weight, backward_bias): the long reduction over pixels cut into that many shares whose partial
+sums are added into the output with atomics, so a gradient with few output tiles still fills a GPU.
+`num_warps`, `num_stages`: Triton's launch options; num_stages > 1 only with `tl.dot` (other loads do not pipeline).
+Each block's values stop at the first power of two covering its extent in this problem (block_n up to 256).
+Constraints, checked before any launch: registers per thread (`register_estimate`, a model fitted to ptxas that
+counts load pointers as well as values), Hopper's wgmma shape on sm_90 (num_warps 4 or 8, block_m 64 or 128),
+shared memory of the pipelined dot operands, blocks larger than the extent of the config's algorithm, empty splits,
+CUDA grid limits. Data layouts (channels-last staging, packed weights) are described in `kernels.py`.
+
+Timing (GPU): see `TritonBackend.runner`: CUDA-graph replay of staged launches between CUDA events, with the
+empty-launch cost measured alongside. `TritonBackend.compile_report` compiles for sm_80/sm_90 without a GPU and reads
+the cubin (`backends/triton/aot.py`), for `autotune inspect`.
 
 The interpreter device's space is a subset of a GPU's, so a config that runs there also compiles for a GPU: one
 value of `num_warps` and `num_stages` (the interpreter runs every program alike whatever they say), a budget of
 interpreted tile steps (`INTERPRETER_MAX_STEPS`, or twice the fewest any config takes on a large problem: it is
 for correctness, not for minutes-long runs) and, for bfloat16, no `tl.dot` (the interpreter's dot reads bfloat16 as
-raw bits).
+raw bits). The interpreter's dot ignores `input_precision`, so there the kernels round float32 operands to tf32
+themselves: each precision's error in the interpreter is the GPU's.
 
 Offsets: int64 when any tensor could reach 2**31 elements, int32 (faster) otherwise. float16/bfloat16 accumulate in
 float32, float64 in float64.
