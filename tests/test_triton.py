@@ -49,13 +49,21 @@ def need(module: str):
     return importlib.import_module(module)
 
 
+def neutral(config, op, p):
+    """`config` with the parameters it leaves out that only some problems have set to their plain values: float32's
+    precision (tf32x3 where the tile uses tl.dot, the default), the forward weight through TMA (off)."""
+    config = dict(config)
+    if p.dtype == "float32" and op != "backward_bias" and "precision" not in config:
+        dot = min(config.get("block_m", 1), config["block_n"], config["block_k"]) >= 16
+        config["precision"] = "tf32x3" if dot else "ieee"
+    if op == "forward" and p.dtype != "float64":
+        config.setdefault("weight_tma", 0)
+    return config
+
+
 def run(tb, dev, op, p, config, inputs=None):
     inputs = inputs_for(op, p, seed=3) if inputs is None else inputs
-    space = tb.space(op, p, dev)
-    if "precision" in space.params and "precision" not in config:  # float32: tf32x3 where the tile uses tl.dot
-        dot = min(config.get("block_m", 1), config["block_n"], config["block_k"]) >= 16
-        config = {**config, "precision": "tf32x3" if dot else "ieee"}
-    config = space.validate(config)
+    config = tb.space(op, p, dev).validate(neutral(config, op, p))
     return tb.prepare(op, p, dev, config)(*inputs), inputs
 
 
@@ -184,7 +192,7 @@ def test_constraints_reject_before_launch(tb):
     for reason, change in cases.items():
         change = dict(change)
         space = tb.space("forward", change.pop("problem", p), change.pop("device", FAKE_GPU))
-        config = {**base, **change}
+        config = neutral({**base, **change}, "forward", p)
         assert reason in (space.violation(config) or ""), (change, space.violation(config))
         outside = "problem" in cases[reason]  # a block beyond every extent is not even among the values
         with pytest.raises(ConfigError, match="not one of" if outside else "breaks a constraint"):
@@ -406,9 +414,7 @@ def compile_for_nvidia(arch: int) -> list[str]:
             config["block_m"] = bm
         if op in ("backward_weight", "backward_bias"):
             config["split_k"] = 2
-        if dtype == "float32" and op != "backward_bias":
-            config["precision"] = "tf32x3" if min(bm, bn, bk) >= 16 else "ieee"
-        config = tb.space(op, q, FAKE_GPU).validate(config)
+        config = tb.space(op, q, FAKE_GPU).validate(neutral(config, op, q))
         fn, meta = triton_backend.launch_plan(op, q, config, kernels)
         if i % 2:  # half of them with int64 offsets
             meta["IDX"] = kernels.tl.int64
@@ -578,7 +584,19 @@ def inspect_records() -> list[dict]:
         status = cli.main(["inspect", "--arch", "sm_90", "--only", "dcgan_g2", "unet_up_deep", "--ops", "forward",
                            "backward_input", "--dtype", "float32", "bfloat16", "--json"])
     records = [json.loads(line) for line in out.getvalue().splitlines()]
-    return [{**r, "status": status} for r in records] + [compile_spilling_config()]
+    return [{**r, "status": status} for r in records] + [compile_tma_config(), compile_spilling_config()]
+
+
+def compile_tma_config() -> dict:
+    """A forward config with the weight tile through a tensor descriptor, compiled for sm_90."""
+    from autotune.problems import load_problems
+    from backends.triton import aot, kernels
+    q = {n.name: n.problem for n in load_problems()}["dcgan_g2"].with_dtype("bfloat16")
+    config = {"algorithm": "phase", "block_m": 64, "block_n": 64, "block_k": 64, "num_warps": 4, "num_stages": 3,
+              "weight_tma": 1}
+    fn, meta = triton_backend.launch_plan("forward", q, config, kernels)
+    compiled = aot.compile_plan(fn, meta, "bfloat16", 90, triton_backend.pointer_types("forward", q, config))
+    return {"tma": True, **aot.cubin_report(compiled.asm["cubin"])}
 
 
 # A config that spills on sm_90 (ptxas: 255 registers and spill stores); the register model must reject it.
@@ -631,6 +649,8 @@ def test_inspect_sm90_without_a_gpu():
     records = json.loads(result.stdout.splitlines()[-1])
     spilling = records.pop()
     assert spilling["spills"] > 0, spilling  # what test_register_model_rejects_a_known_spilling_config rejects
+    tma = records.pop()
+    assert tma["tma_loads"] > 0 and tma["tensor_core"] == "HGMMA" and tma["spills"] == 0, tma
     assert len(records) == 2 * 2 * 2 and all(r["status"] == 0 for r in records)
     for r in records:
         for key in ("problem", "op", "dtype", "arch", "registers", "spills", "shared_bytes", "tensor_core",
@@ -650,7 +670,8 @@ def test_precision_is_gated_by_the_correctness_check(tb, dev):
     from autotune import trial
     p = Problem.make(N=1, C_in=16, H=3, W=3, C_out=16, kH=3, kW=3, stride=2, padding=1)
     op = "forward"
-    base = {"algorithm": "direct", "block_m": 16, "block_n": 16, "block_k": 16, "num_warps": 4, "num_stages": 1}
+    base = {"algorithm": "direct", "block_m": 16, "block_n": 16, "block_k": 16, "num_warps": 4, "num_stages": 1,
+            "weight_tma": 0}
     inputs, exact = trial.make_inputs(op, p, seed=1)
     ref = reference.run(op, p, exact)
     tol = trial.tolerance(op, p)
@@ -667,3 +688,27 @@ def test_precision_is_gated_by_the_correctness_check(tb, dev):
     result = trial.run_trial({"backend": "triton", "device": dev.id, "op": op, "problem": p.key,
                               "config": {**base, "precision": "tf32x3"}, "budget_s": 0.0, "seed": 1})
     assert result["status"] == "ok" and result["max_abs_err"] <= tol, result
+
+
+def test_weight_through_tma(tb, dev):
+    """The forward weight tile through a tensor descriptor (TMA on Hopper; its zero fill replaces the channel masks):
+    offered on sm_90 only where TMA's 16-byte rule holds; in the interpreter (which emulates descriptors) it gives
+    the reference's answer for the direct and phase algorithms, channels not a multiple of the block included."""
+    hopper = Device(id="gpu-h", name="sm_90", kind="gpu", backend="triton", info={**FAKE_GPU.info, "capability": "9.0"})
+    p = Problem.make(N=2, C_in=24, H=3, W=4, C_out=40, kH=3, kW=2, stride=(2, 3), padding=((2, 0), (1, 2)),
+                     output_padding=(1, 2), dilation=(1, 2), groups=2, bias=True)
+    assert tb.space("forward", p, hopper).params["weight_tma"] == (0, 1)
+    assert tb.space("forward", p, FAKE_GPU).params["weight_tma"] == (0,)
+    base = {"block_m": 64, "block_n": 16, "block_k": 16, "num_warps": 4, "num_stages": 3, "precision": "tf32x3",
+            "weight_tma": 1}
+    space = tb.space("forward", Problem.make(**{**p.as_args(), "N": 8}), hopper)
+    assert space.violation({**base, "algorithm": "phase"}) is None
+    assert "gathers the weight" in space.violation({**base, "algorithm": "gemm"})
+    odd = Problem.make(N=8, C_in=24, H=3, W=4, C_out=6, kH=3, kW=2, stride=2)
+    assert "16-byte" in tb.space("forward", odd, hopper).violation({**base, "algorithm": "phase"})
+    inputs = inputs_for("forward", p, seed=2)
+    ref = reference.run("forward", p, inputs)
+    for algorithm in ("direct", "phase"):
+        config = {**base, "algorithm": algorithm, "block_m": 16, "num_stages": 1, "precision": "ieee"}
+        out = triton_backend._build("forward", p, dev, config)(*inputs)  # the interpreter's space keeps TMA off
+        assert_close(out, ref, "forward", p, f"weight through TMA, {algorithm}")

@@ -327,6 +327,21 @@ class TritonBackend(Backend):
             constraints.append(functools.partial(_split_useful, op, p))
         if p.dtype == "float32":  # kept by the tuner only where its correctness check passes
             params["precision"] = PRECISIONS
+        if op == "forward" and p.dtype != "float64":  # the weight tile through TMA: Hopper's tensor descriptors
+            params["weight_tma"] = (0, 1) if hopper else (0,)
+
+            def tma_fits(c: Config) -> str | None:
+                if not c.get("weight_tma"):
+                    return None
+                if c["algorithm"] == "gemm":
+                    return "weight_tma: the gemm algorithm gathers the weight per element"
+                cog = p.C_out // p.groups
+                if (cog * itemsize) % 16 or c["block_n"] * itemsize < 16:
+                    return (f"weight_tma: TMA needs 16-byte rows and boxes (C_out/groups={cog}, "
+                            f"block_n={c['block_n']})")
+                return None
+
+            constraints.append(tma_fits)
         if device.kind != "interpreter":
             return Space({**params, "num_warps": NUM_WARPS, "num_stages": NUM_STAGES}, constraints)
         if budget:
@@ -372,6 +387,8 @@ class TritonBackend(Backend):
             if "precision" in space.params:
                 candidates = [{**c, "precision": DEFAULT_PRECISION if _uses_dot(p, c) else "ieee"}
                               for c in candidates]
+            if "weight_tma" in space.params:  # TMA stays a tuning choice until it has run on a GPU
+                candidates = [{**c, "weight_tma": 0} for c in candidates]
         if "split_k" in space.params:
             candidates = [{**c, "split_k": 1} for c in candidates]
         for c in candidates:
@@ -754,7 +771,8 @@ def launch_plan(op: str, p: Problem, c: Config, kernels: Any) -> tuple[Any, dict
     if op == "forward":
         (psh, maxh), (psw, maxw) = (_tap_period(k, s, d) for k, s, d in zip((p.kH, p.kW), p.stride, p.dilation))
         return kernels.forward_kernel, {**meta, "HAS_BIAS": p.bias, "PSH": psh, "PSW": psw, "MAXH": maxh,
-                                        "MAXW": maxw, "MODE": ("direct", "phase", "gemm").index(c["algorithm"])}
+                                        "MAXW": maxw, "MODE": ("direct", "phase", "gemm").index(c["algorithm"]),
+                                        "W_TMA": bool(c.get("weight_tma", 0))}
     if op == "backward_weight":
         meta.update(SPLIT=c["split_k"], SPLIT_STEPS=_split_steps(op, p, c))
     fn = kernels.backward_input_kernel if op == "backward_input" else kernels.backward_weight_kernel
@@ -797,6 +815,12 @@ def stage_operands(op: str, p: Problem, tensors: list[Any]) -> list[Any]:
     return tensors
 
 
+def _scratch(size: int, alignment: int, stream: Any) -> Any:
+    """Triton's allocator for the global scratch of in-kernel tensor descriptors (TMA), on the current GPU."""
+    import torch
+    return torch.empty(size, dtype=torch.int8, device="cuda")
+
+
 def _build(op: str, p: Problem, device: Device, c: Config) -> Kernel:
     """The prepared kernel: checks and stages its arguments, allocates the output, launches, converts back."""
     import torch
@@ -811,6 +835,9 @@ def _build(op: str, p: Problem, device: Device, c: Config) -> Kernel:
     grid = _grid(op, p, c)
     fn, meta = launch_plan(op, p, c, kernels)
     atomic = accumulates_in_output(op, p, c)
+    if meta.get("W_TMA") and device.kind == "gpu":  # in-kernel tensor descriptors live in a global scratch buffer
+        import triton
+        triton.set_allocator(_scratch)
     out_dtype = torch.float32 if atomic and p.dtype in ("float16", "bfloat16") else tdtype
     launcher = fn[grid]
     names = {"forward": ("input", "weight", "bias"), "backward_input": ("grad_output", "weight"),

@@ -82,7 +82,7 @@ def forward_kernel(x_ptr, w_ptr, b_ptr, y_ptr,
                    SH: tl.constexpr, SW: tl.constexpr, PT: tl.constexpr, PL: tl.constexpr,
                    DH: tl.constexpr, DW: tl.constexpr, G: tl.constexpr, HAS_BIAS: tl.constexpr,
                    MODE: tl.constexpr, PSH: tl.constexpr, PSW: tl.constexpr, MAXH: tl.constexpr,
-                   MAXW: tl.constexpr, USE_DOT: tl.constexpr, PREC: tl.constexpr,
+                   MAXW: tl.constexpr, W_TMA: tl.constexpr, USE_DOT: tl.constexpr, PREC: tl.constexpr,
                    EMULATE: tl.constexpr, IDX: tl.constexpr, ACC: tl.constexpr,
                    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
     """y tile: BLOCK_M output pixels x BLOCK_N output channels of one group. x is channels-last [N, H, W, C_in]; w is
@@ -94,7 +94,9 @@ def forward_kernel(x_ptr, w_ptr, b_ptr, y_ptr,
     (oh + pt) % sh == rh, and only the phase's taps run, so no lane is masked for divisibility: along h they are
     kh = fh + j*PSH (PSH = sh / gcd(dh, sh), fh the first with (kh*dh) % sh == rh), at most MAXH of them; the
     same along w.
-    MODE 2 (gemm): the reduction is one axis k = (tap, channel), BLOCK_K wide across taps (for few channels)."""
+    MODE 2 (gemm): the reduction is one axis k = (tap, channel), BLOCK_K wide across taps (for few channels).
+    W_TMA (modes 0 and 1): the weight tile comes through a tensor descriptor (TMA on Hopper) over the packed weight
+    seen as [G*taps, C_in/G, C_out/G], whose out-of-bounds zero fill replaces the channel masks."""
     CIG: tl.constexpr = C_IN // G
     COG: tl.constexpr = C_OUT // G
     TAPS: tl.constexpr = KH * KW
@@ -153,6 +155,10 @@ def forward_kernel(x_ptr, w_ptr, b_ptr, y_ptr,
             acc = _multiply_accumulate(a, b, acc, USE_DOT, ACC, PREC, EMULATE)
     else:
         K_CHUNKS: tl.constexpr = (CIG + BLOCK_K - 1) // BLOCK_K
+        if W_TMA:
+            w_desc = tl.make_tensor_descriptor(w_ptr, shape=[G * TAPS, CIG, COG], strides=[CIG * COG, COG, 1],
+                                               block_shape=[1, BLOCK_K, BLOCK_N])
+            co0 = ((pid_n % n_blocks) * BLOCK_N).to(tl.int32)
         if MODE == 1:
             STEPS: tl.constexpr = MAXH * MAXW * K_CHUNKS
         else:
@@ -182,8 +188,12 @@ def forward_kernel(x_ptr, w_ptr, b_ptr, y_ptr,
             ok = ok & (ih < H) & (iw < W)
             a = tl.load(x_ptr + (((x_img + ih * W + iw) * C_IN + g * CIG)[:, None] + ci[None, :]),
                         mask=ok[:, None] & ci_ok[None, :], other=0.0)
-            b = tl.load(w_ptr + (((g * TAPS + t) * CIG + ci) * COG)[:, None] + co[None, :],
-                        mask=ci_ok[:, None] & co_ok[None, :], other=0.0)
+            if W_TMA:
+                b = w_desc.load([tl.cast(g * TAPS + t, tl.int32), tl.cast((step % K_CHUNKS) * BLOCK_K, tl.int32), co0])
+                b = b.reshape(BLOCK_K, BLOCK_N)
+            else:
+                b = tl.load(w_ptr + (((g * TAPS + t) * CIG + ci) * COG)[:, None] + co[None, :],
+                            mask=ci_ok[:, None] & co_ok[None, :], other=0.0)
             acc = _multiply_accumulate(a, b, acc, USE_DOT, ACC, PREC, EMULATE)
     if HAS_BIAS:
         acc += tl.load(b_ptr + g * COG + co, mask=co_ok, other=0.0).to(ACC)[None, :]
