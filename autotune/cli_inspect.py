@@ -52,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
             print(json.dumps(r, sort_keys=True, default=str))
         return 1 if any("error" in r for r in records) else 0
     head = (f"{'problem':16} {'op':15} {'dtype':8} {'regs':>4} {'spill':>5} {'smem':>6} {'tc':6} "
-            f"{'loads bits:n':22} {'stores bits:n':16} {'wide':>5} {'roof_us':>8} bound")
+            f"{'loads bits:n':22} {'stores bits:n':16} {'wide':>5} {'roof_us':>8} {'+staging':>8} bound")
     print(head)
     for r in records:
         lead = f"{r['problem']:16} {r['op']:15} {r['dtype']:8}"
@@ -62,5 +62,5 @@ def run(args: argparse.Namespace) -> int:
         loads = _bits(r["global_load_bits"]) + (f" tma:{r['tma_loads']}" if r.get("tma_loads") else "")
         print(f"{lead} {r['registers']:4} {r['spills']:5} {r['shared_bytes']:6} {r['tensor_core']:6} {loads:22} "
               f"{_bits(r['global_store_bits']):16} {r['wide_load_fraction']:5.2f} {r['roofline_us']:8.2f} "
-              f"{r['bound']}")
+              f"{r['roofline_staged_us']:8.2f} {r['bound']}")
     return 1 if any("error" in r for r in records) else 0

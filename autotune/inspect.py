@@ -87,12 +87,16 @@ def traffic_bytes(op: str, p: Problem) -> int:
     return total * ITEMSIZE[p.dtype]
 
 
-def roofline(op: str, p: Problem, gpu: GpuSpec, tensor_core: str, precision: str | None) -> dict[str, Any]:
-    """Lower bound on the time of `op` on `gpu`: the larger of moving its bytes and doing its FLOPs at peak."""
+def roofline(op: str, p: Problem, gpu: GpuSpec, tensor_core: str, precision: str | None,
+             staging_bytes: int = 0) -> dict[str, Any]:
+    """Lower bound on the time of `op` on `gpu`: the larger of moving its bytes and doing its FLOPs at peak; and the
+    same with the bytes of the backend's layout copies (`staging_bytes`, when it reports them) added."""
     nbytes, flops = traffic_bytes(op, p), p.flops(op)
     unit, peak = gpu.peak(p.dtype, tensor_core if op != "backward_bias" else "none", precision)
     memory_s, compute_s = nbytes / gpu.bandwidth, flops / peak
+    staged_s = max((nbytes + staging_bytes) / gpu.bandwidth, compute_s)
     return {"bytes": nbytes, "flops": flops, "peak_unit": unit, "roofline_us": round(max(memory_s, compute_s) * 1e6, 3),
+            "roofline_staged_us": round(staged_s * 1e6, 3),
             "bound": "memory" if memory_s >= compute_s else "compute", "gpu": gpu.name}
 
 
@@ -125,6 +129,7 @@ def inspect_kernels(problems: list[NamedProblem], *, backend: str = "triton", ar
                     continue
                 for k in kernels:
                     rec = {**base, "config": cfg, **k}
-                    rec.update(roofline(op, q, spec, k.get("tensor_core", "none"), cfg.get("precision")))
+                    rec.update(roofline(op, q, spec, k.get("tensor_core", "none"), cfg.get("precision"),
+                                        int(k.get("staging_bytes", 0))))
                     records.append(rec)
     return records

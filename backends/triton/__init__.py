@@ -285,6 +285,9 @@ class TritonBackend(Backend):
             dot = _uses_dot(p, c)
             if not dot and c["num_stages"] > 1:
                 return "num_stages > 1 does nothing here: loads pipeline only into tl.dot"
+            if dot and c["num_stages"] > 1 and max(load_vectors(op, p, c)) * itemsize < 4:
+                return ("num_stages > 1 does nothing here: loads narrower than 4 bytes cannot be copied "
+                        "asynchronously")
             if not dot and c.get("precision", "ieee") != "ieee":
                 return f"precision {c['precision']} needs tl.dot (blocks >= {DOT_MIN})"
             if dot and c.get("precision", "ieee") != "ieee":
@@ -437,8 +440,15 @@ class TritonBackend(Backend):
                                "cannot compile them; unset it to inspect the compiled code")
         fn, meta = launch_plan(op, problem, config, kernels)
         compiled = aot.compile_plan(fn, meta, problem.dtype, arch, pointer_types(op, problem, config))
+        itemsize = _ITEMSIZE[problem.dtype]
+        staged = {"forward": (problem.input_shape, problem.weight_shape),
+                  "backward_input": (problem.output_shape, problem.weight_shape),
+                  "backward_weight": (problem.output_shape,), "backward_bias": ()}[op]
+        # the launcher's layout copies (channels-last operand, packed weight): read once and written once each
+        staging = sum(2 * math.prod(shape) * itemsize for shape in staged)
         return [{"kernel": fn.__name__, "num_warps": config["num_warps"], "num_stages": config["num_stages"],
-                 "shared_bytes": int(compiled.metadata.shared), **aot.cubin_report(compiled.asm["cubin"])}]
+                 "shared_bytes": int(compiled.metadata.shared), "staging_bytes": staging,
+                 **aot.cubin_report(compiled.asm["cubin"])}]
 
     def runner(self, kernel: Kernel, inputs: tuple[Any, ...], device: Device) -> Callable[[], float | None]:
         """Inputs are staged on the device once, here. On a GPU the kernel is called once (compiling it and
@@ -667,6 +677,17 @@ def _contiguous_runs(op: str, p: Problem, algorithm: str) -> tuple[int, int]:
     return p.H * p.W, Cog  # backward_weight: x along pixels, gy (channels-last) along output channels
 
 
+def load_vectors(op: str, p: Problem, c: Config) -> tuple[int, int]:
+    """Elements per load instruction of the A (BLOCK_M x BLOCK_K) and B (BLOCK_K x BLOCK_N) tiles: A is contiguous
+    along K, B along N; per-element gathers (gemm over taps narrower than the block) are scalar."""
+    itemsize = _ITEMSIZE.get(p.dtype, 4)
+    bn, bk = c["block_n"], c["block_k"]
+    run_a, run_b = _contiguous_runs(op, p, c["algorithm"])
+    gather_a = c["algorithm"] == "gemm" and op != "backward_weight" and run_a < bk
+    gather_b = c["algorithm"] == "gemm" and op == "backward_weight" and run_b < bn
+    return (1 if gather_a else _vector(run_a, bk, itemsize)), (1 if gather_b else _vector(run_b, bn, itemsize))
+
+
 def register_estimate(op: str, p: Problem, c: Config, warp: int = 32) -> int:
     """Registers per thread a config needs, by a model fitted to ptxas for sm_90 (about 100 configs of the suite
     layers; it errs high, so that what it accepts does not spill): the accumulator; the operand values where they
@@ -678,11 +699,7 @@ def register_estimate(op: str, p: Problem, c: Config, warp: int = 32) -> int:
     itemsize = _ITEMSIZE.get(p.dtype, 4)
     words = 2 if p.dtype == "float64" else 1
     bm, bn, bk = c["block_m"], c["block_n"], c["block_k"]
-    run_a, run_b = _contiguous_runs(op, p, c["algorithm"])
-    gather_a = c["algorithm"] == "gemm" and op != "backward_weight" and run_a < bk
-    gather_b = c["algorithm"] == "gemm" and op == "backward_weight" and run_b < bn
-    va = 1 if gather_a else _vector(run_a, bk, itemsize)  # A is contiguous along K, B along N
-    vb = 1 if gather_b else _vector(run_b, bn, itemsize)
+    va, vb = load_vectors(op, p, c)
     loads = 3 * (bm * bk / va + bk * bn / vb) / threads
     acc = bm * bn * words / threads
     operands = (bm * bk + bk * bn) / threads
