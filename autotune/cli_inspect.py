@@ -18,7 +18,9 @@ DTYPES = ("float32", "bfloat16", "float16", "float64")
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backend", default="triton", metavar="NAME", help="backend whose kernels to compile (triton)")
-    p.add_argument("--arch", default="sm_90", metavar="SM", help="NVIDIA target: sm_80 or sm_90 (default sm_90)")
+    p.add_argument("--arch", default="sm_90", metavar="SM",
+                   help="NVIDIA target: sm_80 or sm_90 (default sm_90); 'local': the backend's own device here "
+                        "(OpenCL through the local driver)")
     p.add_argument("--gpu", choices=sorted(GPUS), help="GPU of the roofline estimate (default: h100 for sm_90, "
                                                        "a100 for sm_80)")
     p.add_argument("--problems", metavar="FILE", help="problems CSV (default: the built-in suite)")
@@ -60,6 +62,10 @@ def run(args: argparse.Namespace) -> int:
             print(f"{lead} error: {r['error']}")
             continue
         loads = _bits(r["global_load_bits"]) + (f" tma:{r['tma_loads']}" if r.get("tma_loads") else "")
+        if r["registers"] is None:  # what a local driver reports (OpenCL): memory and work-group size
+            print(f"{lead} kernel {r['kernel']}: private {r.get('private_bytes')} B, local {r['shared_bytes']} B, "
+                  f"work-group up to {r.get('work_group_size')} on {r.get('target')}")
+            continue
         print(f"{lead} {r['registers']:4} {r['spills']:5} {r['shared_bytes']:6} {r['tensor_core']:6} {loads:22} "
               f"{_bits(r['global_store_bits']):16} {r['wide_load_fraction']:5.2f} {r['roofline_us']:8.2f} "
               f"{r['roofline_staged_us']:8.2f} {r['bound']}")

@@ -105,30 +105,41 @@ def inspect_kernels(problems: list[NamedProblem], *, backend: str = "triton", ar
                     config: Config | None = None) -> list[dict[str, Any]]:
     """One record per compiled kernel of each (problem, op, dtype): the backend's default config (or `config`,
     completed with the default and validated), what its compiler made of it for `arch`, and the roofline on `gpu`
-    (by default the usual GPU of that arch). A kernel that cannot be compiled gives a record with `error`."""
+    (by default the usual GPU of that arch). `arch="local"`: the backend's own first device here (OpenCL through the
+    local driver; no roofline). A kernel that cannot be compiled gives a record with `error`."""
     from backends.triton.aot import parse_arch  # parsing only; imports nothing heavy
 
-    arch_n = parse_arch(arch)
-    spec = gpu_for(arch_n, gpu)
     b = backends.get(backend)  # not b.available(): compiling for a target needs no device of it here
-    device = stand_in_device(backend, spec)
+    if str(arch).strip().lower() == "local":  # the backend's own first device (OpenCL: the local driver)
+        devices = b.devices()
+        if not devices:
+            raise ValueError(f"backend {backend} has no device here: {b.available()[1]}")
+        device, spec, arch_name = devices[0], None, "local"
+    else:
+        arch_n = parse_arch(arch)
+        spec = gpu_for(arch_n, gpu)
+        device, arch_name = stand_in_device(backend, spec), f"sm_{arch_n}"
     records: list[dict[str, Any]] = []
     for named in problems:
         for dtype in dtypes:
             for op in ops:
                 q = named.problem.with_dtype(dtype).for_op(op)
-                base = {"problem": named.name, "key": q.key, "op": op, "dtype": dtype, "arch": f"sm_{arch_n}",
+                base = {"problem": named.name, "key": q.key, "op": op, "dtype": dtype, "arch": arch_name,
                         "backend": backend}
                 try:
                     space = b.space(op, q, device)
                     default = b.default_config(op, q, device)
                     cfg = space.complete(config, default) if config else default
-                    kernels = b.compile_report(op, q, device, cfg, f"sm_{arch_n}")
+                    kernels = b.compile_report(op, q, device, cfg, arch_name)
                 except Exception as exc:  # one kernel that fails must not hide the others
                     records.append({**base, "error": f"{type(exc).__name__}: {exc}"})
                     continue
                 for k in kernels:
                     rec = {**base, "config": cfg, **k}
+                    if spec is None:  # a local device: no datasheet to draw a roofline from
+                        rec.update(bytes=traffic_bytes(op, q), flops=q.flops(op))
+                        records.append(rec)
+                        continue
                     rec.update(roofline(op, q, spec, k.get("tensor_core", "none"), cfg.get("precision"),
                                         int(k.get("staging_bytes", 0))))
                     records.append(rec)
