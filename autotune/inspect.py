@@ -131,7 +131,7 @@ def inspect_kernels(problems: list[NamedProblem], *, backend: str = "triton", ar
                     default = b.default_config(op, q, device)
                     cfg = space.complete(config, default) if config else default
                     kernels = b.compile_report(op, q, device, cfg, arch_name)
-                except Exception as exc:  # one kernel that fails must not hide the others
+                except Exception as exc:  # noqa: BLE001 - one kernel that fails must not hide the others
                     records.append({**base, "error": f"{type(exc).__name__}: {exc}"})
                     continue
                 for k in kernels:

@@ -5,12 +5,12 @@ driver."""
 from __future__ import annotations
 
 import pytest
+from conftest import require
 
 import backends
 from autotune.inspect import GPUS, gpu_for, inspect_kernels, roofline, traffic_bytes
 from autotune.problem import Problem
 from autotune.problems import NamedProblem
-from conftest import require
 
 LAYER = NamedProblem("tiny", Problem.make(N=1, C_in=8, H=4, W=4, C_out=8, kH=4, kW=4, stride=2, padding=1))
 

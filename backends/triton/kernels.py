@@ -163,7 +163,7 @@ def forward_kernel(x_ptr, w_ptr, b_ptr, y_ptr,
             STEPS: tl.constexpr = MAXH * MAXW * K_CHUNKS
         else:
             STEPS: tl.constexpr = TAPS * K_CHUNKS
-        for step in range(0, STEPS):
+        for step in range(STEPS):
             j = step // K_CHUNKS
             ci = (step % K_CHUNKS) * BLOCK_K + tl.arange(0, BLOCK_K).to(IDX)
             ci_ok = ci < CIG
@@ -251,7 +251,7 @@ def backward_input_kernel(gy_ptr, w_ptr, gx_ptr,
             acc = _multiply_accumulate(a, b, acc, USE_DOT, ACC, PREC, EMULATE)
     else:
         K_CHUNKS: tl.constexpr = (COG + BLOCK_K - 1) // BLOCK_K
-        for step in range(0, TAPS * K_CHUNKS):
+        for step in range(TAPS * K_CHUNKS):
             t = step // K_CHUNKS
             co = (step % K_CHUNKS) * BLOCK_K + tl.arange(0, BLOCK_K).to(IDX)
             co_ok = co < COG
@@ -312,7 +312,7 @@ def backward_weight_kernel(gy_ptr, x_ptr, gw_ptr,
         dh = (tap // KW) * DH - PT
         dw = (tap % KW) * DW - PL
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=ACC)
-    for s in range(0, SPLIT_STEPS):
+    for s in range(SPLIT_STEPS):
         step = split * SPLIT_STEPS + s
         n = step // PIX_CHUNKS
         p = (step % PIX_CHUNKS) * BLOCK_K + tl.arange(0, BLOCK_K).to(IDX)
@@ -360,7 +360,7 @@ def backward_bias_kernel(gy_ptr, gb_ptr, N: tl.constexpr, C_OUT: tl.constexpr, H
     c = tl.program_id(0).to(IDX) * BLOCK_N + tl.arange(0, BLOCK_N).to(IDX)
     c_ok = c < C_OUT
     acc = tl.zeros((BLOCK_N,), dtype=ACC)
-    for s in range(0, SPLIT_STEPS):
+    for s in range(SPLIT_STEPS):
         step = split * SPLIT_STEPS + s
         n = step // PIX_CHUNKS
         p = (step % PIX_CHUNKS) * BLOCK_K + tl.arange(0, BLOCK_K).to(IDX)
