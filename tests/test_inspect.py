@@ -47,3 +47,26 @@ def test_opencl_through_the_local_driver():
     assert records and all("error" not in r for r in records), records
     assert {r["arch"] for r in records} == {"local"} and all(r["shared_bytes"] >= 0 for r in records)
     assert all(r["registers"] is None and "private_bytes" in r for r in records)
+
+
+def test_sass_instruction_mix():
+    """Widths and families as cuobjdump prints them (predicated, 128/64/16-bit, asynchronous copies, TMA, wgmma,
+    spills, atomics), without compiling anything."""
+    from backends.triton.aot import parse_arch, sass_stats
+    sass = "\n".join([
+        "        /*0100*/                   LDG.E.128 R4, desc[UR6][R2.64] ;",
+        "        /*0110*/              @!P0 LDG.E.64 R8, desc[UR6][R2.64+0x10] ;",
+        "        /*0120*/               @P1 LDG.E.U16 R9, desc[UR6][R10.64] ;",
+        "        /*0130*/                   LDGSTS.E.BYPASS.LTC128B.128 [R5], desc[UR6][R2.64] ;",
+        "        /*0140*/                   UTMALDG.3D [UR8], [UR4] ;",
+        "        /*0150*/                   HGMMA.64x64x16.F32.BF16 R24, gdesc[UR8], R24 ;",
+        "        /*0160*/                   STL [R1], R4 ;",
+        "        /*0170*/                   STG.E.U16 desc[UR6][R2.64], R4 ;",
+        "        /*0180*/                   RED.E.ADD.F32.FTZ.RN.STRONG.GPU desc[UR6][R2.64], R5 ;",
+    ])
+    s = sass_stats(sass)
+    assert s["global_load_bits"] == {16: 1, 64: 1, 128: 2} and s["tma_loads"] == 1
+    assert s["wide_load_fraction"] == 0.8  # (two 128-bit, one 64-bit, one TMA) of five
+    assert s["tensor_core"] == "HGMMA" and s["tensor_core_ops"] == ["HGMMA.64x64x16.F32.BF16"]
+    assert s["spill_stores"] == 1 and s["global_store_bits"] == {16: 1} and s["atomics"] == 1
+    assert parse_arch("sm_90a") == 90 and parse_arch(80) == 80
