@@ -156,6 +156,23 @@ def test_defaults_are_valid_everywhere(tb, dev):
                 space.validate(tb.default_config(op, q, device))  # values among the space's and constraints hold
 
 
+def test_defaults_on_hopper(tb):
+    """On an sm_90 GPU (the stand-in `autotune inspect` uses), every suite layer, op and dtype has a default that
+    satisfies the space, Hopper's wgmma shape where it uses tl.dot, and the register model's budget."""
+    from autotune.inspect import GPUS, stand_in_device
+    from autotune.problems import load_problems
+    h100 = stand_in_device("triton", GPUS["h100"])
+    for named in load_problems():
+        for dtype in ("float32", "bfloat16", "float16", "float64"):
+            for op in OPS:
+                q = named.problem.with_dtype(dtype).for_op(op)
+                config = tb.space(op, q, h100).validate(tb.default_config(op, q, h100))
+                if op != "backward_bias":
+                    assert triton_backend.register_estimate(op, q, config) <= triton_backend.REGISTER_BUDGET
+                    if triton_backend._uses_dot(q, config):
+                        assert config["num_warps"] in (4, 8) and config["block_m"] in (64, 128), (named, config)
+
+
 def test_large_problems_keep_a_config_in_the_interpreter(tb, dev):
     """Beyond the interpreter's usual step budget, the fastest-interpreting configs stay valid (slow, but it runs),
     and the default is one of them; on a GPU the same problems get the GPU default."""
@@ -584,7 +601,44 @@ def inspect_records() -> list[dict]:
         status = cli.main(["inspect", "--arch", "sm_90", "--only", "dcgan_g2", "unet_up_deep", "--ops", "forward",
                            "backward_input", "--dtype", "float32", "bfloat16", "--json"])
     records = [json.loads(line) for line in out.getvalue().splitlines()]
-    return [{**r, "status": status} for r in records] + [compile_tma_config(), compile_spilling_config()]
+    return ([{**r, "status": status} for r in records] + compile_heaviest_sampled()
+            + [compile_tma_config(), compile_spilling_config()])
+
+
+def heaviest_sampled(count: int = 3) -> list[tuple]:
+    """The `count` configs with the most registers by the model among 300 valid ones sampled (fixed seed) from the
+    sm_90 spaces of two dense layers: where a spill would show first."""
+    import random
+
+    from autotune.inspect import GPUS, stand_in_device
+    from autotune.problems import load_problems
+    suite = {n.name: n.problem for n in load_problems()}
+    tb = backends.get("triton")
+    h100 = stand_in_device("triton", GPUS["h100"])
+    rng = random.Random(16)
+    found = []
+    while len(found) < 300:
+        name, op, dtype = (rng.choice(("dcgan_g2", "unet_up_shallow")), rng.choice(OPS[:3]),
+                           rng.choice(("float32", "bfloat16")))
+        q = suite[name].with_dtype(dtype).for_op(op)
+        space = tb.space(op, q, h100)
+        config = {k: rng.choice(v) for k, v in space.params.items()}
+        if space.violation(config) is None:
+            found.append((triton_backend.register_estimate(op, q, config), name, op, dtype, config))
+    return [f[1:] for f in sorted(found, key=lambda f: -f[0])[:count]]
+
+
+def compile_heaviest_sampled() -> list[dict]:
+    from autotune.problems import load_problems
+    from backends.triton import aot, kernels
+    suite = {n.name: n.problem for n in load_problems()}
+    out = []
+    for name, op, dtype, config in heaviest_sampled():
+        q = suite[name].with_dtype(dtype).for_op(op)
+        fn, meta = triton_backend.launch_plan(op, q, config, kernels)
+        compiled = aot.compile_plan(fn, meta, dtype, 90, triton_backend.pointer_types(op, q, config))
+        out.append({"sampled": [name, op, dtype, config], **aot.cubin_report(compiled.asm["cubin"])})
+    return out
 
 
 def compile_tma_config() -> dict:
@@ -651,6 +705,8 @@ def test_inspect_sm90_without_a_gpu():
     assert spilling["spills"] > 0, spilling  # what test_register_model_rejects_a_known_spilling_config rejects
     tma = records.pop()
     assert tma["tma_loads"] > 0 and tma["tensor_core"] == "HGMMA" and tma["spills"] == 0, tma
+    sampled = [records.pop() for _ in range(3)]
+    assert all(r["spills"] == 0 for r in sampled), sampled  # the register model's most loaded accepted configs
     assert len(records) == 2 * 2 * 2 and all(r["status"] == 0 for r in records)
     for r in records:
         for key in ("problem", "op", "dtype", "arch", "registers", "spills", "shared_bytes", "tensor_core",
