@@ -117,8 +117,10 @@ def forward_kernel(x_ptr, w_ptr, b_ptr, y_ptr,
         ow0 = ((rw - PL) % SW + SW) % SW
         n = m // (QH * QW)
         q = m % (QH * QW)
-        oh = oh0 + (q // QW) * SH
-        ow = ow0 + (q % QW) * SW
+        qa = q // QW  # position in the phase's grid
+        qb = q % QW
+        oh = oh0 + qa * SH
+        ow = ow0 + qb * SW
         fh = PSH  # first tap of the phase along each axis (PSH, PSW: none)
         fw = PSW
         for i in tl.static_range(PSH):
@@ -170,21 +172,23 @@ def forward_kernel(x_ptr, w_ptr, b_ptr, y_ptr,
             if MODE == 1:
                 jh = j // MAXW
                 jw = j % MAXW
-                t = tl.where((jh < count_h) & (jw < count_w), (fh + jh * PSH) * KW + fw + jw * PSW, 0).to(IDX)
-                # the same test per lane (the interpreter rejects a scalar term in a mask)
-                lanes = tl.zeros_like(oh)
+                kh = fh + jh * PSH
+                kw = fw + jw * PSW
+                t = tl.where((jh < count_h) & (jw < count_w), kh * KW + kw, 0).to(IDX)
+                # per-tap scalar bases plus the phase grid's lane offsets (qa, qb): no per-lane division; the
+                # divisions are exact for the phase's taps (others are masked by `live`)
+                ih = qa + (oh0 + PT - kh * DH) // SH
+                iw = qb + (ow0 + PL - kw * DW) // SW
+                lanes = tl.zeros_like(qa)  # the tap test per lane (the interpreter rejects a scalar term in a mask)
                 live = ((jh + lanes) < count_h) & ((jw + lanes) < count_w)
+                ok = m_ok & live & (ih >= 0) & (iw >= 0)
             else:
                 t = j
-            th = oh + (PT - (t // KW) * DH)
-            tw = ow + (PL - (t % KW) * DW)
-            ok = m_ok & (th >= 0) & (tw >= 0)
-            if MODE == 1:
-                ok = ok & live  # divisible by construction
-            else:
-                ok = ok & (th % SH == 0) & (tw % SW == 0)
-            ih = th // SH
-            iw = tw // SW
+                th = oh + (PT - (t // KW) * DH)
+                tw = ow + (PL - (t % KW) * DW)
+                ok = m_ok & (th >= 0) & (tw >= 0) & (th % SH == 0) & (tw % SW == 0)
+                ih = th // SH
+                iw = tw // SW
             ok = ok & (ih < H) & (iw < W)
             a = tl.load(x_ptr + (((x_img + ih * W + iw) * C_IN + g * CIG)[:, None] + ci[None, :]),
                         mask=ok[:, None] & ci_ok[None, :], other=0.0)
