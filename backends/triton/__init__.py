@@ -338,10 +338,8 @@ class TritonBackend(Backend):
                     return None
                 if c["algorithm"] == "gemm":
                     return "weight_tma: the gemm algorithm gathers the weight per element"
-                cog = p.C_out // p.groups
-                if (cog * itemsize) % 16 or c["block_n"] * itemsize < 16:
-                    return (f"weight_tma: TMA needs 16-byte rows and boxes (C_out/groups={cog}, "
-                            f"block_n={c['block_n']})")
+                if c["block_n"] * itemsize < 16:  # the packed weight's rows are padded to 16 bytes
+                    return f"weight_tma: TMA needs boxes of 16 bytes or more (block_n={c['block_n']})"
                 return None
 
             constraints.append(tma_fits)
@@ -559,9 +557,9 @@ def interpreter_steps(op: str, p: Problem, c: Config) -> int:
     elif c["algorithm"] == "gemm":
         inner = -(-(Cig if op == "forward" else Cog) * taps // bk)
     elif c["algorithm"] == "phase":  # each phase runs the most taps any phase has
-        inner = max_phase_taps(p) * -(-Cig // bk)
+        inner = max_phase_taps(p) * -(-padded_channels(p, c)[0] // bk)
     else:
-        inner = taps * -(-(Cig if op == "forward" else Cog) // bk)
+        inner = taps * -(-padded_channels(p, c)[0 if op == "forward" else 1] // bk)
     return programs * (1 + inner)
 
 
@@ -665,11 +663,19 @@ def _vector(run: int, block: int, itemsize: int) -> int:
     return v
 
 
+def padded_channels(p: Problem, c: Config) -> tuple[int, int]:
+    """(C_in/G, C_out/G) as the staged channels-last operands and packed weights hold them: rounded up to 16 bytes
+    for `direct` and `phase` (the padding is zeros; it keeps every channel run aligned, so loads stay vectorized
+    whatever the channel count), exact for `gemm` (whose per-element gathers would only multiply zeros)."""
+    G = p.groups
+    pad = 1 if c.get("algorithm") == "gemm" else 16 // _ITEMSIZE.get(p.dtype, 4)
+    return -(-(p.C_in // G) // pad) * pad, -(-(p.C_out // G) // pad) * pad
+
+
 def _contiguous_runs(op: str, p: Problem, algorithm: str) -> tuple[int, int]:
     """Length of the contiguous run along the loaded axis of each operand tile (A: BLOCK_M x BLOCK_K, B: BLOCK_K x
     BLOCK_N), see the layouts in `backends/triton/kernels.py`."""
-    G = p.groups
-    Cig, Cog = p.C_in // G, p.C_out // G
+    Cig, Cog = padded_channels(p, {"algorithm": algorithm})
     if op == "forward":
         return Cig, Cog
     if op == "backward_input":
@@ -785,6 +791,7 @@ def launch_plan(op: str, p: Problem, c: Config, kernels: Any) -> tuple[Any, dict
                 DH=p.dilation[0], DW=p.dilation[1], G=p.groups, USE_DOT=_uses_dot(p, c),
                 PREC=PRECISIONS.index(c.get("precision", "ieee")), EMULATE=bool(kernels.INTERPRETED),
                 BLOCK_M=c["block_m"], BLOCK_N=c["block_n"], BLOCK_K=c["block_k"])
+    meta["CIGP"], meta["COGP"] = padded_channels(p, c)
     if op == "forward":
         (psh, maxh), (psw, maxw) = (_tap_period(k, s, d) for k, s, d in zip((p.kH, p.kW), p.stride, p.dilation))
         return kernels.forward_kernel, {**meta, "HAS_BIAS": p.bias, "PSH": psh, "PSW": psw, "MAXH": maxh,
@@ -811,24 +818,34 @@ def pointer_types(op: str, p: Problem, c: Config) -> dict[str, str]:
     return types
 
 
-def stage_operands(op: str, p: Problem, tensors: list[Any]) -> list[Any]:
+def stage_operands(op: str, p: Problem, c: Config, tensors: list[Any]) -> list[Any]:
     """The layouts the kernels read (see `backends/triton/kernels.py`): the per-tap operand channels-last, the
-    weight packed per group and tap. Each is one copy of an operand per call (gy and x are read once more; the
-    weight is small)."""
+    weight packed per group and tap, channels padded with zeros as `padded_channels` says. Each is one copy of an
+    operand per call (gy and x are read once more; the weight is small)."""
+    import torch.nn.functional as F
     G, taps = p.groups, p.kH * p.kW
     Cig, Cog = p.C_in // G, p.C_out // G
+    Cigp, Cogp = padded_channels(p, c)
+
+    def channels_last(t: Any, per_group: int, padded: int) -> Any:
+        n, _, h, w = t.shape
+        t = t.permute(0, 2, 3, 1).reshape(n, h, w, G, per_group)
+        # (F.pad may keep a permuted input's memory format: .contiguous() makes the layout the kernels index)
+        return (F.pad(t, (0, padded - per_group)) if padded > per_group else t).contiguous()
+
     if op == "forward":
         x, w = tensors[0], tensors[1]
-        xl = x.permute(0, 2, 3, 1).contiguous()
-        wp = w.reshape(G, Cig, Cog, taps).permute(0, 3, 1, 2).contiguous()  # [G, taps, Cig, Cog]
-        return [xl, wp, *tensors[2:]]
+        wp = w.reshape(G, Cig, Cog, taps).permute(0, 3, 1, 2)  # [G, taps, Cig, Cog]
+        wp = (F.pad(wp, (0, Cogp - Cog, 0, Cigp - Cig)) if (Cigp, Cogp) != (Cig, Cog) else wp).contiguous()
+        return [channels_last(x, Cig, Cigp), wp, *tensors[2:]]
     if op == "backward_input":
         gy, w = tensors
-        wq = w.reshape(G, Cig, Cog, taps).permute(0, 3, 2, 1).contiguous()  # [G, taps, Cog, Cig]
-        return [gy.permute(0, 2, 3, 1).contiguous(), wq]
+        wq = w.reshape(G, Cig, Cog, taps).permute(0, 3, 2, 1)  # [G, taps, Cog, Cig]
+        wq = (F.pad(wq, (0, Cigp - Cig, 0, Cogp - Cog)) if (Cigp, Cogp) != (Cig, Cog) else wq).contiguous()
+        return [channels_last(gy, Cog, Cogp), wq]
     if op == "backward_weight":
         gy, x = tensors
-        return [gy.permute(0, 2, 3, 1).contiguous(), x]
+        return [channels_last(gy, Cog, Cogp), x]
     return tensors
 
 
@@ -875,7 +892,7 @@ def _build(op: str, p: Problem, device: Device, c: Config) -> Kernel:
         if device.kind == "gpu" and _is_tensor(args[0]) and args[0].device.type == "cuda":
             where = args[0].device  # GPUs of one model share a device id (and a config): run where the data is
         tensors = [to_tensor(n, a, shapes_in[n], p.dtype, where) for n, a in zip(names, args) if a is not None]
-        tensors = stage_operands(op, p, tensors)
+        tensors = stage_operands(op, p, c, tensors)
         if atomic:  # split partial sums are added into it
             out = torch.zeros(out_shape, dtype=out_dtype, device=where)
         else:

@@ -82,7 +82,8 @@ def forward_kernel(x_ptr, w_ptr, b_ptr, y_ptr,
                    SH: tl.constexpr, SW: tl.constexpr, PT: tl.constexpr, PL: tl.constexpr,
                    DH: tl.constexpr, DW: tl.constexpr, G: tl.constexpr, HAS_BIAS: tl.constexpr,
                    MODE: tl.constexpr, PSH: tl.constexpr, PSW: tl.constexpr, MAXH: tl.constexpr,
-                   MAXW: tl.constexpr, W_TMA: tl.constexpr, USE_DOT: tl.constexpr, PREC: tl.constexpr,
+                   MAXW: tl.constexpr, W_TMA: tl.constexpr, CIGP: tl.constexpr, COGP: tl.constexpr,
+                   USE_DOT: tl.constexpr, PREC: tl.constexpr,
                    EMULATE: tl.constexpr, IDX: tl.constexpr, ACC: tl.constexpr,
                    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
     """y tile: BLOCK_M output pixels x BLOCK_N output channels of one group. x is channels-last [N, H, W, C_in]; w is
@@ -139,26 +140,27 @@ def forward_kernel(x_ptr, w_ptr, b_ptr, y_ptr,
     x_img = n * (H * W)
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=ACC)
     if MODE == 2:
-        K_TOTAL: tl.constexpr = TAPS * CIG
+        K_TOTAL: tl.constexpr = TAPS * CIGP
         for k0 in range(0, K_TOTAL, BLOCK_K):
             k = k0 + tl.arange(0, BLOCK_K).to(IDX)
             k_ok = k < K_TOTAL
-            t = k // CIG
-            ci = k % CIG
+            t = k // CIGP
+            ci = k % CIGP
             th = oh[:, None] + PT - ((t // KW) * DH)[None, :]
             tw = ow[:, None] + PL - ((t % KW) * DW)[None, :]
             ok = (th >= 0) & (tw >= 0) & (th % SH == 0) & (tw % SW == 0)
             ih = th // SH
             iw = tw // SW
             ok = ok & (ih < H) & (iw < W) & m_ok[:, None] & k_ok[None, :]
-            a = tl.load(x_ptr + ((x_img[:, None] + ih * W + iw) * C_IN + g * CIG + ci[None, :]), mask=ok, other=0.0)
-            b = tl.load(w_ptr + ((g * (TAPS * CIG) + k)[:, None] * COG + co[None, :]),
-                        mask=k_ok[:, None] & co_ok[None, :], other=0.0)
+            a = tl.load(x_ptr + ((x_img[:, None] + ih * W + iw) * (G * CIGP) + g * CIGP + ci[None, :]), mask=ok,
+                        other=0.0)
+            b = tl.load(w_ptr + ((g * (TAPS * CIGP) + k)[:, None] * COGP + co[None, :]),
+                        mask=k_ok[:, None] & (co < COGP)[None, :], other=0.0)
             acc = _multiply_accumulate(a, b, acc, USE_DOT, ACC, PREC, EMULATE)
     else:
-        K_CHUNKS: tl.constexpr = (CIG + BLOCK_K - 1) // BLOCK_K
+        K_CHUNKS: tl.constexpr = (CIGP + BLOCK_K - 1) // BLOCK_K
         if W_TMA:
-            w_desc = tl.make_tensor_descriptor(w_ptr, shape=[G * TAPS, CIG, COG], strides=[CIG * COG, COG, 1],
+            w_desc = tl.make_tensor_descriptor(w_ptr, shape=[G * TAPS, CIGP, COGP], strides=[CIGP * COGP, COGP, 1],
                                                block_shape=[1, BLOCK_K, BLOCK_N])
             co0 = ((pid_n % n_blocks) * BLOCK_N).to(tl.int32)
         if MODE == 1:
@@ -168,7 +170,7 @@ def forward_kernel(x_ptr, w_ptr, b_ptr, y_ptr,
         for step in range(STEPS):
             j = step // K_CHUNKS
             ci = (step % K_CHUNKS) * BLOCK_K + tl.arange(0, BLOCK_K).to(IDX)
-            ci_ok = ci < CIG
+            ci_ok = ci < CIGP  # padded channels are zeros: a mask constant per vector keeps the loads wide
             if MODE == 1:
                 jh = j // MAXW
                 jw = j % MAXW
@@ -190,14 +192,14 @@ def forward_kernel(x_ptr, w_ptr, b_ptr, y_ptr,
                 ih = th // SH
                 iw = tw // SW
             ok = ok & (ih < H) & (iw < W)
-            a = tl.load(x_ptr + (((x_img + ih * W + iw) * C_IN + g * CIG)[:, None] + ci[None, :]),
+            a = tl.load(x_ptr + (((x_img + ih * W + iw) * (G * CIGP) + g * CIGP)[:, None] + ci[None, :]),
                         mask=ok[:, None] & ci_ok[None, :], other=0.0)
             if W_TMA:
                 b = w_desc.load([tl.cast(g * TAPS + t, tl.int32), tl.cast((step % K_CHUNKS) * BLOCK_K, tl.int32), co0])
                 b = b.reshape(BLOCK_K, BLOCK_N)
             else:
-                b = tl.load(w_ptr + (((g * TAPS + t) * CIG + ci) * COG)[:, None] + co[None, :],
-                            mask=ci_ok[:, None] & co_ok[None, :], other=0.0)
+                b = tl.load(w_ptr + (((g * TAPS + t) * CIGP + ci) * COGP)[:, None] + co[None, :],
+                            mask=ci_ok[:, None] & (co < COGP)[None, :], other=0.0)
             acc = _multiply_accumulate(a, b, acc, USE_DOT, ACC, PREC, EMULATE)
     if HAS_BIAS:
         acc += tl.load(b_ptr + g * COG + co, mask=co_ok, other=0.0).to(ACC)[None, :]
@@ -214,8 +216,8 @@ def backward_input_kernel(gy_ptr, w_ptr, gx_ptr,
                           C_OUT: tl.constexpr, HO: tl.constexpr, WO: tl.constexpr, KH: tl.constexpr,
                           KW: tl.constexpr, SH: tl.constexpr, SW: tl.constexpr, PT: tl.constexpr,
                           PL: tl.constexpr, DH: tl.constexpr, DW: tl.constexpr, G: tl.constexpr,
-                          GEMM: tl.constexpr, USE_DOT: tl.constexpr, PREC: tl.constexpr, EMULATE: tl.constexpr,
-                          IDX: tl.constexpr, ACC: tl.constexpr,
+                          GEMM: tl.constexpr, CIGP: tl.constexpr, COGP: tl.constexpr, USE_DOT: tl.constexpr,
+                          PREC: tl.constexpr, EMULATE: tl.constexpr, IDX: tl.constexpr, ACC: tl.constexpr,
                           BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
     """gx tile: BLOCK_M input pixels (n, ih, iw) x BLOCK_N input channels of one group.
     gx[n, ci, ih, iw] = sum_{co, kh, kw} gy[n, co, ih*s - p + kh*d, iw*s - p + kw*d] * w[ci, co, kh, kw].
@@ -239,33 +241,33 @@ def backward_input_kernel(gy_ptr, w_ptr, gx_ptr,
     gy_img = n * (HO * WO)
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=ACC)
     if GEMM:
-        K_TOTAL: tl.constexpr = TAPS * COG
+        K_TOTAL: tl.constexpr = TAPS * COGP
         for k0 in range(0, K_TOTAL, BLOCK_K):
             k = k0 + tl.arange(0, BLOCK_K).to(IDX)
             k_ok = k < K_TOTAL
-            t = k // COG
-            co = k % COG
+            t = k // COGP
+            co = k % COGP
             oh = ih[:, None] * SH + ((t // KW) * DH - PT)[None, :]
             ow = iw[:, None] * SW + ((t % KW) * DW - PL)[None, :]
             ok = (oh >= 0) & (oh < HO) & (ow >= 0) & (ow < WO) & m_ok[:, None] & k_ok[None, :]
-            a = tl.load(gy_ptr + ((gy_img[:, None] + oh * WO + ow) * C_OUT + g * COG + co[None, :]), mask=ok,
-                        other=0.0)
-            b = tl.load(w_ptr + ((g * (TAPS * COG) + k)[:, None] * CIG + ci[None, :]),
-                        mask=k_ok[:, None] & ci_ok[None, :], other=0.0)
+            a = tl.load(gy_ptr + ((gy_img[:, None] + oh * WO + ow) * (G * COGP) + g * COGP + co[None, :]),
+                        mask=ok, other=0.0)
+            b = tl.load(w_ptr + ((g * (TAPS * COGP) + k)[:, None] * CIGP + ci[None, :]),
+                        mask=k_ok[:, None] & (ci < CIGP)[None, :], other=0.0)
             acc = _multiply_accumulate(a, b, acc, USE_DOT, ACC, PREC, EMULATE)
     else:
-        K_CHUNKS: tl.constexpr = (COG + BLOCK_K - 1) // BLOCK_K
+        K_CHUNKS: tl.constexpr = (COGP + BLOCK_K - 1) // BLOCK_K
         for step in range(TAPS * K_CHUNKS):
             t = step // K_CHUNKS
             co = (step % K_CHUNKS) * BLOCK_K + tl.arange(0, BLOCK_K).to(IDX)
-            co_ok = co < COG
+            co_ok = co < COGP  # padded channels are zeros
             oh = ih * SH + ((t // KW) * DH - PT)
             ow = iw * SW + ((t % KW) * DW - PL)
             ok = m_ok & (oh >= 0) & (oh < HO) & (ow >= 0) & (ow < WO)
-            a = tl.load(gy_ptr + (((gy_img + oh * WO + ow) * C_OUT + g * COG)[:, None] + co[None, :]),
+            a = tl.load(gy_ptr + (((gy_img + oh * WO + ow) * (G * COGP) + g * COGP)[:, None] + co[None, :]),
                         mask=ok[:, None] & co_ok[None, :], other=0.0)
-            b = tl.load(w_ptr + (((g * TAPS + t) * COG + co) * CIG)[:, None] + ci[None, :],
-                        mask=co_ok[:, None] & ci_ok[None, :], other=0.0)
+            b = tl.load(w_ptr + (((g * TAPS + t) * COGP + co) * CIGP)[:, None] + ci[None, :],
+                        mask=co_ok[:, None] & (ci < CIGP)[None, :], other=0.0)
             acc = _multiply_accumulate(a, b, acc, USE_DOT, ACC, PREC, EMULATE)
     gx_off = (n * (C_IN * H * W) + pix)[:, None] + ((g * CIG + ci) * (H * W))[None, :]
     tl.store(gx_ptr + gx_off, acc.to(gx_ptr.dtype.element_ty), mask=m_ok[:, None] & ci_ok[None, :])
@@ -280,8 +282,9 @@ def backward_weight_kernel(gy_ptr, x_ptr, gw_ptr,
                            C_OUT: tl.constexpr, HO: tl.constexpr, WO: tl.constexpr, KH: tl.constexpr,
                            KW: tl.constexpr, SH: tl.constexpr, SW: tl.constexpr, PT: tl.constexpr,
                            PL: tl.constexpr, DH: tl.constexpr, DW: tl.constexpr, G: tl.constexpr,
-                           GEMM: tl.constexpr, USE_DOT: tl.constexpr, PREC: tl.constexpr, EMULATE: tl.constexpr,
-                           IDX: tl.constexpr, ACC: tl.constexpr, SPLIT: tl.constexpr, SPLIT_STEPS: tl.constexpr,
+                           GEMM: tl.constexpr, CIGP: tl.constexpr, COGP: tl.constexpr, USE_DOT: tl.constexpr,
+                           PREC: tl.constexpr, EMULATE: tl.constexpr, IDX: tl.constexpr, ACC: tl.constexpr,
+                           SPLIT: tl.constexpr, SPLIT_STEPS: tl.constexpr,
                            BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
     """gw tile: BLOCK_M input channels of one group x BLOCK_N columns; reduction over the N*H*W input pixels, as
     (image, pixel chunk) steps so that a chunk of x stays contiguous (x NCHW read in place; gy channels-last).
@@ -329,13 +332,14 @@ def backward_weight_kernel(gy_ptr, x_ptr, gw_ptr,
             oh = ih[:, None] * SH + dh[None, :]
             ow = iw[:, None] * SW + dw[None, :]
             ok = (oh >= 0) & (oh < HO) & (ow >= 0) & (ow < WO) & p_ok[:, None] & j_ok[None, :]
-            b = tl.load(gy_ptr + (((n * HO + oh) * WO + ow) * C_OUT + g * COG + co[None, :]), mask=ok, other=0.0)
+            b = tl.load(gy_ptr + (((n * HO + oh) * WO + ow) * (G * COGP) + g * COGP + co[None, :]), mask=ok,
+                        other=0.0)
         else:
             oh = ih * SH + dh
             ow = iw * SW + dw
             ok = (oh >= 0) & (oh < HO) & (ow >= 0) & (ow < WO) & p_ok
-            b = tl.load(gy_ptr + ((((n * HO + oh) * WO + ow) * C_OUT + g * COG)[:, None] + co[None, :]),
-                        mask=ok[:, None] & j_ok[None, :], other=0.0)
+            b = tl.load(gy_ptr + ((((n * HO + oh) * WO + ow) * (G * COGP) + g * COGP)[:, None] + co[None, :]),
+                        mask=ok[:, None] & (co < COGP)[None, :], other=0.0)  # padded channels are zeros
         acc = _multiply_accumulate(a, b, acc, USE_DOT, ACC, PREC, EMULATE)
     if GEMM:
         col = co * TAPS + t
