@@ -13,6 +13,9 @@ provable (Triton then issues 64/128-bit loads, and the asynchronous copies that 
   channels stay contiguous and aligned whatever the tap's offset (in NCHW an odd tap offset breaks alignment).
 - The weight is packed once per call (forward: [G, kH*kW, C_in/G, C_out/G], contiguous along output channels;
   backward_input: [G, kH*kW, C_out/G, C_in/G], contiguous along input channels).
+- For `direct` and `phase` the staged channel runs (CIGP, COGP) are padded with zeros to 16 bytes, so a layer with
+  an odd channel count (3, 17, 21) keeps aligned, vectorized loads; masks then test the padded count (constant per
+  vector) and only the stores test the real one. `gemm` keeps exact counts (padding would multiply zeros).
 - backward_weight reads x in place (NCHW): its reduction runs along pixels, which NCHW keeps contiguous.
 - Index math: per-lane pixel bases plus a contiguous `tl.arange` lane offset; range masks (`0 <= i < H`) instead
   of clamps; one flattened loop over (tap, channel chunk) so the software pipeline never restarts per tap.
