@@ -504,6 +504,7 @@ def _graph_timer(call: Callable[[], Any], device: Device) -> Callable[[], float]
     start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
 
     def run_graph() -> float:
+        assert graph is not None
         with torch.cuda.device(device.handle):
             start.record()
             graph.replay()

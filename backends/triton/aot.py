@@ -47,7 +47,7 @@ def sass_stats(sass: str) -> dict[str, Any]:
     loads: collections.Counter[int] = collections.Counter()
     stores: collections.Counter[int] = collections.Counter()
     tensor: collections.Counter[str] = collections.Counter()
-    counts = collections.Counter()
+    counts: collections.Counter[str] = collections.Counter()
     for opcode in _INSTRUCTION.findall(sass):
         head = opcode.split(".")[0]
         if head in ("LDG", "LDGSTS"):

@@ -101,7 +101,6 @@ def forward_kernel(x_ptr, w_ptr, b_ptr, y_ptr,
     MODE 2 (gemm): the reduction is one axis k = (tap, channel), BLOCK_K wide across taps (for few channels).
     W_TMA (modes 0 and 1): the weight tile comes through a tensor descriptor (TMA on Hopper) over the packed weight
     seen as [G*taps, C_in/G, C_out/G], whose out-of-bounds zero fill replaces the channel masks."""
-    CIG: tl.constexpr = C_IN // G
     COG: tl.constexpr = C_OUT // G
     TAPS: tl.constexpr = KH * KW
     pid_m = tl.program_id(0).to(IDX)
@@ -227,7 +226,6 @@ def backward_input_kernel(gy_ptr, w_ptr, gx_ptr,
     gy is channels-last [N, Ho, Wo, C_out], w packed [G, taps, C_out/G, C_in/G], gx NCHW.
     GEMM=False: one flattened loop over (tap, output-channel chunk); GEMM=True: k = (tap, co) as one axis."""
     CIG: tl.constexpr = C_IN // G
-    COG: tl.constexpr = C_OUT // G
     TAPS: tl.constexpr = KH * KW
     pid_m = tl.program_id(0).to(IDX)
     pid_n = tl.program_id(1).to(IDX)
