@@ -91,3 +91,12 @@ class Backend:
     def version(self) -> str:
         """Version string of what computes (library and driver), recorded with every measurement."""
         return ""
+
+    def compile_report(self, op: str, problem: Problem, device: Device, config: Config,
+                       target: str) -> list[dict[str, Any]]:
+        """What the compiler makes of the kernels of (op, problem, config) for `target` (e.g. "sm_90"), without
+        running them: one dict per kernel with at least `kernel`, `registers`, `spills`, `shared_bytes`,
+        `tensor_core` and `global_load_bits` (width in bits -> instructions). `autotune inspect` calls it; a backend
+        that cannot compile ahead of time keeps this default, which says so."""
+        raise BackendUnavailable(f"the {self.name or type(self).__name__} backend cannot compile its kernels ahead "
+                                 f"of time for inspection (target {target})")

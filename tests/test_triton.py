@@ -49,9 +49,21 @@ def need(module: str):
     return importlib.import_module(module)
 
 
+def neutral(config, op, p):
+    """`config` with the parameters it leaves out that only some problems have set to their plain values: float32's
+    precision (tf32x3 where the tile uses tl.dot, the default), the forward weight through TMA (off)."""
+    config = dict(config)
+    if p.dtype == "float32" and op != "backward_bias" and "precision" not in config:
+        dot = min(config.get("block_m", 1), config["block_n"], config["block_k"]) >= 16
+        config["precision"] = "tf32x3" if dot else "ieee"
+    if op == "forward" and p.dtype != "float64":
+        config.setdefault("weight_tma", 0)
+    return config
+
+
 def run(tb, dev, op, p, config, inputs=None):
     inputs = inputs_for(op, p, seed=3) if inputs is None else inputs
-    config = tb.space(op, p, dev).validate(config)
+    config = tb.space(op, p, dev).validate(neutral(config, op, p))
     return tb.prepare(op, p, dev, config)(*inputs), inputs
 
 
@@ -94,7 +106,7 @@ def test_split_reductions(tb, dev):
         inputs = inputs_for(op, p, seed=5)
         ref = reference.run(op, p, inputs)
         for config in op_configs:
-            config = {**config, "num_warps": 4, "num_stages": 1 if op == "backward_bias" else 2}
+            config = {**config, "num_warps": 4, "num_stages": 1}
             assert_close(run(tb, dev, op, p, config, inputs)[0], ref, op, p, str(config))
     space = tb.space("backward_bias", p, FAKE_GPU)
     assert "empty splits" in space.violation({**configs["backward_bias"][0], "split_k": 32, "num_warps": 4,
@@ -144,6 +156,23 @@ def test_defaults_are_valid_everywhere(tb, dev):
                 space.validate(tb.default_config(op, q, device))  # values among the space's and constraints hold
 
 
+def test_defaults_on_hopper(tb):
+    """On an sm_90 GPU (the stand-in `autotune inspect` uses), every suite layer, op and dtype has a default that
+    satisfies the space, Hopper's wgmma shape where it uses tl.dot, and the register model's budget."""
+    from autotune.inspect import GPUS, stand_in_device
+    from autotune.problems import load_problems
+    h100 = stand_in_device("triton", GPUS["h100"])
+    for named in load_problems():
+        for dtype in ("float32", "bfloat16", "float16", "float64"):
+            for op in OPS:
+                q = named.problem.with_dtype(dtype).for_op(op)
+                config = tb.space(op, q, h100).validate(tb.default_config(op, q, h100))
+                if op != "backward_bias":
+                    assert triton_backend.register_estimate(op, q, config) <= triton_backend.REGISTER_BUDGET
+                    if triton_backend._uses_dot(q, config):
+                        assert config["num_warps"] in (4, 8) and config["block_m"] in (64, 128), (named, config)
+
+
 def test_large_problems_keep_a_config_in_the_interpreter(tb, dev):
     """Beyond the interpreter's usual step budget, the fastest-interpreting configs stay valid (slow, but it runs),
     and the default is one of them; on a GPU the same problems get the GPU default."""
@@ -161,21 +190,26 @@ def test_large_problems_keep_a_config_in_the_interpreter(tb, dev):
 def test_constraints_reject_before_launch(tb):
     p = Problem.make(4, 256, 16, 16, 256, 3, 3, stride=2, padding=1)
     space = tb.space("forward", p, FAKE_GPU)
-    base = {"algorithm": "gemm", "block_m": 64, "block_n": 64, "block_k": 32, "num_warps": 4, "num_stages": 2}
+    base = {"algorithm": "gemm", "block_m": 64, "block_n": 64, "block_k": 32, "num_warps": 4, "num_stages": 2,
+            "precision": "ieee"}
     assert space.violation(base) is None
+    hopper = Device(id="gpu-h", name="sm_90", kind="gpu", info={**FAKE_GPU.info, "capability": "9.0"})
     cases = {
         "shared memory": {"block_m": 32, "block_n": 32, "block_k": 128, "num_stages": 4, "num_warps": 8,
                           "device": Device(id="gpu-small", name="48 KiB", kind="gpu",
                                            info={"warp_size": 32, "shared_memory_bytes": 48 * 1024})},
-        "register pressure: FMA": {"block_m": 128, "block_n": 8, "block_k": 8, "num_stages": 1, "num_warps": 1},
-        "register pressure: dot tile": {"block_m": 128, "block_n": 128, "block_k": 16, "num_warps": 1},
+        "register pressure": {"block_m": 128, "block_n": 8, "block_k": 8, "num_stages": 1, "num_warps": 1},
+        "registers per thread": {"block_m": 128, "block_n": 128, "block_k": 16, "num_warps": 1},
+        "loads pipeline only into tl.dot": {"block_n": 8, "num_stages": 2},
+        "needs tl.dot": {"block_n": 8, "num_stages": 1, "precision": "tf32"},
+        "wgmma needs": {"block_m": 32, "device": hopper},
         "exceeds its extent": {"block_n": 128, "algorithm": "direct",
                                "problem": Problem.make(4, 256, 16, 16, 64, 3, 3, stride=2, padding=1)},
     }
     for reason, change in cases.items():
         change = dict(change)
         space = tb.space("forward", change.pop("problem", p), change.pop("device", FAKE_GPU))
-        config = {**base, **change}
+        config = neutral({**base, **change}, "forward", p)
         assert reason in (space.violation(config) or ""), (change, space.violation(config))
         outside = "problem" in cases[reason]  # a block beyond every extent is not even among the values
         with pytest.raises(ConfigError, match="not one of" if outside else "breaks a constraint"):
@@ -211,9 +245,9 @@ def test_config_validation(tb, dev):
         with pytest.raises(ConfigError, match="block_m"):
             space.validate({**good, "block_m": value})
     gpu_space = tb.space("backward_input", p, FAKE_GPU)
-    assert gpu_space.complete({"num_warps": 1}, good)["num_warps"] == 1
+    assert gpu_space.complete({"num_warps": 8}, good)["num_warps"] == 8
     with pytest.raises(ConfigError, match="num_warps"):  # the interpreter keeps one value of the launch options
-        space.complete({"num_warps": 1}, good)
+        space.complete({"num_warps": 8}, good)
 
 
 def test_interpreter_space_is_inside_the_gpu_space(tb, dev):
@@ -366,25 +400,17 @@ def test_int64_offsets(tb, dev, monkeypatch):
                                             "split_k": 2}),
                        ("backward_bias", {"algorithm": "reduce", "block_n": 4, "block_k": 64, "split_k": 1})):
         q = PROBLEM.for_op(op)
-        config = {**config, "num_warps": 4, "num_stages": 1 if op == "backward_bias" else 2}
+        config = {**config, "num_warps": 4, "num_stages": 1}
         out, inputs = run(tb, dev, op, q, config)
         assert_close(out, reference.run(op, q, inputs), op, q, f"int64 {op} {config}")
 
 
 # ---- the GPU path, compiled without a GPU ------------------------------------------------------------------
 
-POINTERS = {"forward": ("x_ptr", "w_ptr", "b_ptr", "y_ptr"), "backward_input": ("gy_ptr", "w_ptr", "gx_ptr"),
-            "backward_weight": ("gy_ptr", "x_ptr", "gw_ptr"), "backward_bias": ("gy_ptr", "gb_ptr")}
-
-
 def compile_for_nvidia(arch: int) -> list[str]:
     """Compile one config of each kernel and path for sm_`arch`; returns what compiled. Runs in a process without
     TRITON_INTERPRET (the interpreter patches triton.language in its process)."""
-    import triton
-    from triton.backends.compiler import GPUTarget
-    from triton.compiler import ASTSource
-
-    from backends.triton import kernels
+    from backends.triton import aot, kernels
 
     assert not kernels.INTERPRETED
     p = Problem.make(N=2, C_in=64, H=9, W=7, C_out=96, kH=3, kW=4, stride=(2, 3), padding=((2, 0), (1, 2)),
@@ -396,7 +422,6 @@ def compile_for_nvidia(arch: int) -> list[str]:
              ("backward_weight", "gemm", "float32", (32, 64, 32, 4, 2)),
              ("backward_weight", "direct", "float16", (16, 16, 64, 4, 3)),
              ("backward_bias", "reduce", "float32", (0, 16, 256, 4, 1))]
-    pointer = {"float32": "*fp32", "float64": "*fp64", "float16": "*fp16", "bfloat16": "*bf16"}
     tb = backends.get("triton")
     done = []
     for i, (op, algorithm, dtype, (bm, bn, bk, warps, stages)) in enumerate(plans):
@@ -406,14 +431,11 @@ def compile_for_nvidia(arch: int) -> list[str]:
             config["block_m"] = bm
         if op in ("backward_weight", "backward_bias"):
             config["split_k"] = 2
-        assert tb.space(op, q, FAKE_GPU).violation(config) is None, config
+        config = tb.space(op, q, FAKE_GPU).validate(neutral(config, op, q))
         fn, meta = triton_backend.launch_plan(op, q, config, kernels)
         if i % 2:  # half of them with int64 offsets
             meta["IDX"] = kernels.tl.int64
-        options = {"num_warps": meta.pop("num_warps"), "num_stages": meta.pop("num_stages")}
-        signature = {name: pointer[dtype] if name in POINTERS[op] else "constexpr" for name in fn.arg_names}
-        compiled = triton.compile(ASTSource(fn, signature, constexprs=meta), target=GPUTarget("cuda", arch, 32),
-                                  options=options)
+        compiled = aot.compile_plan(fn, meta, dtype, arch, triton_backend.pointer_types(op, q, config))
         assert compiled.asm.get("cubin"), (op, algorithm, dtype)
         done.append(f"{op}/{algorithm}/{dtype}")
     return done
@@ -468,43 +490,285 @@ def test_gpu_enumeration_with_a_stubbed_driver(monkeypatch):
     assert found[0].kind == "gpu"
 
 
-def test_gpu_launch_and_event_timing_paths(tb, dev, monkeypatch):
-    """The prepared kernel's and the runner's GPU branches (device context, CUDA events) on a stand-in GPU whose
-    kernels the interpreter runs on the CPU."""
+class _StubCuda:
+    """torch.cuda as a GPU machine would have it, for the GPU branches' Python: device contexts, synchronize, CUDA
+    events (25 ms between any two) and CUDA graphs that record which calls were captured."""
+
+    def __init__(self, torch, monkeypatch, graphs=True):
+        self.entered, self.captured, self.replays, self.capturing = [], 0, 0, False
+        stub = self
+
+        class DeviceContext:
+            def __init__(self, where):
+                stub.entered.append(str(where))
+
+            def __enter__(self):
+                return self
+
+            def __exit__(self, *exc):
+                return False
+
+        class Event:
+            def __init__(self, enable_timing=False):
+                assert enable_timing
+
+            def record(self):
+                pass
+
+            def synchronize(self):
+                pass
+
+            def elapsed_time(self, end):
+                return 25.0  # milliseconds
+
+        class Graph:
+            def __init__(self):
+                if not graphs:
+                    raise RuntimeError("CUDA graphs not supported")
+
+            def replay(self):
+                stub.replays += 1
+
+        class Capture:
+            def __init__(self, graph):
+                pass
+
+            def __enter__(self):
+                stub.capturing = True
+
+            def __exit__(self, *exc):
+                stub.capturing = False
+                return False
+
+        monkeypatch.setattr(torch.cuda, "device", DeviceContext)
+        monkeypatch.setattr(torch.cuda, "Event", Event)
+        monkeypatch.setattr(torch.cuda, "CUDAGraph", Graph)
+        monkeypatch.setattr(torch.cuda, "graph", Capture)
+        monkeypatch.setattr(torch.cuda, "synchronize", lambda *a: None)
+
+
+def test_gpu_launch_and_graph_timing(tb, dev, monkeypatch):
+    """The prepared kernel's and the runner's GPU branches on a stand-in GPU whose kernels the interpreter runs on
+    the CPU: inputs staged once, the kernel called (compiled, outputs allocated) before timing and captured in a
+    CUDA graph; a timed call only replays the graph between two events, and reports seconds per launch; the
+    empty-launch cost is measured the same way. Without graphs: events around each call."""
     torch = need("torch")
-    entered = []
-
-    class DeviceContext:
-        def __init__(self, where):
-            entered.append(str(where))
-
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *exc):
-            return False
-
-    class Event:
-        def __init__(self, enable_timing=False):
-            assert enable_timing
-
-        def record(self):
-            pass
-
-        def synchronize(self):
-            pass
-
-        def elapsed_time(self, end):
-            return 2.5  # milliseconds
-
-    monkeypatch.setattr(torch.cuda, "device", DeviceContext)
-    monkeypatch.setattr(torch.cuda, "Event", Event)
+    stub = _StubCuda(torch, monkeypatch)
     gpu = Device(id="gpu-test", name="stand-in", kind="gpu", info=dict(FAKE_GPU.info),
                  handle=torch.device("cpu"))
     p = PROBLEM.for_op("backward_input")
     config = tb.default_config("backward_input", p, dev)
-    kernel = tb.prepare("backward_input", p, gpu, config)
+    prepared = tb.prepare("backward_input", p, gpu, config)
     inputs = inputs_for("backward_input", p, seed=8)
-    assert_close(kernel(*inputs), reference.run("backward_input", p, inputs), "backward_input", p, "stand-in gpu")
-    assert entered == ["cpu"]
-    assert tb.runner(kernel, inputs, gpu)() == pytest.approx(2.5e-3)
+    assert_close(prepared(*inputs), reference.run("backward_input", p, inputs), "backward_input", p, "stand-in gpu")
+    assert stub.entered == ["cpu"]
+
+    calls, staged_types = [], []
+
+    def kernel(*args):
+        calls.append(stub.capturing)
+        staged_types.append({type(a).__name__ for a in args})
+        return prepared(*args)
+
+    run_once = tb.runner(kernel, inputs, gpu)
+    launches = triton_backend.GRAPH_LAUNCHES
+    assert calls == [False] + [True] * launches  # warm-up outside capture, then the captured launches
+    assert staged_types[0] == {"Tensor"}  # NumPy inputs were staged as device tensors before any call
+    for _ in range(3):
+        assert run_once() == pytest.approx(25e-3 / launches)
+    assert len(calls) == 1 + launches and stub.replays >= 3  # timed calls replay; no Python launch inside
+    assert run_once.launch_overhead_s == pytest.approx(25e-3 / launches)  # the empty kernel, timed alike
+
+    no_graphs = _StubCuda(torch, monkeypatch, graphs=False)
+    calls.clear()
+    run_events = tb.runner(kernel, inputs, gpu)
+    assert run_events() == pytest.approx(25e-3) and calls == [False, False]  # warm-up, then the timed call
+    assert no_graphs.replays == 0
+
+
+# ---- autotune inspect: what the compiled code says, without a GPU ----------------------------------------------
+
+
+def inspect_records() -> list[dict]:
+    """`autotune inspect --arch sm_90 --json` on a few suite layers, both dtypes (run without TRITON_INTERPRET)."""
+    import io
+    import json
+    from contextlib import redirect_stdout
+
+    from autotune import cli
+    out = io.StringIO()
+    with redirect_stdout(out):
+        status = cli.main(["inspect", "--arch", "sm_90", "--only", "dcgan_g2", "unet_up_deep", "--ops", "forward",
+                           "backward_input", "--dtype", "float32", "bfloat16", "--json"])
+    records = [json.loads(line) for line in out.getvalue().splitlines()]
+    return ([{**r, "status": status} for r in records] + compile_heaviest_sampled()
+            + [compile_tma_config(), compile_spilling_config()])
+
+
+def heaviest_sampled(count: int = 3) -> list[tuple]:
+    """The `count` configs with the most registers by the model among 300 valid ones sampled (fixed seed) from the
+    sm_90 spaces of two dense layers: where a spill would show first."""
+    import random
+
+    from autotune.inspect import GPUS, stand_in_device
+    from autotune.problems import load_problems
+    suite = {n.name: n.problem for n in load_problems()}
+    tb = backends.get("triton")
+    h100 = stand_in_device("triton", GPUS["h100"])
+    rng = random.Random(16)
+    found = []
+    while len(found) < 300:
+        name, op, dtype = (rng.choice(("dcgan_g2", "unet_up_shallow")), rng.choice(OPS[:3]),
+                           rng.choice(("float32", "bfloat16")))
+        q = suite[name].with_dtype(dtype).for_op(op)
+        space = tb.space(op, q, h100)
+        config = {k: rng.choice(v) for k, v in space.params.items()}
+        if space.violation(config) is None:
+            found.append((triton_backend.register_estimate(op, q, config), name, op, dtype, config))
+    return [f[1:] for f in sorted(found, key=lambda f: -f[0])[:count]]
+
+
+def compile_heaviest_sampled() -> list[dict]:
+    from autotune.problems import load_problems
+    from backends.triton import aot, kernels
+    suite = {n.name: n.problem for n in load_problems()}
+    out = []
+    for name, op, dtype, config in heaviest_sampled():
+        q = suite[name].with_dtype(dtype).for_op(op)
+        fn, meta = triton_backend.launch_plan(op, q, config, kernels)
+        compiled = aot.compile_plan(fn, meta, dtype, 90, triton_backend.pointer_types(op, q, config))
+        out.append({"sampled": [name, op, dtype, config], **aot.cubin_report(compiled.asm["cubin"])})
+    return out
+
+
+def compile_tma_config() -> dict:
+    """A forward config with the weight tile through a tensor descriptor, compiled for sm_90."""
+    from autotune.problems import load_problems
+    from backends.triton import aot, kernels
+    q = {n.name: n.problem for n in load_problems()}["dcgan_g2"].with_dtype("bfloat16")
+    config = {"algorithm": "phase", "block_m": 64, "block_n": 64, "block_k": 64, "num_warps": 4, "num_stages": 3,
+              "weight_tma": 1}
+    fn, meta = triton_backend.launch_plan("forward", q, config, kernels)
+    compiled = aot.compile_plan(fn, meta, "bfloat16", 90, triton_backend.pointer_types("forward", q, config))
+    return {"tma": True, **aot.cubin_report(compiled.asm["cubin"])}
+
+
+# A config that spills on sm_90 (ptxas: 255 registers and spill stores); the register model must reject it.
+SPILLING = ("dcgan_g1", "forward", "bfloat16", {"algorithm": "phase", "block_m": 128, "block_n": 128,
+                                                 "block_k": 32, "num_warps": 4, "num_stages": 3})
+
+
+def compile_spilling_config() -> dict:
+    from autotune.problems import load_problems
+    from backends.triton import aot, kernels
+    name, op, dtype, config = SPILLING
+    q = {n.name: n.problem for n in load_problems()}[name].with_dtype(dtype).for_op(op)
+    fn, meta = triton_backend.launch_plan(op, q, config, kernels)
+    compiled = aot.compile_plan(fn, meta, dtype, 90, triton_backend.pointer_types(op, q, config))
+    return {"spilling": True, **aot.cubin_report(compiled.asm["cubin"])}
+
+
+def test_register_model_rejects_a_known_spilling_config():
+    """The config ptxas spills (checked by compiling it in test_inspect_sm90_without_a_gpu) breaks the register
+    constraint, and so do a few more measured spilling; every default of the suite passes it (and compiles without
+    spills there, for the layers inspected)."""
+    from autotune.inspect import GPUS, stand_in_device
+    from autotune.problems import load_problems
+    suite = {n.name: n.problem for n in load_problems()}
+    tb = backends.get("triton")
+    h100 = stand_in_device("triton", GPUS["h100"])
+    more = [("dcgan_g1", "backward_weight", "float32", {"algorithm": "direct", "block_m": 64, "block_n": 256,
+                                                         "block_k": 128, "num_warps": 4, "num_stages": 2,
+                                                         "precision": "ieee", "split_k": 1}),
+            ("unet_up_shallow", "forward", "float32", {"algorithm": "direct", "block_m": 64, "block_n": 64,
+                                                        "block_k": 128, "num_warps": 4, "num_stages": 2,
+                                                        "precision": "ieee"})]
+    for name, op, dtype, config in [SPILLING, *more]:
+        q = suite[name].with_dtype(dtype).for_op(op)
+        assert "register pressure" in (tb.space(op, q, h100).violation(config) or ""), (name, op, config)
+
+
+def test_inspect_sm90_without_a_gpu():
+    """Default configs compiled for sm_90 on a machine without a GPU: no spills, wgmma (HGMMA) for bfloat16 dense
+    layers, vector loads (at least half 64-bit or wider), one JSON object per kernel with the documented keys."""
+    need("triton")
+    import json
+    code = ("import sys, json, warnings; warnings.simplefilter('ignore'); sys.path.insert(0, 'tests'); "
+            "import test_triton as t; print(json.dumps(t.inspect_records()))")
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=root,
+                            timeout=600, check=False)
+    assert result.returncode == 0, result.stderr[-3000:]
+    records = json.loads(result.stdout.splitlines()[-1])
+    spilling = records.pop()
+    assert spilling["spills"] > 0, spilling  # what test_register_model_rejects_a_known_spilling_config rejects
+    tma = records.pop()
+    assert tma["tma_loads"] > 0 and tma["tensor_core"] == "HGMMA" and tma["spills"] == 0, tma
+    sampled = [records.pop() for _ in range(3)]
+    assert all(r["spills"] == 0 for r in sampled), sampled  # the register model's most loaded accepted configs
+    assert len(records) == 2 * 2 * 2 and all(r["status"] == 0 for r in records)
+    for r in records:
+        for key in ("problem", "op", "dtype", "arch", "registers", "spills", "shared_bytes", "tensor_core",
+                    "global_load_bits", "global_store_bits", "roofline_us", "bytes", "flops"):
+            assert key in r, key
+        assert r["arch"] == "sm_90" and r["spills"] == 0 and r["registers"] <= 255, r
+        assert r["wide_load_fraction"] >= 0.5, r
+        if r["dtype"] == "bfloat16":
+            assert r["tensor_core"] == "HGMMA", r
+        assert any(int(bits) >= 64 for bits in r["global_load_bits"]), r
+
+
+def test_precision_is_gated_by_the_correctness_check(tb, dev):
+    """float32's `precision` (ieee, tf32x3, tf32): the interpreter rounds operands as the tensor cores do, so each
+    precision's error is the GPU's. The trial's float32 check keeps ieee and tf32x3 and rejects tf32; the space
+    prunes exactly what the check would reject (tf32 here), so sampled configs stay correct."""
+    from autotune.core import verify
+    from autotune.tuner import trial
+    p = Problem.make(N=1, C_in=16, H=3, W=3, C_out=16, kH=3, kW=3, stride=2, padding=1)
+    op = "forward"
+    base = {"algorithm": "direct", "block_m": 16, "block_n": 16, "block_k": 16, "num_warps": 4, "num_stages": 1,
+            "weight_tma": 0}
+    inputs, exact = verify.make_inputs(op, p, seed=1)
+    ref = reference.run(op, p, exact)
+    tol = verify.tolerance(op, p, float(np.abs(ref).max()))  # as the trial's check computes it
+    space = tb.space(op, p, dev)
+    errors = {}
+    for precision in ("ieee", "tf32x3", "tf32"):
+        config = {**base, "precision": precision}
+        kernel = triton_backend._build(op, p, dev, config)  # bypasses the space: tf32 runs too
+        errors[precision] = float(np.max(np.abs(kernel(*inputs).astype(np.float64) - ref)))
+        verdict = space.violation(config)
+        assert (verdict is None) == (errors[precision] <= tol), (precision, errors, tol, verdict)
+    assert errors["ieee"] <= tol and errors["tf32x3"] <= tol < errors["tf32"], (errors, tol)
+    assert errors["tf32"] > 100 * errors["tf32x3"]  # the emulation rounds: tf32 is visibly coarser
+    result = trial.run_trial({"backend": "triton", "device": dev.id, "op": op, "problem": p.key,
+                              "config": {**base, "precision": "tf32x3"}, "budget_s": 0.0, "seed": 1})
+    assert result["status"] == "ok" and result["max_abs_err"] <= tol, result
+
+
+def test_weight_through_tma(tb, dev):
+    """The forward weight tile through a tensor descriptor (TMA on Hopper; its zero fill replaces the channel masks):
+    offered on sm_90 only where TMA's 16-byte rule holds (the packed rows are padded to it; boxes must reach it); in
+    the interpreter (which emulates descriptors) it gives the reference's answer for the direct and phase algorithms,
+    channels not a multiple of the block included."""
+    hopper = Device(id="gpu-h", name="sm_90", kind="gpu", info={**FAKE_GPU.info, "capability": "9.0"})
+    p = Problem.make(N=2, C_in=24, H=3, W=4, C_out=40, kH=3, kW=2, stride=(2, 3), padding=((2, 0), (1, 2)),
+                     output_padding=(1, 2), dilation=(1, 2), groups=2, bias=True)
+    assert tb.space("forward", p, hopper).params["weight_tma"] == (0, 1)
+    assert tb.space("forward", p, FAKE_GPU).params["weight_tma"] == (0,)
+    base = {"block_m": 64, "block_n": 16, "block_k": 16, "num_warps": 4, "num_stages": 3, "precision": "tf32x3",
+            "weight_tma": 1}
+    space = tb.space("forward", Problem.make(**{**p.as_args(), "N": 8}), hopper)
+    assert space.violation({**base, "algorithm": "phase"}) is None
+    assert "gathers the weight" in space.violation({**base, "algorithm": "gemm"})
+    odd = Problem.make(N=8, C_in=24, H=3, W=4, C_out=6, kH=3, kW=2, stride=2)  # rows padded to 16 bytes
+    assert tb.space("forward", odd, hopper).violation({**base, "algorithm": "phase"}) is None
+    narrow = {**base, "algorithm": "phase", "block_n": 2, "num_stages": 1, "precision": "ieee"}
+    assert "16 bytes" in tb.space("forward", odd, hopper).violation(narrow)
+    inputs = inputs_for("forward", p, seed=2)
+    ref = reference.run("forward", p, inputs)
+    for algorithm in ("direct", "phase"):
+        config = {**base, "algorithm": algorithm, "block_m": 16, "num_stages": 1, "precision": "ieee"}
+        out = triton_backend._build("forward", p, dev, config)(*inputs)  # the interpreter's space keeps TMA off
+        assert_close(out, ref, "forward", p, f"weight through TMA, {algorithm}")

@@ -23,6 +23,7 @@ COMMANDS = {
     "report": "autotune.cli.report",
     "tune": "autotune.cli.tune",
     "which": "autotune.cli.which",
+    "inspect": "autotune.cli.inspect",
 }
 
 

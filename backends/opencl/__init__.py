@@ -427,6 +427,28 @@ class OpenCLBackend(Backend):
         self._prepared[key] = prepared
         return prepared
 
+    def compile_report(self, op: str, problem: Problem, device: Device, config: Config,
+                       target: str) -> list[dict[str, Any]]:
+        """Build (op, problem, config) with the local OpenCL driver for `device` (the only target it has) and report
+        what the driver says of each kernel: private (spilled or stack) and local memory, the work-group size it
+        allows. Registers, load widths and tensor cores are not exposed by OpenCL: reported as None."""
+        if not isinstance(device.handle, _DeviceState):
+            raise ValueError(f"the opencl backend compiles for its local devices only (target {target!r}); "
+                             "inspect it with --arch local")
+        prepared = self.prepare(op, problem, device, self.space(op, problem, device).validate(config))
+        cl, handle = device.handle.cl, device.handle.handle
+        wg = cl.kernel_work_group_info
+        reports = []
+        for kernel, step in prepared.launches:  # type: ignore[attr-defined]
+            private = int(kernel.get_work_group_info(wg.PRIVATE_MEM_SIZE, handle))
+            reports.append({"kernel": step.kernel, "registers": None, "spills": None, "private_bytes": private,
+                            "shared_bytes": int(kernel.get_work_group_info(wg.LOCAL_MEM_SIZE, handle)),
+                            "work_group_size": int(kernel.get_work_group_info(wg.WORK_GROUP_SIZE, handle)),
+                            "local_size": list(step.local_size) if step.local_size else None,
+                            "tensor_core": "none", "global_load_bits": {}, "global_store_bits": {},
+                            "wide_load_fraction": None, "target": device.name})
+        return reports
+
     def runner(self, kernel: Kernel, inputs: tuple[Any, ...], device: Device) -> Callable[[], float | None]:
         """The time a user waits for: `inputs` are host arrays (NumPy), so each run copies them to the device,
         runs the kernels and copies the result back, as a call does (on a CPU device the copies are the same
