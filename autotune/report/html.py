@@ -8,7 +8,7 @@ import datetime
 import html
 from pathlib import Path
 
-from autotune.report.model import Block, Image, Pre, Report, Table
+from autotune.report.model import COLLAPSE_ROWS, Block, Image, Pre, Report, Table
 from autotune.report.text import is_number
 
 MAX_TABLE_ROWS = 400   # per table; the rest is counted, not shown
@@ -33,8 +33,10 @@ def _td(c: str, tips: dict[str, str]) -> str:
 
 
 def table_html(t: Table) -> str:
-    out = ['<div class="scroll"><table>']
-    if t.caption:
+    folded = not t.always_open and len(t.rows) > COLLAPSE_ROWS
+    out = [f"<details><summary>{html.escape(t.caption or 'table')} ({len(t.rows)} rows)</summary>"] if folded else []
+    out.append('<div class="scroll"><table>')
+    if t.caption and not folded:
         out.append(f"<caption>{html.escape(t.caption)}</caption>")
     out.append("<thead><tr>" + "".join(f"<th>{html.escape(c)}</th>" for c in t.columns)
                + "</tr></thead><tbody>")
@@ -43,6 +45,8 @@ def table_html(t: Table) -> str:
     out.append("</tbody></table></div>")
     if len(t.rows) > MAX_TABLE_ROWS:
         out.append(f"<p>... and {len(t.rows) - MAX_TABLE_ROWS} more rows not shown.</p>")
+    if folded:
+        out.append("</details>")
     return "\n".join(out)
 
 

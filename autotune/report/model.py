@@ -22,6 +22,12 @@ class Table:
     rows: list[list[str]]   # already formatted: renderers never format numbers
     caption: str = ""
     tips: dict[str, str] = field(default_factory=dict)   # cell text -> tooltip (a short name's full key)
+    # Shown open, however long (the winners); other tables longer than COLLAPSE_ROWS start folded, so that the
+    # charts carry the first read and the page stays a few screens per device.
+    always_open: bool = False
+
+
+COLLAPSE_ROWS = 16
 
 
 @dataclass

@@ -98,7 +98,8 @@ def overview(df: pd.DataFrame, names: dict[str, str]) -> Section:
                             "Winner per layer and op: the config with the smallest median of its ok measurements "
                             "(as dispatch ranks them); range: fastest..slowest repetition; n: measurements; "
                             "x torch: PyTorch's median / the winner's (same machine, same threads); of peak: "
-                            "GFLOP/s over the measured sgemm rate. Hover a layer for its full key.", tips))
+                            "GFLOP/s over the measured sgemm rate. Hover a layer for its full key.", tips,
+                            always_open=True))
     if plots.available():
         labels = [f"{short_label(w.problem, names)} {w.op}" for w in won]
         lo = [w.gflops * w.time_s / w.time_max_s for w in won]
@@ -220,7 +221,8 @@ def convergence(df: pd.DataFrame, names: dict[str, str], device: str) -> Section
     if not rows:
         sec.blocks.append("No tuning trials on this device.")
         return sec
-    sec.blocks.append(Table(["study", "trials", "ok", "first ok ms", "best ms", "best at trial"], rows))
+    sec.blocks.append(Table(["study", "trials", "ok", "first ok ms", "best ms", "best at trial"], rows,
+                            "Per study: the first ok trial's and the best median time"))
     if not plots.available():
         return sec
     panels: dict[str, list[tuple[str, np.ndarray, np.ndarray]]] = {}
