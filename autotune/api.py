@@ -114,6 +114,14 @@ def _run(op: str, problem: Problem, arrays: tuple[Any, ...], like: Any, backend:
     return out
 
 
+def run_problem(op: str, problem: Problem, arrays: tuple[Any, ...], like: Any, *, backend: str | None = None,
+                config: dict | None = None) -> Any:
+    """Run `op` of an already checked `problem` on `arrays` (the kernel's operands in its order, e.g. (x, w, b) for
+    the forward op): dispatch, conversion and the try-the-next-candidate loop of the public calls, without their
+    argument checks. For integrations that check and cache their own `Problem` (autotune.torch)."""
+    return _run(op, problem, arrays, like, backend, config)
+
+
 def conv_transpose2d(input: Any, weight: Any, bias: Any = None, stride: Any = 1, padding: Any = 0,
                      output_padding: Any = 0, groups: int = 1, dilation: Any = 1, *, backend: str | None = None,
                      config: dict | None = None) -> Any:
