@@ -84,35 +84,77 @@ def _op_config(text: str | None, op: str) -> dict | None:
     return config
 
 
-# ---- problems, cached per call signature --------------------------------------------------------------------------
+# ---- problems, checked once per call signature --------------------------------------------------------------------
+# (op, operand shapes and dtypes, arguments) -> Problem: a repeated call skips every check and Problem.make.
 _problems: dict[tuple, Problem] = {}
 _PROBLEMS_MAX = 4096
 
 
-def _problem(N: int, C_in: int, H: int, W: int, C_out: int, kH: int, kW: int, stride: list[int],
-             padding: list[int], output_padding: list[int], groups: int, dilation: list[int], bias: bool,
-             dtype: torch.dtype) -> Problem:
-    key = (N, C_in, H, W, C_out, kH, kW, *stride, *padding, *output_padding, groups, *dilation, bias, dtype)
+def _dtype_name(name: str, t: torch.Tensor, dtype: torch.dtype) -> str:
+    if t.dtype != dtype:
+        raise TypeError(f"{name} dtype {t.dtype} differs from {dtype}")
+    found = _DTYPES.get(dtype)
+    if found is None:
+        raise TypeError(f"conv_transpose2d takes floating-point tensors (float32, float64, float16, bfloat16), "
+                        f"got {dtype}")
+    return found
+
+
+def _dims(name: str, t: torch.Tensor, ndim: int) -> torch.Size:
+    if t.dim() != ndim:
+        raise ValueError(f"{name} must have {ndim} dimensions, got shape {tuple(t.shape)}")
+    return t.shape
+
+
+def _make_problem(op: str, a: torch.Tensor, b: torch.Tensor, c: Any, stride: list[int], padding: list[int],
+                  output_padding: list[int], groups: int, dilation: list[int]) -> Problem:
+    """The checked Problem of a call of `op` (operands a, b; c is the bias or a size list, as the ops take them)."""
+    dtype = a.dtype
+    if not isinstance(groups, int) or groups < 1:
+        raise ValueError(f"groups must be a positive int, got {groups!r}")
+    t, bt, left, r = padding
+    common = dict(stride=tuple(stride), padding=((t, bt), (left, r)), output_padding=tuple(output_padding),
+                  dilation=tuple(dilation), groups=groups)
+    if op == "forward":
+        name = _dtype_name("input", a, dtype)
+        _dtype_name("weight", b, dtype)
+        (N, C_in, H, W), (wc, cog, kH, kW) = _dims("input", a, 4), _dims("weight", b, 4)
+        if wc != C_in:
+            raise ValueError(f"weight.shape[0]={wc} must equal the input channels input.shape[1]={C_in} "
+                             f"(weight is (C_in, C_out/groups, kH, kW))")
+        if c is not None:
+            _dtype_name("bias", c, dtype)
+            if _dims("bias", c, 1)[0] != cog * groups:
+                raise ValueError(f"bias must have C_out={cog * groups} elements (weight.shape[1]*groups), "
+                                 f"got {c.shape[0]}")
+        return Problem.make(N, C_in, H, W, cog * groups, kH, kW, bias=c is not None, dtype=name, **common)
+    name = _dtype_name("grad_output", a, dtype)
+    gN, gC, _, _ = _dims("grad_output", a, 4)
+    if op == "backward_weight":  # b is the input, c the kernel size
+        _dtype_name("input", b, dtype)
+        N, C_in, H, W = _dims("input", b, 4)
+        problem = Problem.make(N, C_in, H, W, gC, c[0], c[1], dtype=name, **common)
+    else:  # b is the weight, c the input size
+        _dtype_name("weight", b, dtype)
+        C_in, cog, kH, kW = _dims("weight", b, 4)
+        problem = Problem.make(gN, C_in, c[0], c[1], cog * groups, kH, kW, dtype=name, **common)
+    if tuple(a.shape) != problem.output_shape:
+        raise ValueError(f"grad_output must have the output's shape {problem.output_shape}, got {tuple(a.shape)}")
+    return problem
+
+
+def _problem(op: str, a: torch.Tensor, b: torch.Tensor, c: Any, stride: list[int], padding: list[int],
+             output_padding: list[int], groups: int, dilation: list[int]) -> Problem:
+    cs = c.shape if isinstance(c, torch.Tensor) else (None if c is None else tuple(c))
+    key = (op, a.shape, b.shape, cs, a.dtype, b.dtype, None if cs is None or op != "forward" else c.dtype,
+           *stride, *padding, *output_padding, groups, *dilation)
     found = _problems.get(key)
     if found is None:
-        name = _DTYPES.get(dtype)
-        if name is None:
-            raise TypeError(f"conv_transpose2d takes floating-point tensors (float32, float64, float16, bfloat16), "
-                            f"got {dtype}")
-        t, b, left, r = padding
-        found = Problem.make(N, C_in, H, W, C_out, kH, kW, tuple(stride), ((t, b), (left, r)),
-                             tuple(output_padding), tuple(dilation), groups, bias, name)
+        found = _make_problem(op, a, b, c, stride, padding, output_padding, groups, dilation)
         if len(_problems) >= _PROBLEMS_MAX:
             _problems.clear()
         _problems[key] = found
     return found
-
-
-def _check(name: str, t: torch.Tensor, ndim: int, dtype: torch.dtype) -> None:
-    if t.dim() != ndim:
-        raise ValueError(f"{name} must have {ndim} dimensions, got shape {tuple(t.shape)}")
-    if t.dtype != dtype:
-        raise TypeError(f"{name} dtype {t.dtype} differs from {dtype}")
 
 
 def _channels_last(*tensors: torch.Tensor) -> bool:
@@ -121,21 +163,42 @@ def _channels_last(*tensors: torch.Tensor) -> bool:
     return any(not t.is_contiguous() and t.is_contiguous(memory_format=torch.channels_last) for t in tensors)
 
 
-def _run(op: str, problem: Problem, tensors: tuple[torch.Tensor | None, ...], backend: str | None,
-         config: str | None, channels_last: bool) -> torch.Tensor:
-    """Run one op on tensors. CPU float32/float64: the kernels see NumPy views of the tensors' memory (no copy
+def _view(t: torch.Tensor) -> tuple[np.ndarray, bool]:
+    """A NumPy view of a CPU tensor's memory (a copy only when it is not contiguous), and whether it was
+    channels_last. Few torch calls: each costs microseconds on a busy machine."""
+    if t.is_contiguous():
+        return (t.detach() if t.requires_grad else t).numpy(), False
+    return t.detach().contiguous().numpy(), t.is_contiguous(memory_format=torch.channels_last)
+
+
+def _run(op: str, a: torch.Tensor, b: torch.Tensor, c: Any, stride: list[int], padding: list[int],
+         output_padding: list[int], groups: int, dilation: list[int], backend: str | None,
+         config: str | None) -> torch.Tensor:
+    """Run op `op` on tensors. CPU float32/float64: the kernels see NumPy views of the tensors' memory (no copy
     unless a tensor is not contiguous) and the result is wrapped back without a copy; anything else (CUDA, half
-    precision) goes to the library as tensors."""
-    first = tensors[0]
-    assert first is not None
-    if first.device.type == "cpu" and first.dtype in _NUMPY_DTYPES:
-        arrays = tuple(None if t is None else t.detach().contiguous().numpy() for t in tensors)
-        out = api.run_problem(op, problem, arrays, arrays[0], backend=backend, config=_op_config(config, op))
+    precision) goes to the library as tensors. The result is channels_last when an operand of the forward or the
+    input gradient is (torch's rule); gradients of the weight and bias are contiguous."""
+    problem = _problem(op, a, b, c, stride, padding, output_padding, groups, dilation)
+    bias = c if op == "forward" else None
+    operands = (a, b, bias) if op == "forward" else (a,) if op == "backward_bias" else (a, b)
+    op_config = None if config is None else _op_config(config, op)
+    if a.is_cpu and (problem.dtype == "float32" or problem.dtype == "float64"):
+        xa, last_a = _view(a)
+        if op == "backward_bias":
+            arrays: tuple = (xa,)
+            last = False
+        else:
+            xb, last_b = _view(b)
+            arrays = (xa, xb) if bias is None and op != "forward" else (xa, xb, None if bias is None else
+                                                                         _view(bias)[0])
+            last = (last_a or last_b) and op in ("forward", "backward_input")
+        out = api.run_problem(op, problem, arrays, xa, backend=backend, config=op_config)
         out = torch.from_numpy(out) if isinstance(out, np.ndarray) else out
     else:
-        out = api.run_problem(op, problem, tuple(None if t is None else t.detach().contiguous() for t in tensors),
-                              first, backend=backend, config=_op_config(config, op))
-    if channels_last and out.dim() == 4:
+        out = api.run_problem(op, problem, tuple(None if t is None else t.detach().contiguous() for t in operands),
+                              a, backend=backend, config=op_config)
+        last = op in ("forward", "backward_input") and _channels_last(a, b)
+    if last:
         out = out.contiguous(memory_format=torch.channels_last)
     return out
 
@@ -154,21 +217,7 @@ def _forward(input: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Ten
              padding: List[int], output_padding: List[int], groups: int, dilation: List[int],  # noqa: UP006
              backend: Optional[str], config: Optional[str]) -> torch.Tensor:  # noqa: UP045
     """y = conv_transpose2d(input, weight, bias): padding is [top, bottom, left, right]; config is JSON or None."""
-    _check("input", input, 4, input.dtype)
-    _check("weight", weight, 4, input.dtype)
-    N, C_in, H, W = input.shape
-    wc, cog, kH, kW = weight.shape
-    if wc != C_in:
-        raise ValueError(f"weight.shape[0]={wc} must equal the input channels input.shape[1]={C_in} "
-                         f"(weight is (C_in, C_out/groups, kH, kW))")
-    if bias is not None:
-        _check("bias", bias, 1, input.dtype)
-        if bias.shape[0] != cog * groups:
-            raise ValueError(f"bias must have C_out={cog * groups} elements (weight.shape[1]*groups), "
-                             f"got {bias.shape[0]}")
-    problem = _problem(N, C_in, H, W, cog * groups, kH, kW, stride, padding, output_padding, groups, dilation,
-                       bias is not None, input.dtype)
-    return _run("forward", problem, (input, weight, bias), backend, config, _channels_last(input, weight))
+    return _run("forward", input, weight, bias, stride, padding, output_padding, groups, dilation, backend, config)
 
 
 def _forward_fake(input, weight, bias, stride, padding, output_padding, groups, dilation, backend, config):
@@ -187,14 +236,8 @@ def _backward_input(grad_output: torch.Tensor, weight: torch.Tensor, input_size:
                     stride: List[int], padding: List[int], output_padding: List[int], groups: int,  # noqa: UP006
                     dilation: List[int], backend: Optional[str], config: Optional[str]) -> torch.Tensor:  # noqa: UP006,UP045
     """grad_input (N, C_in, *input_size) of conv_transpose2d for grad_output."""
-    _check("grad_output", grad_output, 4, grad_output.dtype)
-    _check("weight", weight, 4, grad_output.dtype)
-    C_in, cog, kH, kW = weight.shape
-    problem = _problem(grad_output.shape[0], C_in, input_size[0], input_size[1], cog * groups, kH, kW, stride,
-                       padding, output_padding, groups, dilation, False, grad_output.dtype)
-    _check_output(grad_output, problem)
-    return _run("backward_input", problem, (grad_output, weight), backend, config,
-                _channels_last(grad_output, weight))
+    return _run("backward_input", grad_output, weight, input_size, stride, padding, output_padding, groups,
+                dilation, backend, config)
 
 
 def _backward_input_fake(grad_output, weight, input_size, stride, padding, output_padding, groups, dilation,
@@ -207,13 +250,8 @@ def _backward_weight(grad_output: torch.Tensor, input: torch.Tensor, kernel_size
                      stride: List[int], padding: List[int], output_padding: List[int], groups: int,  # noqa: UP006
                      dilation: List[int], backend: Optional[str], config: Optional[str]) -> torch.Tensor:  # noqa: UP006,UP045
     """grad_weight (C_in, C_out/groups, *kernel_size) of conv_transpose2d for grad_output."""
-    _check("grad_output", grad_output, 4, grad_output.dtype)
-    _check("input", input, 4, grad_output.dtype)
-    N, C_in, H, W = input.shape
-    problem = _problem(N, C_in, H, W, grad_output.shape[1], kernel_size[0], kernel_size[1], stride, padding,
-                       output_padding, groups, dilation, False, grad_output.dtype)
-    _check_output(grad_output, problem)
-    return _run("backward_weight", problem, (grad_output, input), backend, config, False)
+    return _run("backward_weight", grad_output, input, kernel_size, stride, padding, output_padding, groups,
+                dilation, backend, config)
 
 
 def _backward_weight_fake(grad_output, input, kernel_size, stride, padding, output_padding, groups, dilation,
@@ -226,23 +264,13 @@ def _backward_bias(grad_output: torch.Tensor, weight: torch.Tensor, input_size: 
                    dilation: List[int], backend: Optional[str], config: Optional[str]) -> torch.Tensor:  # noqa: UP006,UP045
     """grad_bias (C_out,) = grad_output.sum((0, 2, 3)); the weight and input size only name the problem (the
     dispatch key of the tuned bias-gradient kernel)."""
-    _check("grad_output", grad_output, 4, grad_output.dtype)
-    C_in, cog, kH, kW = weight.shape
-    problem = _problem(grad_output.shape[0], C_in, input_size[0], input_size[1], cog * groups, kH, kW, stride,
-                       padding, output_padding, groups, dilation, False, grad_output.dtype)
-    _check_output(grad_output, problem)
-    return _run("backward_bias", problem, (grad_output,), backend, config, False)
+    return _run("backward_bias", grad_output, weight, input_size, stride, padding, output_padding, groups,
+                dilation, backend, config)
 
 
 def _backward_bias_fake(grad_output, weight, input_size, stride, padding, output_padding, groups, dilation,
                         backend, config):
     return grad_output.new_empty([grad_output.shape[1]])
-
-
-def _check_output(grad_output: torch.Tensor, problem: Problem) -> None:
-    if tuple(grad_output.shape) != problem.output_shape:
-        raise ValueError(f"grad_output must have the output's shape {problem.output_shape}, "
-                         f"got {tuple(grad_output.shape)}")
 
 
 # ---- autograd: every gradient is one of the four ops, so double backward runs through them too -------------------
@@ -313,13 +341,14 @@ def _eager(impl: Any, setup: Any, backward: Any) -> Any:
         "forward": staticmethod(forward), "backward": staticmethod(backward)}).apply
 
 
-def _register(name: str, impl: Any, fake: Any, setup: Any, backward: Any) -> tuple[Any, Any]:
+def _register(name: str, impl: Any, fake: Any, setup: Any, backward: Any) -> tuple[Any, Any, Any]:
     op = torch.library.custom_op(f"autotune::{name}", mutates_args=())(impl)
     op.register_fake(fake)
     op.register_autograd(backward, setup_context=setup)
-    return getattr(torch.ops.autotune, name).default, _eager(impl, setup, backward)
+    return getattr(torch.ops.autotune, name).default, _eager(impl, setup, backward), impl
 
 
+# op -> (the registered overload, its eager autograd.Function, the plain implementation)
 _OPS = {
     "forward": _register("conv_transpose2d", _forward, _forward_fake, _forward_setup, _forward_backward),
     "backward_input": _register("conv_transpose2d_backward_input", _backward_input, _backward_input_fake,
@@ -332,19 +361,24 @@ _OPS = {
 _PLAIN = (torch.Tensor, torch.nn.Parameter)
 
 
-def _eager_ok(a: Any, b: Any) -> bool:
-    """Whether a call may skip the dispatcher: plain tensors, in eager mode, with nothing tracing or transforming
-    them (no torch.compile, export's fake tensors, jit.trace, vmap/grad transforms or dispatch/function modes).
+def _call(op: str, a: torch.Tensor, b: torch.Tensor, c: Any, *args: Any) -> torch.Tensor:
+    """Call op `op` on its arguments (a, b: its two tensors; c: the forward's bias, else a size list).
+
     Through the dispatcher a Python custom op costs about 70 us more per call here (autograd wrapper, redispatch,
-    dynamo-disable wrapper), so eager calls run the same implementations and autograd formulas directly."""
-    return (type(a) in _PLAIN and type(b) in _PLAIN and not torch.compiler.is_compiling()
-            and not torch._C._len_torch_dispatch_stack() and not torch._C._is_torch_function_mode_enabled()
-            and not torch._C._are_functorch_transforms_active() and torch._C._get_tracing_state() is None)
-
-
-def _call(op: str, *args: Any) -> torch.Tensor:
-    overload, eager = _OPS[op]
-    return eager(*args) if _eager_ok(args[0], args[1]) else overload(*args)
+    dynamo-disable wrapper), so a plain eager call runs the same implementation and autograd formula directly:
+    as an autograd.Function when a gradient is wanted, else the bare implementation. Anything that traces or
+    transforms tensors (torch.compile, export's fake tensors, jit.trace, vmap/grad, dispatch or function modes,
+    tensor subclasses) gets the registered op."""
+    overload, eager, impl = _OPS[op]
+    bias = c if isinstance(c, torch.Tensor) else None
+    if (type(a) not in _PLAIN or type(b) not in _PLAIN or (bias is not None and type(bias) not in _PLAIN)
+            or torch.compiler.is_compiling() or torch._C._len_torch_dispatch_stack()
+            or torch._C._is_torch_function_mode_enabled() or torch._C._are_functorch_transforms_active()
+            or torch._C._get_tracing_state() is not None):
+        return overload(a, b, c, *args)
+    if torch.is_grad_enabled() and (a.requires_grad or b.requires_grad or (bias is not None and bias.requires_grad)):
+        return eager(a, b, c, *args)
+    return impl(a, b, c, *args)
 
 
 def _FWD(*args: Any) -> torch.Tensor:  # noqa: N802 - the ops, as the autograd formulas above call them
