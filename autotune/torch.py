@@ -29,7 +29,8 @@ from autotune import api
 from autotune.problem import OPS, Problem
 from autotune.problems import NamedProblem
 
-__all__ = ["ConvTranspose2d", "conv_transpose2d", "convert", "layer_problems", "model_problems", "problems_csv"]
+__all__ = ["ConvTranspose2d", "conv_transpose2d", "convert", "layer_problems", "load_factory", "model_problems",
+           "problems_csv"]
 
 _DTYPES = {torch.float32: "float32", torch.float64: "float64", torch.float16: "float16",
            torch.bfloat16: "bfloat16"}
@@ -467,3 +468,206 @@ def _module_forward(input: torch.Tensor, weight: torch.Tensor, bias: Optional[to
                     dilation: List[int], backend: Optional[str], config: Optional[str]) -> torch.Tensor:  # noqa: UP006,UP045
     """The module's call outside TorchScript: the op, or its eager shortcut (`_call`)."""
     return _call("forward", input, weight, bias, stride, padding, output_padding, groups, dilation, backend, config)
+
+
+# ---- model-level calls --------------------------------------------------------------------------------------------
+_converted: dict[type, type] = {}
+
+
+def _library_class(cls: type) -> type | None:
+    """The library class an `nn.ConvTranspose2d` of class `cls` becomes, or None to leave it (already ours, or a
+    subclass with its own forward, whose semantics this library cannot know)."""
+    if issubclass(cls, ConvTranspose2d):
+        return None
+    if cls is torch.nn.ConvTranspose2d:
+        return ConvTranspose2d
+    if cls.forward is not torch.nn.ConvTranspose2d.forward:
+        return None
+    found = _converted.get(cls)
+    if found is None:  # a subclass with torch's forward: keep its other methods and attributes, take our forward
+        found = _converted[cls] = type(cls.__name__, (ConvTranspose2d, cls), {"__module__": cls.__module__})
+    return found
+
+
+def convert(model: torch.nn.Module, *, backend: str | None = None, config: dict | None = None) -> torch.nn.Module:
+    """Make every `torch.nn.ConvTranspose2d` of `model` (and subclasses that keep torch's forward) run this library;
+    returns `model`. In place: each layer object stays the same object (its class becomes `ConvTranspose2d`, or a
+    subclass of both for a subclass), so its parameters (the same Parameter objects: an optimizer built before
+    keeps working), buffers, hooks, dtype, device and state_dict are unchanged. `backend` / `config` are set on
+    every converted layer (default: dispatch). Layers with padding_mode other than 'zeros' are left to torch."""
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(f"convert takes a torch.nn.Module, got {type(model).__name__}")
+    for module in model.modules():
+        if not isinstance(module, torch.nn.ConvTranspose2d) or module.padding_mode != "zeros":
+            continue
+        cls = _library_class(type(module))
+        if cls is None:
+            continue
+        module.__class__ = cls
+        module.backend = backend
+        module.config = config
+    return model
+
+
+def _layer_name(name: str) -> str:
+    """A module path as a problem name (letters, digits, '_', '-', '.')."""
+    out = "".join(ch if ch.isalnum() or ch in "_-." else "_" for ch in name)[:100]
+    return out or "model"
+
+
+def layer_problems(model: torch.nn.Module, *example_inputs: Any, **example_kwargs: Any) -> list[NamedProblem]:
+    """The problems the transposed convolutions of `model` see when it runs on `example_inputs`: one
+    `NamedProblem` per call of each `nn.ConvTranspose2d` (ours included), named by its module path (a layer called
+    again gets `.2`, `.3`...), in call order. The model runs once under `torch.no_grad()` in eval mode (so batch
+    norm statistics are not updated; training flags are restored). `problems_csv(...)` writes them as a problems
+    CSV for `autotune tune --problems`."""
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(f"layer_problems takes a torch.nn.Module, got {type(model).__name__}")
+    found: list[NamedProblem] = []
+    calls: dict[str, int] = {}
+    names = {module: name for name, module in model.named_modules()}
+
+    def hook(module: torch.nn.ConvTranspose2d, args: tuple, output: torch.Tensor) -> None:
+        x = args[0]
+        if x.dim() == 3:
+            x = x.unsqueeze(0)
+        N, C_in, H, W = x.shape
+        kH, kW = module.kernel_size
+        (sh, sw), (ph, pw), (dh, dw) = module.stride, module.padding, module.dilation
+        # output_padding as the call used it (output_size= may have chosen it): from the output's size
+        oph = output.shape[-2] - ((H - 1) * sh - 2 * ph + dh * (kH - 1) + 1)
+        opw = output.shape[-1] - ((W - 1) * sw - 2 * pw + dw * (kW - 1) + 1)
+        problem = Problem.make(N, C_in, H, W, module.out_channels, kH, kW, (sh, sw), (ph, pw), (oph, opw),
+                               (dh, dw), module.groups, module.bias is not None, _DTYPES.get(x.dtype, str(x.dtype)))
+        base = _layer_name(names.get(module, ""))
+        calls[base] = calls.get(base, 0) + 1
+        found.append(NamedProblem(base if calls[base] == 1 else f"{base}.{calls[base]}", problem))
+
+    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, torch.nn.ConvTranspose2d)]
+    modes = {m: m.training for m in model.modules()}
+    try:
+        model.eval()
+        with torch.no_grad():
+            model(*example_inputs, **example_kwargs)
+    finally:
+        for h in handles:
+            h.remove()
+        for m, training in modes.items():
+            m.training = training
+    return found
+
+
+def _pair_text(v: tuple[int, int]) -> str:
+    return str(v[0]) if v[0] == v[1] else f"{v[0]}:{v[1]}"
+
+
+def problems_csv(problems: list[NamedProblem], path: Any = None) -> str:
+    """`problems` as a problems CSV (the format `autotune tune --problems` and `load_problems` read); written to
+    `path` too when given."""
+    import csv
+    import io
+
+    from autotune.problems import REQUIRED
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow([*REQUIRED, "dtype"])
+    for named in problems:
+        p = named.problem
+        (t, b), (left, r) = p.padding
+        padding = _pair_text((t, left)) if (t, left) == (b, r) else f"{t}:{b}:{left}:{r}"
+        writer.writerow([named.name, p.N, p.C_in, p.H, p.W, p.C_out, p.kH, p.kW, _pair_text(p.stride), padding,
+                         _pair_text(p.output_padding), _pair_text(p.dilation), p.groups, int(p.bias), p.dtype])
+    text = buf.getvalue()
+    if path is not None:
+        from pathlib import Path
+        Path(path).write_text(text, encoding="utf-8")
+    return text
+
+
+def load_factory(spec: str) -> Any:
+    """The callable named by `spec`: `pkg.module:factory` (imported like `python -m` would, the current directory
+    first) or `path/to/file.py:factory`. Errors are one-line ValueErrors."""
+    import importlib
+    import importlib.util
+    import os
+    import sys
+    from pathlib import Path
+
+    if not isinstance(spec, str) or spec.count(":") != 1 or not all(spec.split(":")):
+        raise ValueError(f"--model {spec!r}: expected pkg.module:factory or path/to/file.py:factory")
+    module_name, attr = spec.split(":")
+    try:
+        if module_name.endswith(".py") or os.sep in module_name or "/" in module_name:
+            path = Path(module_name)
+            if not path.is_file():
+                raise ValueError(f"--model {spec!r}: no file {module_name}")
+            unique = f"_autotune_model_{abs(hash(str(path.resolve())))}"
+            loaded = importlib.util.spec_from_file_location(unique, path)
+            assert loaded is not None and loaded.loader is not None
+            module = importlib.util.module_from_spec(loaded)
+            sys.modules[unique] = module
+            loaded.loader.exec_module(module)
+        else:
+            if os.getcwd() not in sys.path and "" not in sys.path:
+                sys.path.insert(0, os.getcwd())
+            module = importlib.import_module(module_name)
+    except ValueError:
+        raise
+    except Exception as exc:  # ImportError, SyntaxError, errors raised while importing
+        raise ValueError(f"--model {spec!r}: cannot import {module_name}: {type(exc).__name__}: {exc}") from None
+    factory = getattr(module, attr, None)
+    if factory is None or not callable(factory):
+        raise ValueError(f"--model {spec!r}: {module_name} has no callable {attr!r}")
+    return factory
+
+
+def _shape(text: Any) -> tuple[int, ...]:
+    if isinstance(text, (tuple, list)):
+        dims = list(text)
+    else:
+        try:
+            dims = [int(v) for v in str(text).replace("x", ",").split(",")]
+        except ValueError:
+            dims = []
+    if not dims or len(dims) > 8 or not all(isinstance(d, int) and d > 0 for d in dims):
+        raise ValueError(f"--input-shape {text!r}: expected positive integers separated by commas, e.g. 64,100,1,1")
+    return tuple(dims)
+
+
+def model_problems(spec: str, input_shapes: list[Any] | None = None, *, dtype: str = "float32",
+                   unique: bool = True) -> list[NamedProblem]:
+    """The transposed-convolution problems of the model that `spec` (`pkg.module:factory` or `file.py:factory`)
+    builds, run on random inputs of `input_shapes` (one per model input, `"N,C,H,W"` strings or tuples; default:
+    the factory's `example_input_shapes` attribute). `unique`: each distinct problem once, under the name of its
+    first layer, named `<factory>.<module path>`. What `autotune tune --model` and `autotune bench --model` run."""
+    factory = load_factory(spec)
+    if not input_shapes:
+        input_shapes = getattr(factory, "example_input_shapes", None)
+        if not input_shapes:
+            raise ValueError(f"--model {spec!r}: give --input-shape N,C,H,W (the factory has no "
+                             f"example_input_shapes)")
+    shapes = [_shape(s) for s in input_shapes]
+    if dtype not in ("float32", "float64"):
+        raise ValueError(f"dtype must be float32 or float64, got {dtype!r}")
+    try:
+        model = factory()
+    except Exception as exc:
+        raise ValueError(f"--model {spec!r}: the factory raised {type(exc).__name__}: {exc}") from None
+    if not isinstance(model, torch.nn.Module):
+        raise ValueError(f"--model {spec!r}: the factory returned {type(model).__name__}, not a torch.nn.Module")
+    model = model.to(getattr(torch, dtype))
+    gen = torch.Generator().manual_seed(0)
+    inputs = [torch.randn(s, generator=gen, dtype=getattr(torch, dtype)) for s in shapes]
+    try:
+        found = layer_problems(model, *inputs)
+    except Exception as exc:
+        raise ValueError(f"--model {spec!r} on input shape(s) {', '.join(','.join(map(str, s)) for s in shapes)}: "
+                         f"{type(exc).__name__}: {exc}") from None
+    if not found:
+        raise ValueError(f"--model {spec!r}: the model has no nn.ConvTranspose2d layer that ran")
+    prefix = spec.rsplit(":", 1)[1]
+    found = [NamedProblem(_layer_name(f"{prefix}.{n.name}"), n.problem) for n in found]
+    if unique:
+        seen: set[str] = set()
+        found = [n for n in found if not (n.problem.key in seen or seen.add(n.problem.key))]
+    return found
