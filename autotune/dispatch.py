@@ -582,6 +582,8 @@ def choices(op: str, problem: Problem, backend: str | None = None, config: Confi
             with _lock:
                 found = _build(op, problem, table, device_id)
         table.decisions[key] = found
+        from autotune import log  # the runtime log switch: each new decision, once
+        log.decision(device_id, op, problem.key, found)
     return found
 
 
