@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 import backends
-from autotune import results
+from autotune import model_args, results
 from autotune.devices import cpu_device_id, cpu_device_name
 from autotune.problem import OPS, Problem
 from autotune.problems import load_problems, select
@@ -33,6 +33,7 @@ HELP = "time every backend (and PyTorch as the baseline) on a set of problems"
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--problems", metavar="FILE", help="problems CSV (default: the built-in suite)")
     p.add_argument("--only", nargs="+", metavar="NAME", help="run only these problems of the file")
+    model_args.add_arguments(p)
     p.add_argument("--backends", nargs="+", metavar="NAME", help="backends to run (default: every available one)")
     p.add_argument("--ops", nargs="+", choices=OPS, default=list(OPS), metavar="OP",
                    help=f"ops to time (default: all of {', '.join(OPS)})")
@@ -157,7 +158,7 @@ def _time_backend(args: argparse.Namespace, rows: pd.DataFrame, backend: Backend
 
 
 def run(args: argparse.Namespace) -> int:
-    problems = select(load_problems(args.problems), args.only)
+    problems = model_args.problems(args, args.only) or select(load_problems(args.problems), args.only)
     names = args.backends or backends.names()
     chosen: list[tuple[Backend, Device]] = []
     for name in names:

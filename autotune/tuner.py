@@ -31,7 +31,7 @@ from typing import Any, TextIO
 
 import pandas as pd
 
-from autotune import results
+from autotune import model_args, results
 from autotune.problem import OPS, Problem
 from autotune.problems import NamedProblem, load_problems, select
 
@@ -557,6 +557,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         f"{', '.join(OPS)})")
     parser.add_argument("--problems", metavar="FILE", help="problems CSV (default: the built-in suite)")
     parser.add_argument("--only", nargs="+", metavar="NAME", help="tune only these problems (by name)")
+    model_args.add_arguments(parser)
     parser.add_argument("--trials", type=int, metavar="N",
                         help="configs measured per study in total, earlier runs' included (default 20); constraint-"
                         "pruned and repeated points do not count")
@@ -587,7 +588,8 @@ def options_from_args(args: argparse.Namespace) -> TuneOptions:
         value = getattr(args, name, None)
         return value if value is not None else preset.get(name, default)
 
-    problems = select(load_problems(args.problems), pick("only", None))
+    problems = model_args.problems(args, pick("only", None)) or select(load_problems(args.problems),
+                                                                         pick("only", None))
     return TuneOptions(problems=problems, results=results.results_dir(args.results), ops=tuple(args.ops or OPS),
                        backends=args.backends, devices=args.devices, trials=pick("trials", 20),
                        timeout_s=args.timeout, time_budget_s=pick("time_budget", None), storage=args.storage,
