@@ -100,9 +100,27 @@ def _to_numpy(a: Any, dtype: str) -> np.ndarray:
     return np.ascontiguousarray(a, dtype=np.dtype(dtype))
 
 
+def _cpu_views(arrays: tuple[Any, ...], like: Any, dtype: str) -> tuple[Any, ...] | None:
+    """CPU float32/float64 tensors as NumPy arrays on their memory, converted once for every candidate (a copy
+    only for a non-contiguous tensor); None when `like` is not such a tensor (e.g. CUDA: backends take those)."""
+    if not (_is_tensor(like) and like.is_cpu) or dtype not in ("float32", "float64"):
+        return None
+    try:
+        return tuple(None if a is None else np.ascontiguousarray((a.detach() if a.requires_grad else a).numpy())
+                     for a in arrays)
+    except (TypeError, RuntimeError, AttributeError):  # not all CPU tensors: the general path
+        return None
+
+
 def _run(op: str, problem: Problem, arrays: tuple[Any, ...], like: Any, backend: str | None,
          config: dict | None) -> Any:
     """Run `op` on the first candidate that works; convert the inputs to what it takes and the output back."""
+    views = _cpu_views(arrays, like, problem.dtype)
+    if views is not None:
+        import torch  # a tensor came in, so torch is installed
+        out = dispatch.run(op, problem, lambda backend: views, views[0], backend, config)
+        return torch.from_numpy(out) if isinstance(out, np.ndarray) else out
+
     def convert(kernel_backend: Any) -> tuple[Any, ...]:
         return tuple(a if a is None or kernel_backend.accepts(a) else _to_numpy(a, problem.dtype) for a in arrays)
 

@@ -144,11 +144,11 @@ def _make_problem(op: str, a: torch.Tensor, b: torch.Tensor, c: Any, stride: lis
     return problem
 
 
-def _problem(op: str, a: torch.Tensor, b: torch.Tensor, c: Any, stride: list[int], padding: list[int],
-             output_padding: list[int], groups: int, dilation: list[int]) -> Problem:
-    cs = c.shape if isinstance(c, torch.Tensor) else (None if c is None else tuple(c))
-    key = (op, a.shape, b.shape, cs, a.dtype, b.dtype, None if cs is None or op != "forward" else c.dtype,
-           *stride, *padding, *output_padding, groups, *dilation)
+def _problem(op: str, key: tuple, a: torch.Tensor, b: torch.Tensor, c: Any, stride: list[int],
+             padding: list[int], output_padding: list[int], groups: int, dilation: list[int]) -> Problem:
+    """The Problem of a call; `key` holds the operands' shapes and dtypes (of the tensors or of their NumPy
+    views): a repeated call is one dict lookup."""
+    key = (op, *key, *stride, *padding, *output_padding, groups, *dilation)
     found = _problems.get(key)
     if found is None:
         found = _make_problem(op, a, b, c, stride, padding, output_padding, groups, dilation)
@@ -165,41 +165,56 @@ def _channels_last(*tensors: torch.Tensor) -> bool:
 
 
 def _view(t: torch.Tensor) -> tuple[np.ndarray, bool]:
-    """A NumPy view of a CPU tensor's memory (a copy only when it is not contiguous), and whether it was
-    channels_last. Few torch calls: each costs microseconds on a busy machine."""
-    if t.is_contiguous():
-        return (t.detach() if t.requires_grad else t).numpy(), False
-    return t.detach().contiguous().numpy(), t.is_contiguous(memory_format=torch.channels_last)
+    """A C-contiguous NumPy array on a CPU tensor's memory (a copy only when the tensor is not contiguous), and
+    whether the tensor was channels_last. As few torch calls as possible: on a busy machine each costs a few
+    microseconds, NumPy attributes almost nothing."""
+    v = (t.detach() if t.requires_grad else t).numpy()
+    if v.flags.c_contiguous:
+        return v, False
+    last = False
+    if v.ndim == 4:
+        _, c, _, w = v.shape
+        s = v.itemsize
+        last = v.strides[1] == s and v.strides[3] == c * s and v.strides[2] == w * c * s
+    return np.ascontiguousarray(v), last
 
 
 def _run(op: str, a: torch.Tensor, b: torch.Tensor, c: Any, stride: list[int], padding: list[int],
          output_padding: list[int], groups: int, dilation: list[int], backend: str | None,
          config: str | None) -> torch.Tensor:
-    """Run op `op` on tensors. CPU float32/float64: the kernels see NumPy views of the tensors' memory (no copy
-    unless a tensor is not contiguous) and the result is wrapped back without a copy; anything else (CUDA, half
-    precision) goes to the library as tensors. The result is channels_last when an operand of the forward or the
-    input gradient is (torch's rule); gradients of the weight and bias are contiguous."""
-    problem = _problem(op, a, b, c, stride, padding, output_padding, groups, dilation)
-    bias = c if op == "forward" else None
-    operands = (a, b, bias) if op == "forward" else (a,) if op == "backward_bias" else (a, b)
+    """Run op `op` on tensors (a, b: its operands; c: the forward's bias, else a size list). CPU float32/float64:
+    the kernels see NumPy arrays on the tensors' memory (no copy unless a tensor is not contiguous) and the result
+    is wrapped back without a copy; anything else (CUDA, half precision) goes to the library as tensors. The result
+    is channels_last when an operand of the forward or the input gradient is (torch's rule); the weight and bias
+    gradients are contiguous."""
     op_config = None if config is None else _op_config(config, op)
-    if a.is_cpu and (problem.dtype == "float32" or problem.dtype == "float64"):
-        xa, last_a = _view(a)
-        if op == "backward_bias":
-            arrays: tuple = (xa,)
-            last = False
-        else:
-            xb, last_b = _view(b)
-            arrays = (xa, xb) if bias is None and op != "forward" else (xa, xb, None if bias is None else
-                                                                         _view(bias)[0])
-            last = (last_a or last_b) and op in ("forward", "backward_input")
-        out = api.run_problem(op, problem, arrays, xa, backend=backend, config=op_config)
-        out = torch.from_numpy(out) if isinstance(out, np.ndarray) else out
-    else:
-        out = api.run_problem(op, problem, tuple(None if t is None else t.detach().contiguous() for t in operands),
-                              a, backend=backend, config=op_config)
-        last = op in ("forward", "backward_input") and _channels_last(a, b)
-    if last:
+    forward = op == "forward"
+    bias = c if forward else None
+    sizes = None if forward else tuple(c)
+    if a.is_cpu and a.dtype in _NUMPY_DTYPES:
+        try:
+            va, last_a = _view(a)
+            vb, last_b = _view(b)
+            vc = None if bias is None else _view(bias)[0]
+        except (TypeError, RuntimeError):  # e.g. a bfloat16 or CUDA weight: the checked path says what is wrong
+            va = None
+        if va is not None:
+            key = (va.shape, vb.shape, sizes if vc is None else vc.shape, va.dtype, vb.dtype,
+                   None if vc is None else vc.dtype)
+            problem = _problem(op, key, a, b, c, stride, padding, output_padding, groups, dilation)
+            arrays = (va, vb, vc) if forward else (va,) if op == "backward_bias" else (va, vb)
+            out = api.run_problem(op, problem, arrays, va, backend=backend, config=op_config)
+            out = torch.from_numpy(out) if isinstance(out, np.ndarray) else out
+            if (last_a or last_b) and (forward or op == "backward_input"):
+                out = out.contiguous(memory_format=torch.channels_last)
+            return out
+    key = (a.shape, b.shape, sizes if bias is None else bias.shape, a.dtype, b.dtype,
+           None if bias is None else bias.dtype)
+    problem = _problem(op, key, a, b, c, stride, padding, output_padding, groups, dilation)
+    operands = (a, b, bias) if forward else (a,) if op == "backward_bias" else (a, b)
+    out = api.run_problem(op, problem, tuple(None if t is None else t.detach().contiguous() for t in operands), a,
+                          backend=backend, config=op_config)
+    if (forward or op == "backward_input") and _channels_last(a, b):
         out = out.contiguous(memory_format=torch.channels_last)
     return out
 
@@ -370,7 +385,7 @@ def _call(op: str, a: torch.Tensor, b: torch.Tensor, c: Any, *args: Any) -> torc
     as an autograd.Function when a gradient is wanted, else the bare implementation. Anything that traces or
     transforms tensors (torch.compile, export's fake tensors, jit.trace, vmap/grad, dispatch or function modes,
     tensor subclasses) gets the registered op."""
-    overload, eager, impl = _OPS[op]
+    overload, eager, _ = _OPS[op]
     bias = c if isinstance(c, torch.Tensor) else None
     if (type(a) not in _PLAIN or type(b) not in _PLAIN or (bias is not None and type(bias) not in _PLAIN)
             or torch.compiler.is_compiling() or torch._C._len_torch_dispatch_stack()
@@ -379,7 +394,7 @@ def _call(op: str, a: torch.Tensor, b: torch.Tensor, c: Any, *args: Any) -> torc
         return overload(a, b, c, *args)
     if torch.is_grad_enabled() and (a.requires_grad or b.requires_grad or (bias is not None and bias.requires_grad)):
         return eager(a, b, c, *args)
-    return impl(a, b, c, *args)
+    return _run(op, a, b, c, *args)  # what the op's implementation runs
 
 
 def _FWD(*args: Any) -> torch.Tensor:  # noqa: N802 - the ops, as the autograd formulas above call them
@@ -444,6 +459,8 @@ class ConvTranspose2d(torch.nn.ConvTranspose2d):
         self._config = value
 
     def forward(self, input: torch.Tensor, output_size: Optional[List[int]] = None) -> torch.Tensor:  # noqa: UP006,UP045
+        if not torch.jit.is_scripting():
+            return self._eager_forward(input, output_size)
         if self.padding_mode != "zeros":
             raise ValueError("Only `zeros` padding mode is supported for ConvTranspose2d")
         output_padding = self._output_padding(input, output_size, list(self.stride), list(self.padding),
@@ -451,23 +468,28 @@ class ConvTranspose2d(torch.nn.ConvTranspose2d):
         ph, pw = self.padding[0], self.padding[1]
         batched = input.dim() == 4
         x = input if batched else input.unsqueeze(0)
-        stride, dilation = [self.stride[0], self.stride[1]], [self.dilation[0], self.dilation[1]]
-        if torch.jit.is_scripting():
-            y = torch.ops.autotune.conv_transpose2d(x, self.weight, self.bias, stride, [ph, ph, pw, pw],
-                                                    output_padding, self.groups, dilation, self.backend,
-                                                    self._config_text)
-        else:
-            y = _module_forward(x, self.weight, self.bias, stride, [ph, ph, pw, pw], output_padding, self.groups,
-                                dilation, self.backend, self._config_text)
+        y = torch.ops.autotune.conv_transpose2d(x, self.weight, self.bias, [self.stride[0], self.stride[1]],
+                                                [ph, ph, pw, pw], output_padding, self.groups,
+                                                [self.dilation[0], self.dilation[1]], self.backend,
+                                                self._config_text)
         return y if batched else y.squeeze(0)
 
-
-@torch.jit.unused
-def _module_forward(input: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],  # noqa: UP045
-                    stride: List[int], padding: List[int], output_padding: List[int], groups: int,  # noqa: UP006
-                    dilation: List[int], backend: Optional[str], config: Optional[str]) -> torch.Tensor:  # noqa: UP006,UP045
-    """The module's call outside TorchScript: the op, or its eager shortcut (`_call`)."""
-    return _call("forward", input, weight, bias, stride, padding, output_padding, groups, dilation, backend, config)
+    @torch.jit.unused
+    def _eager_forward(self, input: torch.Tensor, output_size: Optional[List[int]]) -> torch.Tensor:  # noqa: UP006,UP045
+        """The forward outside TorchScript (eager, torch.compile, export): the op, or its eager shortcut."""
+        if self.padding_mode != "zeros":
+            raise ValueError("Only `zeros` padding mode is supported for ConvTranspose2d")
+        if output_size is None:
+            output_padding = self.output_padding
+        else:
+            output_padding = self._output_padding(input, output_size, list(self.stride), list(self.padding),
+                                                  list(self.kernel_size), 2, list(self.dilation))
+        ph, pw = self.padding
+        if input.dim() == 3:
+            return _call("forward", input.unsqueeze(0), self.weight, self.bias, self.stride, (ph, ph, pw, pw),
+                         output_padding, self.groups, self.dilation, self.backend, self._config_text).squeeze(0)
+        return _call("forward", input, self.weight, self.bias, self.stride, (ph, ph, pw, pw), output_padding,
+                     self.groups, self.dilation, self.backend, self._config_text)
 
 
 # ---- model-level calls --------------------------------------------------------------------------------------------
