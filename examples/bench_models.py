@@ -168,7 +168,7 @@ def _dcgan_losses(models, att, torch, steps: int, small: bool) -> bool:  # noqa:
             err_g = bce(d(fake), ones)
             err_g.backward()
             opt_g.step()
-            out.append(((err_real + err_fake).item(), err_g.item()))
+            out.append(((err_real + err_fake).detach().item(), err_g.detach().item()))
         seconds[arm] = time.perf_counter() - start
         losses[arm] = out
     print(f"\nDCGAN training, {steps} steps (batch {batch}, nz {nz}, Adam): loss_D, loss_G per step")

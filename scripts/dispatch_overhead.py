@@ -53,6 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int, default=41)
     ap.add_argument("--results", help="results directory to dispatch from (default: a temporary one)")
     ap.add_argument("--torch", action="store_true", help="also measure CPU torch tensors")
+    ap.add_argument("--torch-threads", type=int, default=1, help="torch.set_num_threads with --torch (default 1)")
     ap.add_argument("--clock", choices=("process", "wall"), default="process",
                     help="process: CPU time of this process (time.process_time; robust on a shared, loaded machine, "
                          "default); wall: time.perf_counter")
@@ -97,6 +98,8 @@ def main(argv: list[str] | None = None) -> int:
         import torch
 
         import autotune.torch as att
+        # one thread, as the tiny kernels use: a second one only spins (and counts) on the process clock
+        torch.set_num_threads(args.torch_threads)
         xt, wt = torch.from_numpy(x), torch.from_numpy(w)
         torch_layer = torch.nn.ConvTranspose2d(1, 1, 2, bias=False)
         layer = att.ConvTranspose2d(1, 1, 2, bias=False)
