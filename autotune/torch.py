@@ -20,7 +20,7 @@ and TorchScript see one opaque op per layer, and double backward runs through th
 from __future__ import annotations
 
 import json
-from typing import Any, List, Optional  # noqa: UP035 - TorchScript reads List/Optional in ConvTranspose2d.forward
+from typing import Any, ClassVar, List, Optional  # noqa: UP035 - TorchScript reads List/Optional in ConvTranspose2d.forward
 
 import numpy as np
 import torch
@@ -322,7 +322,7 @@ def _backward_input_backward(ctx: Any, ggx: torch.Tensor) -> tuple:
 
 
 def _backward_weight_setup(ctx: Any, inputs: tuple, output: torch.Tensor) -> None:
-    gy, x, kernel_size, *args = inputs
+    gy, x, _, *args = inputs
     ctx.args = args
     ctx.save_for_backward(gy, x)
 
@@ -397,19 +397,19 @@ def _call(op: str, a: torch.Tensor, b: torch.Tensor, c: Any, *args: Any) -> torc
     return _run(op, a, b, c, *args)  # what the op's implementation runs
 
 
-def _FWD(*args: Any) -> torch.Tensor:  # noqa: N802 - the ops, as the autograd formulas above call them
+def _FWD(*args: Any) -> torch.Tensor:  # the ops, as the autograd formulas above call them
     return _call("forward", *args)
 
 
-def _BWD_INPUT(*args: Any) -> torch.Tensor:  # noqa: N802
+def _BWD_INPUT(*args: Any) -> torch.Tensor:
     return _call("backward_input", *args)
 
 
-def _BWD_WEIGHT(*args: Any) -> torch.Tensor:  # noqa: N802
+def _BWD_WEIGHT(*args: Any) -> torch.Tensor:
     return _call("backward_weight", *args)
 
 
-def _BWD_BIAS(*args: Any) -> torch.Tensor:  # noqa: N802
+def _BWD_BIAS(*args: Any) -> torch.Tensor:
     return _call("backward_bias", *args)
 
 
@@ -442,7 +442,7 @@ class ConvTranspose2d(torch.nn.ConvTranspose2d):
     and `config` force a backend / config (default: dispatch). Only padding_mode='zeros' exists, as in torch.
     Works under `torch.compile(fullgraph=True)`, `torch.export` and `torch.jit.script`."""
 
-    __jit_unused_properties__ = ["config"]
+    __jit_unused_properties__: ClassVar[list[str]] = ["config"]  # TorchScript: a dict, not used by forward
 
     def __init__(self, *args: Any, backend: str | None = None, config: dict | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -635,7 +635,7 @@ def load_factory(spec: str) -> Any:
             module = importlib.import_module(module_name)
     except ValueError:
         raise
-    except Exception as exc:  # ImportError, SyntaxError, errors raised while importing
+    except Exception as exc:  # noqa: BLE001 - ImportError, SyntaxError, anything the user's module raises
         raise ValueError(f"--model {spec!r}: cannot import {module_name}: {type(exc).__name__}: {exc}") from None
     factory = getattr(module, attr, None)
     if factory is None or not callable(factory):
@@ -673,16 +673,16 @@ def model_problems(spec: str, input_shapes: list[Any] | None = None, *, dtype: s
         raise ValueError(f"dtype must be float32 or float64, got {dtype!r}")
     try:
         model = factory()
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - the user's factory: any error becomes one line
         raise ValueError(f"--model {spec!r}: the factory raised {type(exc).__name__}: {exc}") from None
     if not isinstance(model, torch.nn.Module):
-        raise ValueError(f"--model {spec!r}: the factory returned {type(model).__name__}, not a torch.nn.Module")
+        raise TypeError(f"--model {spec!r}: the factory returned {type(model).__name__}, not a torch.nn.Module")
     model = model.to(getattr(torch, dtype))
     gen = torch.Generator().manual_seed(0)
     inputs = [torch.randn(s, generator=gen, dtype=getattr(torch, dtype)) for s in shapes]
     try:
         found = layer_problems(model, *inputs)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - the user's model: any error becomes one line
         raise ValueError(f"--model {spec!r} on input shape(s) {', '.join(','.join(map(str, s)) for s in shapes)}: "
                          f"{type(exc).__name__}: {exc}") from None
     if not found:

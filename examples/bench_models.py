@@ -82,10 +82,10 @@ def main(argv: list[str] | None = None) -> int:
         for m in (ref, ours):
             m.eval()
 
-        def infer(m: torch.nn.Module) -> None:
+        def infer(m: torch.nn.Module, inputs: list = inputs) -> None:
             with torch.no_grad():
                 m(*inputs)
-        t_inf = _interleaved({"torch": lambda: infer(ref), "ours": lambda: infer(ours)}, args.repeats)
+        t_inf = _interleaved({"torch": lambda m=ref: infer(m), "ours": lambda m=ours: infer(m)}, args.repeats)
         # one training step
         target = torch.randn(ref(*inputs).shape, generator=gen)
         step = {}
@@ -93,7 +93,8 @@ def main(argv: list[str] | None = None) -> int:
             m.train()
             opt = torch.optim.SGD(m.parameters(), lr=1e-3, momentum=0.9)
 
-            def train_step(m: torch.nn.Module = m, opt: torch.optim.Optimizer = opt) -> None:
+            def train_step(m: torch.nn.Module = m, opt: torch.optim.Optimizer = opt, inputs: list = inputs,
+                           target: torch.Tensor = target) -> None:
                 opt.zero_grad(set_to_none=True)
                 torch.nn.functional.mse_loss(m(*inputs), target).backward()
                 opt.step()
@@ -138,7 +139,7 @@ def _interleaved(arms: dict, repeats: int) -> dict[str, float]:
     return {k: statistics.median(v) for k, v in times.items()}
 
 
-def _dcgan_losses(models, att, torch, steps: int, small: bool) -> bool:  # noqa: ANN001 - modules passed in
+def _dcgan_losses(models, att, torch, steps: int, small: bool) -> bool:
     """DCGAN training (the PyTorch example's loop: D on real and fake, then G), torch's generator against ours."""
     nn = torch.nn
     nz, ngf, ndf, batch = (16, 8, 8, 8) if small else (100, 64, 64, 64)

@@ -8,6 +8,8 @@ switches it to this library) and carries `example_input_shapes`, the shapes of i
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 import torch
 from torch import nn
 
@@ -51,7 +53,7 @@ class UNetDecoder(nn.Module):
     def __init__(self, channels: tuple[int, ...] = (1024, 512, 256, 128, 64), classes: int = 2) -> None:
         super().__init__()
         self.ups = nn.ModuleList(nn.ConvTranspose2d(c, c // 2, 2, stride=2) for c in channels[:-1])
-        self.blocks = nn.ModuleList(_conv_block(c // 2, n) for c, n in zip(channels[:-1], channels[1:]))
+        self.blocks = nn.ModuleList(_conv_block(c // 2, n) for c, n in pairwise(channels))
         self.head = nn.Conv2d(channels[-1], classes, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import IN_CI
 
 import autotune
 from autotune import cli, dispatch, log, results, tuner
 from autotune.problems import load_problems
-from conftest import IN_CI
 
 try:
     import torch
@@ -25,7 +25,7 @@ except ImportError:  # the torch extra: required in CI
         raise
     pytest.skip("torch is not installed (pip install 'convt-autotune[torch]')", allow_module_level=True)
 
-import autotune.torch as att  # noqa: E402 - after the torch check
+import autotune.torch as att
 
 MODELS = str(Path(__file__).resolve().parent.parent / "examples" / "models.py")
 
@@ -134,7 +134,7 @@ def test_double_backward_through_the_same_ops(kw):
     x = torch.randn(2, 4, 3, 3, dtype=torch.float64, generator=gen, requires_grad=True)
     w = torch.randn(4, 6 // groups, 3, 3, dtype=torch.float64, generator=gen, requires_grad=True)
     b = torch.randn(6, dtype=torch.float64, generator=gen, requires_grad=True)
-    fn = lambda *t: att.conv_transpose2d(*t, **kw)  # noqa: E731
+    fn = lambda *t: att.conv_transpose2d(*t, **kw)
     assert torch.autograd.gradgradcheck(fn, (x, w, b), eps=1e-6, atol=1e-6)
     if "padding" in kw and isinstance(kw["padding"], int):  # torch can express it: the same second derivative
         def penalty(conv, x, w, b):
@@ -219,7 +219,7 @@ def test_convert_keeps_parameters_state_dict_and_outputs():
 def _small_models() -> dict[str, tuple[torch.nn.Module, tuple[torch.Tensor, ...], list[tuple]]]:
     """The three example models at small sizes, their inputs and the (C_in, H, C_out, k, stride, padding) of the
     transposed convolutions they should report."""
-    load = lambda name: att.load_factory(f"{MODELS}:{name}")  # noqa: E731
+    load = lambda name: att.load_factory(f"{MODELS}:{name}")
     torch.manual_seed(0)
     return {
         "dcgan_generator": (load("dcgan_generator")(nz=8, ngf=4), (torch.randn(2, 8, 1, 1),),
