@@ -98,10 +98,14 @@ def test_export_with_a_dynamic_batch():
 def test_torchscript():
     model, x = _small()
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)  # torch.jit.script is deprecated in torch >= 2.10
+        warnings.simplefilter("ignore", DeprecationWarning)  # torch.jit is deprecated in recent torch
         scripted = torch.jit.script(model)
+        traced = torch.jit.trace(model, x)  # tracing records the registered op, not the eager shortcut
     assert "autotune.conv_transpose2d" in scripted.up.code
     torch.testing.assert_close(scripted(x), model(x))
+    assert "autotune::conv_transpose2d" in str(traced.inlined_graph)
+    x3 = torch.randn(3, 4, 5, 5)
+    torch.testing.assert_close(traced(x3), model(x3))
 
 
 @pytest.mark.parametrize("op, args", [
