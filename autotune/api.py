@@ -177,11 +177,26 @@ def _check_memory(op: str, problem: Problem, like: Any) -> None:
         memory.check(op, problem, memory.available_cpu())
 
 
+def _cpu_views(arrays: tuple[Any, ...], like: Any, dtype: str) -> tuple[Any, ...] | None:
+    """CPU float32/float64 tensors as NumPy arrays on their memory, converted once for every candidate (a copy
+    only for a non-contiguous tensor); None when `like` is not such a tensor (e.g. CUDA: backends take those)."""
+    if not (_is_tensor(like) and like.is_cpu) or dtype not in ("float32", "float64"):
+        return None
+    try:
+        return tuple(None if a is None else np.ascontiguousarray((a.detach() if a.requires_grad else a).numpy())
+                     for a in arrays)
+    except (TypeError, RuntimeError, AttributeError):  # not all CPU tensors: the general path
+        return None
+
+
 def _run(op: str, problem: Problem, arrays: tuple[Any, ...], like: Any, backend: str | None,
          config: dict | None) -> Any:
     """Run `op` on the first candidate that works and give the output back as the type of `like` (the array
     whose device decides: the input, or the weight for the weight and bias gradients)."""
     _check_memory(op, problem, like)
+    views = _cpu_views(arrays, like, problem.dtype)
+    if views is not None:  # CPU tensors: NumPy views once, not one conversion per candidate
+        arrays = views
     candidates = dispatch.choices(op, problem, backend, config, device_of(like))
     if backend is not None:  # forced: that backend alone, and its errors are the caller's to see
         choice = candidates[0]
@@ -195,6 +210,14 @@ def _run(op: str, problem: Problem, arrays: tuple[Any, ...], like: Any, backend:
         out = torch.from_numpy(np.ascontiguousarray(out))
         return out if like.is_cpu else out.to(like.device)
     return out
+
+
+def run_problem(op: str, problem: Problem, arrays: tuple[Any, ...], like: Any, *, backend: str | None = None,
+                config: dict | None = None) -> Any:
+    """Run `op` of an already checked `problem` on `arrays` (the kernel's operands in its order, e.g. (x, w, b) for
+    the forward op): dispatch, conversion and the try-the-next-candidate loop of the public calls, without their
+    argument checks. For integrations that check and cache their own `Problem` (autotune.torch)."""
+    return _run(op, problem, arrays, like, backend, config)
 
 
 def conv_transpose2d(input: Any, weight: Any, bias: Any = None, stride: Any = 1, padding: Any = 0,

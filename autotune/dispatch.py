@@ -62,6 +62,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 import backends
+from autotune import log
 from autotune.core.devices import cpu_device_id
 from autotune.core.errors import ArgumentTypeError, UserError
 from autotune.core.problem import OPS, Problem, check_op
@@ -742,6 +743,7 @@ def choices(op: str, problem: Problem, backend: str | None = None, config: Confi
             with _lock:
                 found = candidates(op, problem_op, device_id, tbl)
         tbl.decisions[key] = found
+        log.decision(device_id, op, problem_op.key, found)  # the runtime log switch: each new decision, once
     if config is None:
         if len(tbl.by_id) >= _BY_ID_MAX:
             tbl.by_id.clear()

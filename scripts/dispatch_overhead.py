@@ -1,6 +1,6 @@
 #!/usr/bin/env python
-"""Per-call dispatch overhead: `autotune.conv_transpose2d(x, w)` (backend=None, decision cached) against
-calling the prepared kernel it dispatches to directly, on a tiny problem where the kernel itself costs little.
+"""Per-call dispatch overhead: `autotune.conv_transpose2d(x, w)` (backend=None, decision cached) against calling
+the prepared kernel it dispatches to directly, on a tiny problem where the kernel itself costs little.
 
     .venv/bin/python scripts/dispatch_overhead.py [--calls 500] [--repeats 41] [--results DIR] [--torch]
 
@@ -8,8 +8,13 @@ Each repeat times a block of `--calls` calls of each variant, interleaved; the o
 difference of the per-call means. Printed: median, quartiles and range (min-max) over the repeats, and the
 difference of the two variants' fastest blocks, in microseconds, of
 - `api`: the whole public call beyond the kernel (argument checks, Problem construction, dispatch);
-- `dispatch`: the cached decision and the run loop (`autotune.api._run`) alone, with the Problem built;
-- with `--torch`, `api` again on CPU torch tensors (adds the tensor <-> NumPy conversions).
+- `dispatch`: `api._run` alone (candidates, conversion, the kernel), with the Problem already built;
+- with `--torch`, on CPU torch tensors: `api_torch` (the same call), `functional_torch`
+  (`autotune.torch.conv_transpose2d`, no grad), `module_torch` (`autotune.torch.ConvTranspose2d`, no grad),
+  `module_torch_grad` (the module's forward on an input that requires grad: the autograd node is recorded), and
+  `torch_module` (torch's own module, kernel included: its time minus our kernel's, for scale); `module_fwd_bwd`
+  (forward and backward of the module: three kernels) against the three kernels called directly, and
+  `torch_module_fwd_bwd` (torch's module, the same step) against those same kernels.
 By default the results come from an empty temporary directory holding one exact row for the problem (so the
 cached decision is an `exact` one); `--results DIR` uses that directory (and the shipped results) instead.
 """
@@ -49,9 +54,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int, default=41)
     ap.add_argument("--results", help="results directory to dispatch from (default: a temporary one)")
     ap.add_argument("--torch", action="store_true", help="also measure CPU torch tensors")
+    ap.add_argument("--torch-threads", type=int, default=1, help="torch.set_num_threads with --torch (default 1)")
     ap.add_argument("--clock", choices=("process", "wall"), default="process",
-                    help="process: CPU time of this process (time.process_time; robust on a shared, loaded "
-                         "machine, default); wall: time.perf_counter")
+                    help="process: CPU time of this process (time.process_time; robust on a shared, loaded machine, "
+                         "default); wall: time.perf_counter")
     args = ap.parse_args(argv)
     if args.calls < 1 or args.repeats < 1:
         ap.error("--calls and --repeats must be >= 1")
@@ -88,8 +94,42 @@ def main(argv: list[str] | None = None) -> int:
     }
     if args.torch:
         import torch
+
+        import autotune.torch as att
+        # one thread, as the tiny kernels use: a second one only spins (and counts) on the process clock
+        torch.set_num_threads(args.torch_threads)
         xt, wt = torch.from_numpy(x), torch.from_numpy(w)
+        torch_layer = torch.nn.ConvTranspose2d(1, 1, 2, bias=False)
+        layer = att.ConvTranspose2d(1, 1, 2, bias=False)
+        with torch.no_grad():
+            torch_layer.weight.copy_(wt)
+            layer.weight.copy_(wt)
+        xg = xt.clone().requires_grad_(True)
+        np.testing.assert_allclose(layer(xt).detach().numpy(), kernel(x, w, None), rtol=1e-6)
+
+        def no_grad(fn):
+            def run():
+                with torch.no_grad():
+                    fn()
+            return run
+
+        def forward_backward(module):
+            def run():
+                module(xg).backward(gy)
+            return run
+        gy = torch.ones(p.output_shape)
         variants["api_torch"] = lambda: autotune.conv_transpose2d(xt, wt)
+        variants["functional_torch"] = no_grad(lambda: att.conv_transpose2d(xt, wt))
+        variants["module_torch"] = no_grad(lambda: layer(xt))
+        variants["module_torch_grad"] = lambda: layer(xg)
+        variants["torch_module"] = no_grad(lambda: torch_layer(xt))
+        # training: forward and backward of ours (4 kernels: forward, input and weight gradients) against torch's
+        backward_kernels = [dispatch.choices(op, p)[0].kernel for op in ("backward_input", "backward_weight")]
+        gyn = gy.numpy()
+        variants["kernels_fwd_bwd"] = lambda: (kernel(x, w, None), backward_kernels[0](gyn, w),
+                                               backward_kernels[1](gyn, x))
+        variants["module_fwd_bwd"] = forward_backward(layer)
+        variants["torch_module_fwd_bwd"] = forward_backward(torch_layer)
     clock = time.process_time if args.clock == "process" else time.perf_counter
     for fn in variants.values():  # warm-up
         _block(fn, max(args.calls // 10, 10), clock)
@@ -97,8 +137,10 @@ def main(argv: list[str] | None = None) -> int:
     for _ in range(args.repeats):
         for name, fn in variants.items():
             per_call[name].append(_block(fn, args.calls, clock))
-    overhead = {name: [t - k for t, k in zip(per_call[name], per_call["kernel"])]
-                for name in variants if name != "kernel"}
+    # each variant against the kernels it runs: the forward kernel, or all three for a training step
+    base = {name: "kernels_fwd_bwd" if name.endswith("fwd_bwd") else "kernel" for name in variants}
+    overhead = {name: [t - k for t, k in zip(per_call[name], per_call[base[name]])]
+                for name in variants if name not in ("kernel", "kernels_fwd_bwd")}
 
     print(f"device {cpu_device_id()} ({cpu_device_name()}), OPENBLAS_CORETYPE="
           f"{os.environ.get('OPENBLAS_CORETYPE', '(unset)')}, numpy {np.__version__}")
@@ -106,13 +148,14 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{args.repeats} repeats x {args.calls} calls; microseconds per call; clock: {args.clock}")
     med = statistics.median(per_call["kernel"]) * 1e6
     print(f"  {'kernel alone':<28} median {med:7.2f}")
+    if "kernels_fwd_bwd" in per_call:
+        print(f"  {'3 kernels (fwd, gx, gw)':<28} median {statistics.median(per_call['kernels_fwd_bwd']) * 1e6:7.2f}")
     for name, vals in overhead.items():
         us = [v * 1e6 for v in vals]
         q1, _, q3 = statistics.quantiles(us, n=4) if len(us) > 1 else (us[0], us[0], us[0])
-        best = (min(per_call[name]) - min(per_call["kernel"])) * 1e6
-        print(f"  {name + ' overhead':<28} median {statistics.median(us):7.2f}   "
-              f"quartiles {q1:7.2f} .. {q3:7.2f}   range {min(us):7.2f} .. {max(us):7.2f}   "
-              f"difference of minima {best:7.2f}")
+        best = (min(per_call[name]) - min(per_call[base[name]])) * 1e6
+        print(f"  {name + ' overhead':<28} median {statistics.median(us):7.2f}   quartiles {q1:7.2f} .. {q3:7.2f}"
+              f"   range {min(us):7.2f} .. {max(us):7.2f}   difference of minima {best:7.2f}")
     if tmp is not None:
         tmp.cleanup()
     return 0

@@ -9,6 +9,7 @@ import sys
 import pandas as pd
 
 from autotune import bench
+from autotune.cli import model_args
 from autotune.core import results
 from autotune.core.errors import UserError
 from autotune.core.problem import OPS
@@ -20,6 +21,7 @@ HELP = "time every backend (and PyTorch as the baseline) on a set of problems"
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--problems", metavar="FILE", help="problems CSV (default: the built-in suite)")
     p.add_argument("--only", nargs="+", metavar="NAME", help="run only these problems of the file")
+    model_args.add_arguments(p)
     p.add_argument("--backends", nargs="+", metavar="NAME", help="backends to run (default: every available one)")
     p.add_argument("--ops", nargs="+", choices=OPS, default=list(OPS), metavar="OP",
                    help=f"ops to time (default: all of {', '.join(OPS)})")
@@ -53,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
     directory = results.results_dir(args.results)
     if args.csv:  # checked first, before the run; never over the results
         results.check_output_path("--csv", args.csv, [directory])
-    problems = select(load_problems(args.problems), args.only)
+    problems = model_args.problems(args, args.only) or select(load_problems(args.problems), args.only)
     df, chosen = bench.bench(problems, args.ops, args.backends, configs=args.configs, max_configs=args.max_configs,
                              budget_s=args.timing_budget, results_dirs=[directory, results.shipped_results_dir()],
                              with_torch=not args.no_torch, with_dispatch=not args.no_dispatch, say=_say,

@@ -10,6 +10,7 @@ import sys
 import threading
 from typing import Any
 
+from autotune.cli import model_args
 from autotune.core import results
 from autotune.core.errors import UserError
 from autotune.core.problem import OPS
@@ -36,6 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"ops to tune (default: all of {', '.join(OPS)})")
     parser.add_argument("--problems", metavar="FILE", help="problems CSV (default: the built-in suite)")
     parser.add_argument("--only", nargs="+", metavar="NAME", help="tune only these problems (by name)")
+    model_args.add_arguments(parser)
     parser.add_argument("--trials", type=int, metavar="N",
                         help="configs measured per study in total, earlier runs' included (default 20); "
                         "constraint-pruned and repeated points do not count")
@@ -77,7 +79,8 @@ def options_from_args(args: argparse.Namespace) -> TuneOptions:
                         ("--timing-budget", pick("timing_budget", 0.3))):
         if value is not None and not (value > 0 and math.isfinite(value)):
             raise UserError(f"{flag} must be > 0, got {value:g}")
-    problems = select(load_problems(args.problems), pick("only", None))
+    only = pick("only", None)
+    problems = model_args.problems(args, only) or select(load_problems(args.problems), only)
     return TuneOptions(problems=problems, results=results.results_dir(args.results),
                        ops=tuple(args.ops or OPS), backends=args.backends, devices=args.devices,
                        trials=pick("trials", 20),
