@@ -121,6 +121,7 @@ def _make_problem(op: str, a: torch.Tensor, b: torch.Tensor, c: Any, stride: lis
         name = _dtype_name("input", a, dtype)
         _dtype_name("weight", b, dtype)
         (N, C_in, H, W), (wc, cog, kH, kW) = _dims("input", a, 4), _dims("weight", b, 4)
+        N = max(N, 1)  # an empty batch is checked as a batch of one (_run answers it without a kernel)
         if wc != C_in:
             raise ValueError(f"weight.shape[0]={wc} must equal the input channels input.shape[1]={C_in} "
                              f"(weight is (C_in, C_out/groups, kH, kW))")
@@ -132,15 +133,16 @@ def _make_problem(op: str, a: torch.Tensor, b: torch.Tensor, c: Any, stride: lis
         return Problem.make(N, C_in, H, W, cog * groups, kH, kW, bias=c is not None, dtype=name, **common)
     name = _dtype_name("grad_output", a, dtype)
     gN, gC, _, _ = _dims("grad_output", a, 4)
+    gN = max(gN, 1)  # an empty batch is checked as a batch of one
     if op == "backward_weight":  # b is the input, c the kernel size
         _dtype_name("input", b, dtype)
         N, C_in, H, W = _dims("input", b, 4)
-        problem = Problem.make(N, C_in, H, W, gC, c[0], c[1], dtype=name, **common)
+        problem = Problem.make(max(N, 1), C_in, H, W, gC, c[0], c[1], dtype=name, **common)
     else:  # b is the weight, c the input size
         _dtype_name("weight", b, dtype)
         C_in, cog, kH, kW = _dims("weight", b, 4)
         problem = Problem.make(gN, C_in, c[0], c[1], cog * groups, kH, kW, dtype=name, **common)
-    if tuple(a.shape) != problem.output_shape:
+    if (max(a.shape[0], 1), *a.shape[1:]) != problem.output_shape:
         raise ValueError(f"grad_output must have the output's shape {problem.output_shape}, got {tuple(a.shape)}")
     return problem
 
@@ -188,6 +190,11 @@ def _run(op: str, a: torch.Tensor, b: torch.Tensor, c: Any, stride: list[int], p
     is wrapped back without a copy; anything else (CUDA, half precision) goes to the library as tensors. The result
     is channels_last when an operand of the forward or the input gradient is (torch's rule); the weight and bias
     gradients are contiguous."""
+    if a.shape[0] == 0:  # an empty batch, as torch: empty outputs, zero weight and bias gradients
+        p = _make_problem(op, a, b, c, stride, padding, output_padding, groups, dilation)
+        empty = {"forward": (0, *p.output_shape[1:]), "backward_input": (0, *p.input_shape[1:]),
+                 "backward_weight": p.weight_shape, "backward_bias": (p.C_out,)}[op]
+        return a.new_zeros(empty)
     op_config = None if config is None else _op_config(config, op)
     forward = op == "forward"
     bias = c if forward else None
