@@ -13,6 +13,14 @@
 
 Usage: .venv/bin/python scripts/search_quality.py [--backends numpy] [--only NAME...] [--ops OP...]
        [--seeds 20] [--results DIR] [--timing-budget S] [--restricted] [--replay-only] [--markdown]
+
+--pool (issue 12's metric, on the full OpenCL spaces, too large for a grid): per study, 100 random valid configs
+(plus the default and the tuner's seeds) are measured once into a CSV (--csv, resumed by a rerun); samplers are
+then replayed over that finite pool: (best time after K measured configs) / (best of the random pool), K = 5, 10,
+20, median over seeds and then over studies, for seeded TPE (default + `tuner.study.seeds`), plain TPE (default
+enqueued, as the tuner without seeds) and random search (uniform over the pool). Usage:
+       .venv/bin/python scripts/search_quality.py --pool [--backend opencl] [--only NAME...] [--ops OP...]
+       [--size 100] [--seeds 20] [--timing-budget 0.05] [--csv PATH] [--replay-only] [--markdown]
 """
 
 from __future__ import annotations
@@ -177,7 +185,199 @@ def markdown(table: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+# ---- --pool: search quality on the full spaces, against a measured pool of random configs ---------------------------
+POOL_PROBLEMS = ["fcn_score_up2", "odd_shapes", "dilated_up", "dcgan_rgb"]
+POOL_OPS = ["forward", "backward_input"]
+POOL_KS = (5, 10, 20)
+POOL_FIELDS = ["problem", "op", "kind", "config", "time_s"]
+
+
+def _pool_plan(name: str, nproblem: object, op: str, backend: object, device: object) -> object:
+    from autotune.tuner.plan import StudyPlan
+    p = nproblem.for_op(op)  # type: ignore[attr-defined]
+    return StudyPlan(name, p, op, backend, device, backend.space(op, p, device),  # type: ignore[attr-defined]
+                     backend.default_config(op, p, device))  # type: ignore[attr-defined]
+
+
+def measure_pool(csv_path: Path, names: list[str], ops: list[str], size: int, budget_s: float, backend_name: str,
+                 say: object = print) -> None:
+    """Measure, once, `size` random valid configs of each (problem, op) on the backend's first device, plus its
+    default and the tuner's seeds (`tuner.study.seeds`); one CSV row per config, appended as measured, so a rerun
+    resumes and replays read the file alone. A config that fails to build or run is recorded with no time."""
+    import csv
+
+    import backends
+    from autotune.core import timing, verify
+    from autotune.tuner.study import seeds as study_seeds
+    from backends.base import config_json
+
+    backend = backends.get(backend_name)
+    device = backend.devices()[0]
+    done: set[tuple[str, str, str, str]] = set()
+    if csv_path.exists():
+        with csv_path.open(newline="") as f:
+            done = {(r["problem"], r["op"], r["kind"], r["config"]) for r in csv.DictReader(f)}
+    new = not csv_path.exists()
+    with csv_path.open("a", newline="") as f:
+        out = csv.DictWriter(f, POOL_FIELDS)
+        if new:
+            out.writeheader()
+        for named in select(load_problems(), names):
+            for op in ops:
+                plan = _pool_plan(named.name, named.problem, op, backend, device)
+                todo = [("default", plan.default)] + [("seed", c) for c in study_seeds(plan)]  # type: ignore
+                todo += [("random", c) for c in verify.sample_configs(plan.space, size, seed=0)]  # type: ignore
+                for kind, config in todo:
+                    text = config_json(config)
+                    if (named.name, op, kind, text) in done:
+                        continue
+                    try:
+                        q = named.problem.for_op(op)
+                        kernel = backend.prepare(op, q, device, config)
+                        inputs = verify.make_inputs(op, q)[0]
+                        t = timing.measure(backend.runner(kernel, inputs, device), budget_s=budget_s).median_s
+                        value = f"{t:.9g}"
+                    except Exception as e:  # noqa: BLE001 - a config that fails is a data point, not a stop
+                        say(f"  {named.name} {op} {text}: {type(e).__name__}: {str(e)[:100]}")  # type: ignore
+                        value = ""
+                    out.writerow({"problem": named.name, "op": op, "kind": kind, "config": text, "time_s": value})
+                    f.flush()
+                    done.add((named.name, op, kind, text))
+                say(f"measured {named.name} {op}")  # type: ignore[operator]
+
+
+@dataclass
+class Pool:
+    problem: str
+    op: str
+    configs: list[dict]  # every measured config (random pool, default, seeds), in file order
+    times: dict[str, float | None]
+    random_best: float  # best of the random pool alone: the reference
+    default: dict
+    seeds: list[dict]
+    random_keys: list[str]
+
+
+def read_pools(csv_path: Path) -> list[Pool]:
+    df = pd.read_csv(csv_path, dtype={"config": str})
+    pools = []
+    for (problem, op), g in df.groupby(["problem", "op"], sort=False):
+        times: dict[str, float | None] = {}
+        configs, seeds, random_keys, default = [], [], [], None
+        for r in g.itertuples():
+            t = float(r.time_s) if pd.notna(r.time_s) else None
+            if r.config not in times:
+                configs.append(json.loads(r.config))
+            times[r.config] = t
+            if r.kind == "default":
+                default = json.loads(r.config)
+            elif r.kind == "seed":
+                seeds.append(json.loads(r.config))
+            else:
+                random_keys.append(r.config)
+        ok = [times[k] for k in random_keys if times[k] is not None]
+        if default is None or not ok:
+            continue
+        pools.append(Pool(problem, op, configs, times, min(ok), default, seeds, random_keys))  # type: ignore
+    return pools
+
+
+def replay_pool(pool: Pool, params: dict[str, tuple], how: str, seed: int, k_max: int) -> list[float]:
+    """Best time after each of the first `k_max` measured configs. `random`: a uniform random order of the random
+    pool. `tpe`/`seeded`: Optuna TPE as the tuner makes it, over the full space's parameters, the default enqueued
+    first (`seeded`: then the tuner's seeds); each suggestion is projected onto the nearest (fewest differing
+    parameters, ties at random) pool config not yet measured, and the sampler is told that config's time, so every
+    trial measures one new config of the pool. A failed config is told as failed."""
+    import random as _random
+
+    from backends.base import Space, config_json
+    rng = _random.Random(seed)
+    if how == "random":
+        order = list(pool.random_keys)
+        rng.shuffle(order)
+        out, best = [], math.inf
+        for key in order[:k_max]:
+            t = pool.times[key]
+            best = min(best, t) if t is not None else best
+            out.append(best)
+        return out
+    dists = {k: optuna.distributions.CategoricalDistribution(list(v)) for k, v in params.items()}
+    study = optuna.create_study(direction="minimize", sampler=make_sampler("tpe", Space(dict(params)), seed))
+    for c in [pool.default] + (pool.seeds if how == "seeded" else []):
+        study.enqueue_trial(c)
+    remaining = {config_json(c): c for c in pool.configs}
+    out, best = [], math.inf
+    while len(out) < min(k_max, len(pool.configs)):
+        trial = study.ask()
+        asked = {k: trial.suggest_categorical(k, list(v)) for k, v in params.items()}
+        key = config_json(asked)
+        if key not in remaining:
+            near = min(remaining.values(), key=lambda c: (sum(c[p] != asked[p] for p in params), rng.random()))
+            key = config_json(near)
+        config = remaining.pop(key)
+        t = pool.times[key]
+        study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        study.add_trial(optuna.trial.create_trial(params=config, distributions=dists, value=t,
+                                                  state=optuna.trial.TrialState.COMPLETE if t is not None
+                                                  else optuna.trial.TrialState.FAIL))
+        best = min(best, t) if t is not None else best
+        out.append(best)
+    return out
+
+
+def pool_main(argv: list[str]) -> int:
+    ap = argparse.ArgumentParser(description="search quality against a measured pool of random configs (--pool)")
+    ap.add_argument("--pool", action="store_true")
+    ap.add_argument("--backend", default="opencl")
+    ap.add_argument("--only", nargs="+", default=POOL_PROBLEMS)
+    ap.add_argument("--ops", nargs="+", default=POOL_OPS)
+    ap.add_argument("--size", type=int, default=100, help="random configs measured per study")
+    ap.add_argument("--seeds", type=int, default=20)
+    ap.add_argument("--timing-budget", type=float, default=0.05)
+    ap.add_argument("--csv", default="/tmp/autotune-search-pool.csv", help="pool measurements (kept: resumes)")
+    ap.add_argument("--replay-only", action="store_true")
+    ap.add_argument("--markdown", action="store_true")
+    args = ap.parse_args(argv)
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    csv_path = Path(args.csv)
+    if not args.replay_only:
+        measure_pool(csv_path, args.only, args.ops, args.size, args.timing_budget, args.backend,
+                     say=lambda s: print(s, file=sys.stderr, flush=True))
+    import backends
+    backend = backends.get(args.backend)
+    device = backend.devices()[0]
+    named = {n.name: n for n in select(load_problems(), args.only)}
+    rows = []
+    for pool in read_pools(csv_path):
+        if pool.problem not in named or pool.op not in args.ops:
+            continue
+        plan = _pool_plan(pool.problem, named[pool.problem].problem, pool.op, backend, device)
+        params = dict(plan.space.params)  # type: ignore[attr-defined]
+        entry: dict[str, object] = {"problem": pool.problem, "op": pool.op, "pool": len(pool.random_keys),
+                                    "seeds": len(pool.seeds), "pool_best_ms": pool.random_best * 1e3}
+        default = pool.times.get(json.dumps(pool.default, sort_keys=True, separators=(",", ":")))
+        entry["default/best"] = default / pool.random_best if default else float("nan")
+        for how in ("seeded", "tpe", "random"):
+            curves = [replay_pool(pool, params, how, s, max(POOL_KS)) for s in range(args.seeds)]
+            for k in POOL_KS:
+                ratios = [c[min(k, len(c)) - 1] / pool.random_best for c in curves]
+                entry[f"{how}@{k}"] = statistics.median(ratios)
+        rows.append(entry)
+    table = pd.DataFrame(rows)
+    print(markdown(table) if args.markdown else table.to_string(index=False, float_format=lambda v: f"{v:.3g}"))
+    if len(table):
+        print(f"\nmedian over {len(table)} studies of (best after K) / (best of the {args.size}-config random pool), "
+              f"each study's value the median over {args.seeds} seeds (target: seeded@10 <= 1/0.95 = 1.053):")
+        for how in ("seeded", "tpe", "random"):
+            print(f"  {how:7s} " + "  ".join(f"K={k}: {statistics.median(table[f'{how}@{k}']):.3f}"
+                                             for k in POOL_KS))
+    return 0
+
+
 def main() -> int:
+    if "--pool" in sys.argv[1:]:
+        return pool_main(sys.argv[1:])
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--backends", nargs="+", default=["numpy"])
     ap.add_argument("--only", nargs="+", default=DEFAULT_PROBLEMS)

@@ -16,7 +16,8 @@
   split the reduction so a work-group shares its weights in cache), split of the reductions. Constraints come from
   the device (max work-group size, local memory) and prune register-spilling tiles.
 - Configs reach kernels only as integer `-D` defines, after `Space.validate`; builds are cached per (device,
-  source hash, defines). pyopencl is imported lazily, only when the backend is first asked something.
+  source hash, defines) in memory and, as the driver's binaries, on disk (`binary_cache.py`): a shape seen before,
+  in any process, costs no compiler run. pyopencl is imported lazily, only when the backend is first asked something.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ import numpy as np
 from autotune.core.devices import cpu_features, device_id, opencl_cpu_device_id
 from autotune.core.problem import Problem
 from backends.base import Backend, Config, Device, Kernel, Space
+from backends.opencl import binary_cache
 from backends.opencl.probe import TRIVIAL as _TRIVIAL
 from backends.opencl.probe import restrict_loader, usable_icds
 
@@ -99,7 +101,8 @@ def _quiet_build(program: Any, options: Any) -> Any:
 
 
 class _DeviceState:
-    """One OpenCL device: its context, profiling queue and program cache (keyed by source hash and defines)."""
+    """One OpenCL device: its context, profiling queue and program cache (keyed by source hash and defines), over
+    the on-disk binary cache (`binary_cache`)."""
 
     def __init__(self, cl: Any, handle: Any) -> None:
         self.cl = cl
@@ -108,17 +111,68 @@ class _DeviceState:
         self.queue = cl.CommandQueue(self.context, properties=cl.command_queue_properties.PROFILING_ENABLE)
         self.programs: dict[tuple, Any] = {}
         self.lock = threading.Lock()
-        self.builds = 0  # programs actually compiled (cache misses), for tests and the tuner's statistics
+        self.builds = 0  # programs made (in-memory cache misses: from source or from a cached binary)
+        self.compiles = 0  # compiler runs (builds from source), for tests and the tuner's statistics
+        self.binary_loads = 0  # programs made from the on-disk binary cache, no compiler run
+        # id(program) -> (disk key, program): built from source here, stored on disk after its first run: PoCL
+        # then includes the code generated for the launch's work-group sizes (the first enqueue's 0.1-0.6 s), and
+        # it serializes a program's binary once, so asking earlier would freeze the binary without that code.
+        self._store_after_run: dict[int, tuple[str, Any]] = {}
+        self._fingerprint: str | None = None
+
+    def fingerprint(self) -> str:
+        """What identifies the compiler's output: platform, device and driver (and their versions)."""
+        if self._fingerprint is None:
+            h = self.handle
+            parts = [h.platform.name, h.platform.version, h.vendor, h.name, h.version, h.driver_version]
+            self._fingerprint = "\n".join(str(x).strip() for x in parts)
+        return self._fingerprint
 
     def program(self, source: str, defines: dict[str, int]) -> Any:
         key = (hashlib.sha256(source.encode()).hexdigest(), tuple(sorted(defines.items())))
         with self.lock:
             prog = self.programs.get(key)
             if prog is None:
-                prog = _quiet_build(self.cl.Program(self.context, source), _fmt(defines))
+                options = _fmt(defines)
+                disk_key = binary_cache.key(self.fingerprint(), source, options)
+                prog = self._from_binary(disk_key, options)
+                if prog is None:
+                    prog = _quiet_build(self.cl.Program(self.context, source), options)
+                    self.compiles += 1
+                    self._store_after_run[id(prog)] = (disk_key, prog)
+                else:
+                    self.binary_loads += 1
                 self.programs[key] = prog
                 self.builds += 1
             return prog
+
+    def _from_binary(self, disk_key: str, options: list[str]) -> Any:
+        binary = binary_cache.load(disk_key)
+        if binary is None:
+            return None
+        try:
+            return _quiet_build(self.cl.Program(self.context, [self.handle], [binary]), options)
+        except Exception:  # the driver refuses it (another driver build with the same version string, ...)
+            binary_cache.discard(disk_key)
+            return None
+
+    def _save(self, disk_key: str, prog: Any) -> None:
+        try:
+            binaries = prog.get_info(self.cl.program_info.BINARIES)
+        except Exception:  # a driver that cannot return binaries: nothing to cache
+            return
+        if len(binaries) == 1 and binaries[0]:
+            binary_cache.store(disk_key, bytes(binaries[0]))
+
+    def after_first_run(self, programs: list[Any], last: Any) -> None:
+        """Called once per prepared op after its first enqueue (`last`: its final event): store the binaries of
+        the programs built from source in this process, now holding the launch's generated code."""
+        with self.lock:
+            pending = [self._store_after_run.pop(id(p)) for p in programs if id(p) in self._store_after_run]
+        if pending:
+            last.wait()
+            for disk_key, prog in pending:
+                self._save(disk_key, prog)
 
 
 class Prepared:
@@ -141,6 +195,8 @@ class Prepared:
         for s in plan.steps:
             kernel = state.cl.Kernel(programs[s.program], s.kernel)
             self.launches.append((kernel, s))
+        self._programs = list(programs.values())
+        self._ran = False  # the first enqueue hands the programs back to the binary cache (after_first_run)
         self.lock = threading.Lock()
         self.nbytes = 0  # device memory held, set by the backend
 
@@ -183,6 +239,9 @@ class Prepared:
         for kernel, s in self.launches:
             args = [self._arg(a, bufs) for a in s.args]
             events.append(kernel(queue, s.global_size, s.local_size, *args))
+        if not self._ran and events:
+            self._ran = True
+            self.state.after_first_run(self._programs, events[-1])
         return events
 
     def __call__(self, *inputs: Any) -> np.ndarray:

@@ -1,0 +1,73 @@
+#!/usr/bin/env python
+"""Issue 12's "a new device is fast in minutes" number: the first call on a device with no results of its own
+against this device's tuned best.
+
+For each suite problem and op, on this machine's CPU, two dispatch decisions are measured in the same run with
+the same timing loop (`core.timing.measure`, the backend's runner):
+- first call: the head of dispatch's chain when only the shipped results (`--shipped`, other devices') are
+  present: the transfer rule, else the defaults (what an untuned device gets before any tuning);
+- tuned: the head of the chain from `--tuned DIR`, results of `autotune tune --results DIR` on this machine.
+It prints per (problem, op) both times and their ratio, and per op the geometric mean of first/tuned (target: at
+most 1.25). Without `--tuned` only the first-call times are printed.
+
+Usage: .venv/bin/python scripts/new_device_bench.py --tuned DIR [--shipped results] [--only NAME...]
+       [--ops forward backward_input backward_weight] [--budget 0.3]
+e.g.   autotune tune --preset suite --results /tmp/tuned-here && \\
+       .venv/bin/python scripts/new_device_bench.py --tuned /tmp/tuned-here
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from autotune import dispatch  # noqa: E402
+from autotune.core import timing, verify  # noqa: E402
+from autotune.problems import load_problems, select  # noqa: E402
+
+
+def _time(choice: dispatch.Choice, budget: float) -> float:
+    q = choice.problem
+    inputs = verify.make_inputs(choice.op, q)[0]
+    return timing.measure(choice.backend.runner(choice.kernel, inputs, choice.device), budget_s=budget).median_s
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--tuned", help="results directory tuned on this machine")
+    ap.add_argument("--shipped", default=str(ROOT / "results"), help="other devices' results (the shipped ones)")
+    ap.add_argument("--only", nargs="+", default=None, help="suite problem names (default: all)")
+    ap.add_argument("--ops", nargs="+", default=["forward", "backward_input", "backward_weight"])
+    ap.add_argument("--budget", type=float, default=0.3, help="timing budget per measurement, seconds")
+    args = ap.parse_args()
+    ratios: dict[str, list[float]] = {op: [] for op in args.ops}
+    print(f"{'problem':20s} {'op':16s} {'first rule':10s} {'first ms':>9s} {'tuned ms':>9s} {'ratio':>6s}")
+    for named in select(load_problems(), args.only):
+        for op in args.ops:
+            dispatch.clear_cache()
+            first = dispatch.choices(op, named.problem, results_dirs=[args.shipped])[0]
+            t_first = _time(first, args.budget)
+            t_tuned = math.nan
+            if args.tuned:
+                dispatch.clear_cache()
+                tuned = dispatch.choices(op, named.problem, results_dirs=[args.tuned])[0]
+                t_tuned = _time(tuned, args.budget)
+                ratios[op].append(t_first / t_tuned)
+            print(f"{named.name:20s} {op:16s} {first.reason:10s} {t_first * 1e3:9.3f} {t_tuned * 1e3:9.3f} "
+                  f"{t_first / t_tuned:6.2f}", flush=True)
+    if args.tuned:
+        for op, r in ratios.items():
+            if r:
+                gm = math.exp(sum(math.log(v) for v in r) / len(r))
+                print(f"{op:16s} first call / tuned best, geometric mean over {len(r)} problems: {gm:.2f}x "
+                      f"(target <= 1.25x)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
