@@ -285,6 +285,23 @@ def test_runner_times_device_work(ocl: OpenCLBackend, device: backends.Device) -
     assert calls == [1]  # each timed run stages the host arrays, as a user's call does
 
 
+def test_a_trial_records_both_times(ocl: OpenCLBackend, device: backends.Device) -> None:
+    """Issue 11: a tuning trial records the call's time (host arrays, staging included) and, beside it, the
+    kernel-only device time of `device_runner`; re-timing measures both for each config, interleaved."""
+    from autotune.tuner.trial import retime, run_trial
+
+    p = SMALL["dcgan_like"].for_op("backward_weight")
+    config = ocl.default_config("backward_weight", p, device)
+    request = {"backend": "opencl", "device": device.id, "op": "backward_weight", "problem": p.key,
+               "config": config, "budget_s": 0.02}
+    out = run_trial(request)
+    assert out["status"] == "ok", out
+    assert 0 < out["device_time_s"] and out["device_time_s"] != out["time_s"]
+    again = retime({**{k: v for k, v in request.items() if k != "config"}, "configs": [config, config], "rounds": 2})
+    assert [r["status"] for r in again["results"]] == ["ok", "ok"]
+    assert all(r["rounds"] == 2 and r["device_time_s"] > 0 and r["reps"] >= 2 for r in again["results"])
+
+
 def test_wrong_inputs_rejected(ocl: OpenCLBackend, device: backends.Device) -> None:
     p = SMALL["phase_groups_asym"]  # has a bias
     x, w, b = inputs_for("forward", p)
