@@ -355,3 +355,32 @@ def test_compiler_output_is_captured_unless_verbose(ocl: OpenCLBackend, tmp_path
     assert loud.returncode == 0, loud.stderr
     if "pocl" in ocl.devices()[0].name.lower() or "warning" in loud.stderr.lower():
         assert "warning" in loud.stderr.lower()
+
+
+@pytest.mark.parametrize("name", ["phase_groups_asym", "dcgan_like"])
+def test_new_paths_match_the_reference(ocl: OpenCLBackend, device: backends.Device, name: str) -> None:
+    """Issue 11: backward_bias in one launch (a work-group per channel) and backward_weight vectorised along input
+    channels (few output channels), each against the reference; configs recorded before these parameters existed
+    still validate, as the path they ran."""
+    p = SMALL[name]
+    for op, extra in (("backward_bias", [{"one_launch": 1, "split": s} for s in (1, 8, 64)]),
+                      ("backward_weight", [{"vec_axis": "ci", "vec": v, "co_block": b, "c_tile": t}
+                                           for v, b, t in ((1, 1, 1), (4, 2, 4), (8, 1, 2), (16, 1, 8))])):
+        q = p.for_op(op)
+        inputs = inputs_for(op, q, seed=5)
+        expected = reference.run(op, q, inputs)
+        space = ocl.space(op, q, device)
+        for change in extra:
+            config = space.validate({**ocl.default_config(op, q, device), **change})
+            kernel = ocl.prepare(op, q, device, config)
+            assert_close(kernel(*inputs), expected, op, q)
+            if op == "backward_bias":
+                assert len(kernel.launches) == 1  # no second reduce launch
+        old = {k: v for k, v in ocl.default_config(op, q, device).items() if k not in ("one_launch", "vec_axis")}
+        assert space.validate(old) == {**old, **({"one_launch": 0} if op == "backward_bias" else {"vec_axis": "co"})}
+
+
+def test_few_output_channels_default_to_input_channel_vectors(ocl: OpenCLBackend, device: backends.Device) -> None:
+    p = Problem.make(2, 64, 8, 8, 3, 4, 4, stride=2, padding=1)  # an RGB layer
+    assert ocl.default_config("backward_weight", p.for_op("backward_weight"), device)["vec_axis"] == "ci"
+    assert ocl.default_config("backward_bias", p.for_op("backward_bias"), device)["one_launch"] == 1
