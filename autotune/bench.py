@@ -171,10 +171,11 @@ def candidate_configs(mode: str, max_configs: int, rows: pd.DataFrame, backend: 
 DISPATCH = "dispatch"  # the column of what a plain call runs (never recorded: it is not a backend)
 TORCH_BACKEND_LABEL = "torch (backend)"  # the torch backend's column, apart from the `torch` baseline
 def _row(name: str, op: str, p: Problem, backend: str, device: str, config: str, t: Timing | None, status: str,
-         err: float | None = None, threads: int | None = None) -> dict[str, Any]:
+         err: float | None = None, threads: int | None = None, device_time_s: float | None = None) -> dict[str, Any]:
     return {"problem_name": name, "op": op, "backend": backend, "device": device, "config": config, "status": status,
             "time_s": t.median_s if t else math.nan, "time_min_s": t.min_s if t else math.nan,
             "time_max_s": t.max_s if t else math.nan, "reps": t.reps if t else 0,
+            "device_time_s": math.nan if device_time_s is None else device_time_s,
             "gflops": p.flops(op) / t.median_s / 1e9 if t else math.nan, "max_abs_err": err, "problem": p.key,
             "threads": threads or current_threads(), "load_avg": load_average()}
 
@@ -198,6 +199,14 @@ def _time_backend(configs: list[Config], budget_s: float, backend: Backend, devi
         if best[1] is None or t.median_s < best[1].median_s:
             best = (config, t, "ok", err)
     return best
+
+
+def device_time(backend: Backend, device: Device, op: str, p: Problem, config: Config, inputs: tuple,
+                t: Timing, budget_s: float) -> float:
+    """The kernel-only device time of `config` (the backend's `device_runner`, inputs staged once), or the call's
+    median `t` where the backend times one thing (numpy, torch on a CPU)."""
+    run = backend.device_runner(backend.prepare(op, p, device, config), inputs, device)
+    return t.median_s if run is None else measure(run, budget_s=budget_s).median_s
 
 
 def _time_dispatch(op: str, p: Problem, inputs: tuple, expected: np.ndarray, budget_s: float,
@@ -279,8 +288,15 @@ def bench(problems: list[NamedProblem], ops: Sequence[str], backend_names: Seque
                 candidates = candidate_configs(configs, max_configs, rows, backend, op, p, device)
                 config, t, status, err = _time_backend(candidates, budget_s, backend, device, op, p, inputs,
                                                        expected)
+                dev_s = None
+                if config is not None and t is not None:
+                    try:
+                        dev_s = device_time(backend, device, op, p, config, inputs, t, budget_s)
+                    except Exception as exc:  # the call's time stands; the device time is left empty
+                        say(f"{backend.name} {named.name} {op}: no device time ({type(exc).__name__}: {exc})")
                 table.append(_row(named.name, op, p, backend.name, device.id,
-                                  config_json(config) if config is not None else "", t, status, err))
+                                  config_json(config) if config is not None else "", t, status, err,
+                                  device_time_s=dev_s))
             if with_dispatch:
                 label, t, status, err = _time_dispatch(op, p, inputs, expected, budget_s, results_dirs)
                 table.append(_row(named.name, op, p, DISPATCH, cpu_device_id(), label, t, status, err))
@@ -321,6 +337,7 @@ def record(df: pd.DataFrame, problems: list[NamedProblem], chosen: list[Target],
                                problem=by_name[r.problem_name].for_op(r.op),
                                config="{}" if r.backend == "torch" else r.config, status=r.status, time_s=r.time_s,
                                time_min_s=r.time_min_s, time_max_s=r.time_max_s, reps=r.reps,
+                               device_time_s=None if pd.isna(r.device_time_s) else r.device_time_s,
                                max_abs_err=None if pd.isna(r.max_abs_err) else r.max_abs_err,
                                reason="autotune bench", backend_version=version, source="bench",
                                threads=int(r.threads), load_avg=r.load_avg)

@@ -28,7 +28,10 @@ are validated against the backend's space before anything is prepared (an invali
 run). For the same (backend, op, problem, config), the rows of the **first** directory that has one decide (so a
 user's measurements replace the shipped ones): a config whose **latest** row there failed (a failed correctness
 check) is not used; otherwise it is ranked by `rank_time`, the median of the medians of its `ok` rows there (tune,
-bench and first-call alike), so one noisy re-measure cannot demote a tuned winner. Among the configs left the
+bench and first-call alike), so one noisy re-measure cannot demote a tuned winner. The time is the one that matches
+the call (`call_time`): on a CPU (host arrays) `time_s`, the call with its staging; on a GPU, for a backend that
+takes the call's CUDA tensors as they are (`Backend.takes_device_arrays`), the kernel-only `device_time_s` where
+the row has one. Among the configs left the
 fastest wins regardless of directory. Backends that are unavailable
 here, have no device of that id, or whose device's timings are not speed (`Device.timing_is_speed`: Triton's
 interpreter) are never chosen by timing; `baseline` rows (reference timings such as PyTorch's own) are never
@@ -300,14 +303,41 @@ def _summarize(problems: list[str], limit: int = 8) -> str:
     return shown + (f"; and {len(problems) - limit} more" if len(problems) > limit else "")
 
 
-_COLUMNS = ("device", "backend", "op", "problem", "config", "status", "time_s", "timestamp", "study", "trial",
-            "source", "file", "file_order")
+_COLUMNS = ("device", "backend", "op", "problem", "config", "status", "time_s", "device_time_s", "timestamp",
+            "study", "trial", "source", "file", "file_order")
 
 
 def rank_time(times: list[float]) -> float:
     """The time that ranks a config: the median of the medians of its ok measurements (one noisy re-measure,
     faster or slower, moves it little; the latest row alone would decide with one sample)."""
     return float(np.median(times))
+
+
+def call_time(row: Any, resident: bool) -> float:
+    """The measured time of a row that matches the call: for a call whose arrays already live on the device and
+    go to the kernels as they are (`resident`: CUDA tensors, `Backend.takes_device_arrays`) the kernel-only
+    `device_time_s` where the row has one; else (host arrays: NumPy, CPU tensors) `time_s`, the call with its
+    staging to and from the device."""
+    if resident:
+        try:
+            t = float(getattr(row, "device_time_s", None))  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            t = math.nan
+        if math.isfinite(t) and t > 0:
+            return t
+    return float(row.time_s)
+
+
+def _resident(table: Table, name: str) -> bool:
+    """Whether a call on the table's device hands its arrays to backend `name`'s kernels as they are (so that the
+    kernel-only device time is what it waits for): a GPU device whose arrays the backend takes."""
+    device = _timed_device(table, name)
+    if device is None or device.kind != "gpu":
+        return False
+    try:
+        return bool(backends.get(name).takes_device_arrays(device))
+    except Exception:  # a backend that cannot say is ranked by the call's time
+        return False
 
 
 def load_table(device_id: str, dirs: Iterable[PathLike]) -> Table:
@@ -367,7 +397,8 @@ def _read(table: Table, source: str | None = None) -> dict[str, dict[str, list[_
         if latest.status != "ok" or _timed_device(table, name) is None:
             continue  # its latest check failed, or not runnable here (an ordinary situation, not a warning)
         ok = [r for r in measurements if r.status == "ok"]
-        time_s = rank_time([float(r.time_s) for r in ok])
+        resident = _resident(table, name)
+        time_s = rank_time([call_time(r, resident) for r in ok])
         problem = Problem.from_key(key)  # validated by read_file
         where = str(latest.file)
         tuned = next((r for r in reversed(ok) if getattr(r, "study", "")), None)

@@ -81,12 +81,28 @@ class Backend:
         return isinstance(array, np.ndarray)
 
     def runner(self, kernel: Kernel, inputs: tuple[Any, ...], device: Device) -> Callable[[], float | None]:
-        """A zero-argument callable that runs `kernel` once on `inputs` (staged on the device beforehand, outside
-        the timed loop) and returns the seconds measured by a device timer, or None to be timed by the wall
-        clock around the call (which must then have finished its work when it returns)."""
+        """A zero-argument callable that runs `kernel` once on `inputs` and returns the seconds measured by a device
+        timer, or None to be timed by the wall clock around the call (which must then have finished its work when it
+        returns). It times what a user waits for with these inputs: where the kernels take host arrays (NumPy) and
+        copy them to a device, the copies are part of the call (the results' `time_s`)."""
         def run() -> None:
             kernel(*inputs)
         return run
+
+    def device_runner(self, kernel: Kernel, inputs: tuple[Any, ...],
+                      device: Device) -> Callable[[], float | None] | None:
+        """Like `runner`, but the kernel-only device time, the inputs staged on the device once outside the timed
+        loop: what a call whose data already lives on the device waits for (the results' `device_time_s`). None
+        (the default) where that is what `runner` times already (a CPU backend, or one that stages its inputs
+        before the timed loop): the two times are then one."""
+        return None
+
+    def takes_device_arrays(self, device: Device) -> bool:
+        """Whether a call whose arrays already live on `device` (CUDA tensors on a GPU) hands them to the kernels as
+        they are, so that dispatch ranks this backend there by its kernel-only `device_time_s`; else (host arrays,
+        or arrays this backend converts through the host) by `time_s`. Default: on a GPU, when the backend accepts
+        more than NumPy arrays (`accepts` overridden)."""
+        return device.kind == "gpu" and type(self).accepts is not Backend.accepts
 
     def version(self) -> str:
         """Version string of what computes (library and driver), recorded with every measurement."""

@@ -273,6 +273,10 @@ def test_bench_runs_and_prints_ratios(tmp_path):
     assert "dispatch" not in set(recorded.backend)
     assert len(recorded) == len(df[df.status.isin(["ok", "baseline"]) & (df.backend != "dispatch")])
     assert set(recorded[recorded.backend == "numpy"].status) == {"ok"}
+    # issue 11: the device time beside the call's (numpy on a CPU: one thing); none for baselines
+    mine = recorded[recorded.backend == "numpy"]
+    assert (mine.device_time_s == mine.time_s).all()
+    assert recorded[recorded.status == "baseline"].device_time_s.isna().all()
     # issue 14: what wrote each row, the threads it ran with and the load at the time; the sgemm peak, once
     assert set(recorded.source) == {"bench"}
     assert (recorded.threads >= 1).all() and recorded.load_avg.notna().all()

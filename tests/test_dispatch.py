@@ -538,6 +538,26 @@ def test_noisy_remeasure_keeps_the_tuned_winner(dirs):
     assert autotune.which(P).config == PHASE
 
 
+def test_the_time_that_matches_the_call_ranks(dirs, fake, monkeypatch):
+    """Issue 11: host arrays (a CPU call) rank by `time_s`, the call with its staging; CUDA tensors by the kernel-only
+    `device_time_s` where the backend takes them as they are, else (converted through the host) by `time_s`."""
+    user, _ = dirs
+    # staging costs COL2IM much more than PHASE: PHASE is faster for host arrays, COL2IM on the device
+    write(user, [row(P, "numpy", PHASE, 1.5e-3, device_time_s=1.4e-3),
+                 row(P, "numpy", COL2IM, 2e-3, device_time_s=1e-3)])
+    results.append_rows(results.device_file(user, GPU), [
+        row(P, "fakegpu", PHASE, 1.5e-3, device=GPU, device_time_s=1.4e-3),
+        row(P, "fakegpu", COL2IM, 2e-3, device=GPU, device_time_s=1e-3),
+        row(P, "fakegpu", {"algorithm": "col2im", "batch_block": 1}, 1.2e-3, device=GPU)])  # no device time: time_s
+    assert autotune.which(P).config == PHASE  # this CPU: host arrays
+    assert autotune.which(P, device=GPU).config == {"algorithm": "col2im", "batch_block": 1}  # staged: time_s
+    monkeypatch.setattr(FakeGpuBackend, "takes_device_arrays", lambda self, device: device.kind == "gpu")
+    dispatch.clear_cache()
+    w = autotune.which(P, device=GPU)
+    assert (w.config, w.time_s) == (COL2IM, 1e-3)
+    assert autotune.which(P).config == PHASE  # a CPU call is never resident
+
+
 def test_which_answers_for_another_machines_device(dirs):
     """Issue 14: `which --device` answers for any device with results (here, a shipped one not present here)."""
     _, shipped = dirs

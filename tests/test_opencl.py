@@ -285,6 +285,23 @@ def test_runner_times_device_work(ocl: OpenCLBackend, device: backends.Device) -
     assert calls == [1]  # each timed run stages the host arrays, as a user's call does
 
 
+def test_a_trial_records_both_times(ocl: OpenCLBackend, device: backends.Device) -> None:
+    """Issue 11: a tuning trial records the call's time (host arrays, staging included) and, beside it, the
+    kernel-only device time of `device_runner`; re-timing measures both for each config, interleaved."""
+    from autotune.tuner.trial import retime, run_trial
+
+    p = SMALL["dcgan_like"].for_op("backward_weight")
+    config = ocl.default_config("backward_weight", p, device)
+    request = {"backend": "opencl", "device": device.id, "op": "backward_weight", "problem": p.key,
+               "config": config, "budget_s": 0.02}
+    out = run_trial(request)
+    assert out["status"] == "ok", out
+    assert 0 < out["device_time_s"] and out["device_time_s"] != out["time_s"]
+    again = retime({**{k: v for k, v in request.items() if k != "config"}, "configs": [config, config], "rounds": 2})
+    assert [r["status"] for r in again["results"]] == ["ok", "ok"]
+    assert all(r["rounds"] == 2 and r["device_time_s"] > 0 and r["reps"] >= 2 for r in again["results"])
+
+
 def test_wrong_inputs_rejected(ocl: OpenCLBackend, device: backends.Device) -> None:
     p = SMALL["phase_groups_asym"]  # has a bias
     x, w, b = inputs_for("forward", p)
@@ -338,3 +355,32 @@ def test_compiler_output_is_captured_unless_verbose(ocl: OpenCLBackend, tmp_path
     assert loud.returncode == 0, loud.stderr
     if "pocl" in ocl.devices()[0].name.lower() or "warning" in loud.stderr.lower():
         assert "warning" in loud.stderr.lower()
+
+
+@pytest.mark.parametrize("name", ["phase_groups_asym", "dcgan_like"])
+def test_new_paths_match_the_reference(ocl: OpenCLBackend, device: backends.Device, name: str) -> None:
+    """Issue 11: backward_bias in one launch (a work-group per channel) and backward_weight vectorised along input
+    channels (few output channels), each against the reference; configs recorded before these parameters existed
+    still validate, as the path they ran."""
+    p = SMALL[name]
+    for op, extra in (("backward_bias", [{"one_launch": 1, "split": s} for s in (1, 8, 64)]),
+                      ("backward_weight", [{"vec_axis": "ci", "vec": v, "co_block": b, "c_tile": t}
+                                           for v, b, t in ((1, 1, 1), (4, 2, 4), (8, 1, 2), (16, 1, 8))])):
+        q = p.for_op(op)
+        inputs = inputs_for(op, q, seed=5)
+        expected = reference.run(op, q, inputs)
+        space = ocl.space(op, q, device)
+        for change in extra:
+            config = space.validate({**ocl.default_config(op, q, device), **change})
+            kernel = ocl.prepare(op, q, device, config)
+            assert_close(kernel(*inputs), expected, op, q)
+            if op == "backward_bias":
+                assert len(kernel.launches) == 1  # no second reduce launch
+        old = {k: v for k, v in ocl.default_config(op, q, device).items() if k not in ("one_launch", "vec_axis")}
+        assert space.validate(old) == {**old, **({"one_launch": 0} if op == "backward_bias" else {"vec_axis": "co"})}
+
+
+def test_few_output_channels_default_to_input_channel_vectors(ocl: OpenCLBackend, device: backends.Device) -> None:
+    p = Problem.make(2, 64, 8, 8, 3, 4, 4, stride=2, padding=1)  # an RGB layer
+    assert ocl.default_config("backward_weight", p.for_op("backward_weight"), device)["vec_axis"] == "ci"
+    assert ocl.default_config("backward_bias", p.for_op("backward_bias"), device)["one_launch"] == 1

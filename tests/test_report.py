@@ -65,11 +65,11 @@ def write_fixture(d: Path) -> dict:
     rows_b += [_row(DEV_B, "opencl", "forward", P2, i, "crash", None, {"WG": 8}, reason="segfault", version="0.2.0")
                for i in range(2)]
     results.append_rows(results.device_file(d, DEV_B), rows_b)
-    # A row from a future version (schema 3): format_row always writes today's schema, so edit the last field.
+    # A row from a future version (schema N + 1): format_row always writes today's schema, so edit the last field.
     line = results.format_row(_row(DEV_B, "numpy", "forward", P2, 0, "ok", 1e-3, {}))
     assert line.endswith(f",{results.SCHEMA_VERSION}\n")
     with open(results.device_file(d, DEV_B), "a", encoding="utf-8") as f:
-        f.write(line[:-len(f",{results.SCHEMA_VERSION}\n")] + ",3\n")
+        f.write(line[:-len(f",{results.SCHEMA_VERSION}\n")] + f",{results.SCHEMA_VERSION + 1}\n")
     return {"rows_a": rows, "rows_b": rows_b}
 
 
@@ -233,7 +233,7 @@ def test_importance_and_environment(generated) -> None:
     assert "PED-ANOVA" not in text
     env = _table_with(parsed, ["backend", "versions (library, driver)", "rows", "ok rows"])
     assert {r[0]: r[1] for r in env[1:]} == {"numpy": "numpy 1.5", "opencl": "opencl 1.6", "torch": "torch 1.5"}
-    assert "1 row(s) of schema 3 ignored" in text
+    assert f"1 row(s) of schema {results.SCHEMA_VERSION + 1} ignored" in text
     assert "several autotune versions (0.1.0, 0.2.0)" in text
 
 
@@ -246,7 +246,8 @@ def test_comparison_and_markdown(generated) -> None:
     assert row[2:] == [f"{report.fmt_gflops(flops / 0.5e-3 / 1e9)} (opencl)",
                        f"{report.fmt_gflops(flops / 0.3e-3 / 1e9)} (numpy)"]
     assert md.startswith("# ") and "| problem | op | numpy | opencl | torch (baseline) |" in md
-    assert f"## Device {DEV_A}" in md and "1 row(s) of schema 3 ignored" in md and "HTML report with plots" in md
+    assert f"## Device {DEV_A}" in md and f"1 row(s) of schema {results.SCHEMA_VERSION + 1} ignored" in md
+    assert "HTML report with plots" in md
 
 
 def test_explain_section_for_chosen_layer(generated, tmp_path) -> None:

@@ -233,8 +233,8 @@ def _v1_file(path: Path, rows: list[dict]) -> None:
     lines = [",".join(results.COLUMNS_V1)]
     for r in rows:
         line = results.format_row(r).rstrip("\n").split(",")
-        # format_row writes schema 2: drop source, threads, load_avg and say schema 1
-        lines.append(",".join(line[:-4] + ["1"]))
+        # format_row writes today's schema: drop source, threads, load_avg, device_time_s and say schema 1
+        lines.append(",".join(line[:-5] + ["1"]))
     path.write_text("\n".join(lines) + "\n")
 
 
@@ -249,6 +249,34 @@ def test_schema_1_files_are_read_and_upgraded_before_an_append(tmp_path: Path) -
     results.append_rows(path, [{**row(3), "source": "tune", "threads": 2}])
     assert path.read_text().splitlines()[0].split(",") == list(results.COLUMNS)
     df = results.read_file(path)
-    assert df["schema"].tolist() == [1, 1, 1, 2] and df["source"].tolist() == ["tune", "bench", "bench", "tune"]
+    assert df["schema"].tolist() == [1, 1, 1, results.SCHEMA_VERSION]
+    assert df["source"].tolist() == ["tune", "bench", "bench", "tune"]
     assert df["threads"].tolist()[3] == 2 and df["trial"].tolist() == [0, 1, 2, 3]
     assert not list(tmp_path.glob("*.schema1"))
+
+
+def test_schema_2_files_are_read_and_upgraded_before_an_append(tmp_path: Path) -> None:
+    """Schema 3 adds `device_time_s`: a schema-2 file reads (the column empty) and is upgraded, rows kept."""
+    path = results.device_file(tmp_path, "cpu-test-1c")
+    lines = [",".join(results.COLUMNS_V2)]
+    for r in (row(0, study="s1"), row(1)):
+        fields = results.format_row(r).rstrip("\n").split(",")
+        lines.append(",".join(fields[:-2] + ["2"]))  # no device_time_s, schema 2
+    path.write_text("\n".join(lines) + "\n")
+    df = results.read_file(path)
+    assert len(df) == 2 and df["device_time_s"].isna().all() and df["time_s"].notna().all()
+    assert results.set_aside_if_unreadable(path) is None
+    results.append_rows(path, [{**row(2), "device_time_s": 1e-4}])
+    assert path.read_text().splitlines()[0].split(",") == list(results.COLUMNS)
+    df = results.read_file(path)
+    assert df["schema"].tolist() == [2, 2, results.SCHEMA_VERSION] and df["trial"].tolist() == [0, 1, 2]
+    assert df["device_time_s"].isna().tolist() == [True, True, False] and df["device_time_s"].iloc[2] == 1e-4
+    assert df["source"].tolist()[:2] == ["tune", "tune"] and not list(tmp_path.glob("*.schema2"))
+
+
+def test_make_row_records_device_time_beside_the_call_time() -> None:
+    r = results.make_row(device_id="cpu-test-1c", device_name="t", backend="opencl", op="forward", problem=P,
+                         config="{}", status="ok", source="tune", time_s=2e-3, device_time_s=1e-3)
+    assert r["time_s"] == 2e-3 and r["device_time_s"] == 1e-3 and r["gflops"] == P.flops("forward") / 2e-3 / 1e9
+    assert results.make_row(device_id="cpu-test-1c", device_name="t", backend="numpy", op="forward", problem=P,
+                            config="{}", status="ok", source="tune", time_s=2e-3)["device_time_s"] is None

@@ -23,6 +23,7 @@ from autotune.core.problem import Problem
 from autotune.core.verify import make_inputs, tolerance
 from autotune.problems import NamedProblem
 from autotune.tuner import TuneOptions, tune
+from autotune.tuner.study import RETIMED
 from autotune.tuner.trial import Worker, run_trial
 
 TESTS = Path(__file__).resolve().parent
@@ -125,6 +126,7 @@ def test_numpy_backend_trial_passes_its_own_check(op: str) -> None:
                      {"algorithm": "col2im" if op == "forward" else "per_tap", "batch_block": 1},
                      "budget_s": 0.01})
     assert out["status"] == "ok", out
+    assert out["device_time_s"] == out["time_s"]  # numpy on a CPU: the call's time is the device time
     # The tolerance is meaningful: far below one product (inputs are in [-1, 1]).
     assert out["max_abs_err"] <= tolerance(op, TINY) < 1e-3
 
@@ -174,6 +176,12 @@ def test_worker_in_a_hanging_kernel_dies_with_the_tuner(fake_env: dict) -> None:
 
 
 # ---- the command -------------------------------------------------------------------------------------------------
+def split_retimed(df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(the rows of the best configs re-timed after a study's trials, the trials' own rows)."""
+    again = df["reason"].astype(str).str.startswith(RETIMED)
+    return df[again], df[~again]
+
+
 def test_tune_records_every_failure_and_keeps_going(fake_env: dict, problems_file: Path, tmp_path: Path) -> None:
     res = tmp_path / "res"
     proc = cli(*tune_args(problems_file, res, "--backends", "fake", "--ops", "forward", "--sampler", "grid",
@@ -184,7 +192,14 @@ def test_tune_records_every_failure_and_keeps_going(fake_env: dict, problems_fil
     df = results.read_file(res / f"{FAKE_DEVICE}.csv")
     assert set(df["status"]) == {"ok", "wrong_answer", "build_error", "out_of_resources", "timeout", "crash",
                                  "pruned"}
+    retimed, df = split_retimed(df)
     assert len(df) == 18 and df["config"].is_unique  # the whole grid, each point once
+    # then the 3 best ok configs re-timed interleaved, one row each, under the trial that measured it first
+    assert len(retimed) == 3 and retimed["config"].is_unique and (retimed["status"] == "ok").all()
+    ok = df[df["status"] == "ok"].sort_values("time_s")
+    assert set(retimed["config"]) <= set(ok["config"]) and '{"mode":"good","size":1}' in set(retimed["config"])
+    assert (retimed["trial"] == retimed["config"].map(dict(zip(df["config"], df["trial"])))).all()
+    assert retimed["reason"].str.contains("rounds interleaved").all() and (retimed["reps"] >= 3).all()
     assert (df.loc[df["status"] == "ok", "reason"] == "").all()
     assert (df.loc[df["status"] != "ok", "reason"].str.len() > 0).all()
     assert df.loc[df["trial"] == 0, "config"].item() == '{"mode":"good","size":3}'  # the default, enqueued first
@@ -271,10 +286,11 @@ def test_two_tuners_into_one_results_dir_lose_no_row(problems_file: Path, tmp_pa
     for p in procs:
         out, err = p.communicate(timeout=120)
         assert p.returncode == 0, err
-    df = results.read_file(results.device_file(res, _cpu_id()))
+    retimed, df = split_retimed(results.read_file(results.device_file(res, _cpu_id())))
     expected = sum(len(recorded_trials(s)) for s in storages)
     assert len(df) == expected and expected >= 2 * 14  # forward: the 12-point grid; backward_bias: 2 points
     assert df.groupby("study")["trial"].value_counts().max() == 2  # each trial number once per process
+    assert len(retimed) == 2 * (3 + 2)  # per process, the best 3 (forward) and 2 (backward_bias) re-timed
 
 
 def test_corrupt_results_file_is_kept_aside(fake_env: dict, tmp_path: Path,
@@ -292,8 +308,8 @@ def test_corrupt_results_file_is_kept_aside(fake_env: dict, tmp_path: Path,
     assert f"{bad}, line 1" in err and "kept aside" in err
     aside = list(res.glob(f"{bad.name}.corrupt-*"))
     assert len(aside) == 1 and aside[0].read_text() == garbage  # never overwritten
-    df = results.read_file(bad)
-    assert set(df["status"]) == {"ok"} and len(df) == 2
+    retimed, df = split_retimed(results.read_file(bad))
+    assert set(df["status"]) == {"ok"} and len(df) == 2 and len(retimed) == 2
 
 
 def test_options_are_validated(tmp_path: Path) -> None:

@@ -31,7 +31,7 @@ from autotune.core.errors import UserError
 from autotune.core.problem import OPS, Problem
 from autotune.core.timing import current_threads, load_average
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 # The required columns first (docs/design.md, results schema), then ours.
 REQUIRED = ("device", "device_name", "backend", "op", "problem", "dtype", "N", "C_in", "H", "W", "C_out", "kH",
             "kW", "config", "status", "time_s", "gflops", "max_abs_err", "timestamp")
@@ -40,7 +40,12 @@ COLUMNS_V1 = REQUIRED + ("stride", "padding", "output_padding", "dilation", "gro
                          "time_max_s", "reps", "reason", "study", "trial", "is_default", "backend_version",
                          "autotune_version", "schema")
 # Schema 2 adds what wrote a row (`source`), the threads it ran with and the load average at the time.
-COLUMNS = COLUMNS_V1[:-1] + ("source", "threads", "load_avg", "schema")
+COLUMNS_V2 = COLUMNS_V1[:-1] + ("source", "threads", "load_avg", "schema")
+# Schema 3 adds the kernel-only device time beside `time_s` (the time of the call as a user makes it for host arrays,
+# staging included): what a call whose data already lives on the device waits for.
+COLUMNS = COLUMNS_V2[:-1] + ("device_time_s", "schema")
+# Older headers still read (missing columns empty), and upgraded in place (rows kept) before an append.
+OLD_HEADERS = (COLUMNS_V1, COLUMNS_V2)
 # What wrote a row: a tuning trial, `autotune bench`, or a measurement at a call's first use.
 SOURCES = ("tune", "bench", "first-call")
 # `ok`, or the failure kind.
@@ -114,14 +119,17 @@ def utc_timestamp() -> str:
 
 def make_row(*, device_id: str, device_name: str, backend: str, op: str, problem: Problem, config: str,
              status: str, source: str, time_s: float | None = None, time_min_s: float | None = None,
-             time_max_s: float | None = None, reps: int | None = None, max_abs_err: float | None = None,
-             reason: str | None = None, study: str | None = None, trial: int | None = None,
+             time_max_s: float | None = None, reps: int | None = None, device_time_s: float | None = None,
+             max_abs_err: float | None = None, reason: str | None = None, study: str | None = None,
+             trial: int | None = None,
              is_default: bool | None = None, backend_version: str | None = None,
              threads: int | None = None, load_avg: float | None = None) -> dict[str, Any]:
     """The one builder of result rows (tune and bench): problem columns, GFLOP/s from the median time, a UTC
     timestamp, the versions, what wrote it (`source`, one of SOURCES), the threads the measurement ran with
-    (default `current_threads()`) and the load average (default: now). `problem` is the op's own problem
-    (`Problem.for_op`)."""
+    (default `current_threads()`) and the load average (default: now). `time_s` is the median time of the call as a
+    user makes it with host arrays (staging to and from the device included); `device_time_s` the kernel-only device
+    time (data already on the device), the same as `time_s` where the two are one thing. `problem` is the op's own
+    problem (`Problem.for_op`)."""
     def number(v: float | None) -> float | None:
         return None if v is None or not math.isfinite(v) else float(v)
 
@@ -132,7 +140,8 @@ def make_row(*, device_id: str, device_name: str, backend: str, op: str, problem
             **problem_columns(problem), "config": config, "status": status, "time_s": t,
             "gflops": problem.flops(op) / t / 1e9 if t else None, "max_abs_err": number(max_abs_err),
             "timestamp": utc_timestamp(), "time_min_s": number(time_min_s), "time_max_s": number(time_max_s),
-            "reps": reps, "reason": " ".join(str(reason or "").split())[:500] or None, "study": study,
+            "reps": reps, "device_time_s": number(device_time_s),
+            "reason": " ".join(str(reason or "").split())[:500] or None, "study": study,
             "trial": trial, "is_default": None if is_default is None else int(is_default),
             "backend_version": backend_version, "autotune_version": __version__, "source": source,
             "threads": current_threads() if threads is None else int(threads),
@@ -196,8 +205,9 @@ def append_rows(path: str | os.PathLike[str], rows: Iterable[dict[str, Any]]) ->
             else:
                 f.seek(0)
                 header = f.readline().removeprefix(b"\xef\xbb\xbf").rstrip(b"\r\n").split(b",")
-                if header == [c.encode() for c in COLUMNS_V1]:
-                    size = _upgrade_v1(path, f)
+                old = next((h for h in OLD_HEADERS if header == [c.encode() for c in h]), None)
+                if old is not None:
+                    size = _upgrade(path, f, old)
                 elif header != [c.encode() for c in COLUMNS]:
                     raise ResultsFileError(f"{path}, line 1: header is not a results header of schema "
                                            f"{SCHEMA_VERSION}; not appending to it")
@@ -221,14 +231,16 @@ def append_rows(path: str | os.PathLike[str], rows: Iterable[dict[str, Any]]) ->
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def _upgrade_v1(path: Path, f: Any) -> int:
-    """Rewrite the schema-1 file open (binary, locked) as `f` with the schema-2 header, every row kept as it is (its
-    `schema` field still says 1; the new columns empty; a torn or bad line stays as it was, for readers to drop).
-    A copy of the old file is kept first as `<name>.schema1` (not a `.csv`: readers skip it), so an interrupted
-    upgrade loses nothing. Returns the new size."""
+def _upgrade(path: Path, f: Any, columns: tuple[str, ...]) -> int:
+    """Rewrite the older-schema file (header `columns`, one of OLD_HEADERS) open (binary, locked) as `f` with this
+    schema's header, every row kept as it is (its `schema` field still says the old version; the new columns empty;
+    a torn or bad line stays as it was, for readers to drop). A copy of the old file is kept first as
+    `<name>.schema<N>` (not a `.csv`: readers skip it), so an interrupted upgrade loses nothing. Returns the new
+    size."""
     f.seek(0)
     old = f.read()
-    backup = path.with_name(path.name + ".schema1")
+    backup = path.with_name(f"{path.name}.schema{OLD_HEADERS.index(columns) + 1}")
+    position = {c: i for i, c in enumerate(columns)}
     backup.write_bytes(old)
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
@@ -238,8 +250,8 @@ def _upgrade_v1(path: Path, f: Any) -> int:
         if not line:
             continue
         fields = next(csv.reader([line])) if line.count('"') % 2 == 0 else None
-        if fields is not None and len(fields) == len(COLUMNS_V1):
-            writer.writerow(fields[:-1] + ["", "", ""] + fields[-1:])
+        if fields is not None and len(fields) == len(columns):
+            writer.writerow([fields[position[c]] if c in position else "" for c in COLUMNS])
         else:
             out.write(line + "\n")
     data = out.getvalue().encode("utf-8")
@@ -260,7 +272,7 @@ MAX_JSON_DEPTH = 8  # nesting of [ and { in a config
 MAX_DIGITS = 40  # characters of one number (in a numeric field or a config)
 _INTS = ("N", "C_in", "H", "W", "C_out", "kH", "kW", "groups", "bias", "reps", "trial", "schema", "is_default",
          "threads")
-_FLOATS = ("time_s", "gflops", "max_abs_err", "time_min_s", "time_max_s", "load_avg")
+_FLOATS = ("time_s", "gflops", "max_abs_err", "time_min_s", "time_max_s", "load_avg", "device_time_s")
 _LONG = ("config", "reason")
 
 
@@ -402,7 +414,7 @@ def _frame(rows: list[dict[str, str]], header: list[str]) -> pd.DataFrame:
         df["source"] = derived
     else:
         df["source"] = df["source"].astype(str).where(df["source"].astype(str).str.len() > 0, derived)
-    for c in ("threads", "load_avg"):
+    for c in ("threads", "load_avg", "device_time_s"):  # columns of later schemas: empty in older rows
         if c not in df.columns:
             df[c] = pd.array([pd.NA] * len(df), dtype="Int64") if c == "threads" else math.nan
     # One timestamp format: rows of older writers said `+0000` or `+00:00` for UTC.
@@ -526,8 +538,7 @@ def set_aside_if_unreadable(path: str | os.PathLike[str]) -> str | None:
                 good, _, _ = scan_file(path)
                 with open(path, "rb") as raw:
                     header = raw.readline().removeprefix(b"\xef\xbb\xbf").rstrip(b"\r\n")
-                if not header or header.split(b",") in ([c.encode() for c in COLUMNS],
-                                                       [c.encode() for c in COLUMNS_V1]):
+                if not header or header.split(b",") in [[c.encode() for c in h] for h in (COLUMNS, *OLD_HEADERS)]:
                     return None
                 problem = f"{path}, line 1: header is not the results header of schema {SCHEMA_VERSION}"
             except ResultsFileError as exc:

@@ -26,10 +26,13 @@ Constraint = Callable[[Config], "str | None"]
 @dataclass
 class Space:
     """A finite tunable space: each parameter has a tuple of allowed values (ints, or short identifier strings),
-    plus constraints that prune combinations before anything is built."""
+    plus constraints that prune combinations before anything is built. `added`: parameters added to the space
+    after results were recorded, each with the value that means what a config lacking it ran (a config read from
+    an older results file gets that value instead of being dropped)."""
 
     params: dict[str, tuple[Any, ...]] = field(default_factory=dict)
     constraints: list[Constraint] = field(default_factory=list)
+    added: dict[str, Any] = field(default_factory=dict)
 
     def violation(self, config: Config) -> str | None:
         """None if `config` satisfies every constraint, else the first reason."""
@@ -48,6 +51,7 @@ class Space:
         unknown = sorted(set(config) - set(self.params))
         if unknown:
             raise ConfigError(f"unknown config parameter(s) {unknown}; known: {sorted(self.params)}")
+        config = {**{k: v for k, v in self.added.items() if k in self.params}, **config}
         missing = sorted(set(self.params) - set(config))
         if missing:
             raise ConfigError(f"config lacks parameter(s) {missing}")

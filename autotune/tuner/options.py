@@ -29,12 +29,15 @@ class TuneOptions:
     seed: int | None = None
     trial_timeout_s: float = 120.0
     timing_budget_s: float = 0.3
+    retime: int = 3  # the best configs of a study re-timed interleaved after its trials (0: none)
     progress: bool = True  # draw the progress bar (messages and warnings are written either way)
 
     def __post_init__(self) -> None:
         # UserError (a ValueError): these are the caller's mistakes, shown by the CLI as one line.
         if not isinstance(self.trials, int) or isinstance(self.trials, bool) or self.trials < 1:
             raise UserError(f"trials must be a positive integer, got {self.trials!r}")
+        if not isinstance(self.retime, int) or isinstance(self.retime, bool) or self.retime < 0:
+            raise UserError(f"retime must be a non-negative integer, got {self.retime!r}")
         for name in ("timeout_s", "time_budget_s"):
             v = getattr(self, name)
             if v is not None and not _positive_seconds(v):

@@ -24,6 +24,12 @@ from autotune.tuner.samplers import make_sampler
 # A config whose first timed repetition is over this many times the study's best so far is abandoned (recorded
 # with status `abandoned`): bad configs cost one run, not a timing budget (tinygrad's BEAM does the same).
 ABANDON_FACTOR = 3.0
+# After its trials, a study's best `TuneOptions.retime` ok configs are timed again, RETIME_ROUNDS rounds interleaved
+# (each round times each config once, in turn) in the worker, one row each with reason RETIMED: one timing on a
+# shared machine spreads by 10-30%, so a winner is measured again beside its rivals before it wins (dispatch ranks
+# a config by the median of its rows' medians).
+RETIME_ROUNDS = 3
+RETIMED = "re-timed"
 
 # Only for type hints: the worker, `python -m autotune.tuner.trial`, must not find its module imported.
 if TYPE_CHECKING:
@@ -159,6 +165,7 @@ class StudyRunner:
                                status=outcome["status"], source="tune", threads=outcome.get("threads"),
                                time_s=outcome.get("time_s"), time_min_s=outcome.get("time_min_s"),
                                time_max_s=outcome.get("time_max_s"), reps=outcome.get("reps"),
+                               device_time_s=outcome.get("device_time_s"),
                                max_abs_err=outcome.get("max_abs_err"), reason=outcome.get("reason"),
                                study=p.name, trial=trial.number, is_default=_same(config, p.default),
                                backend_version=outcome.get("backend_version") or self.version)
@@ -224,11 +231,54 @@ class StudyRunner:
             study.stop()
 
     def run(self, timeout_s: float | None) -> None:
-        """Trials until done, `timeout_s` (this study's share of the time) or the deadline."""
+        """Trials until done, `timeout_s` (this study's share of the time) or the deadline; then, if this run
+        measured any trial, the best configs re-timed (`retime_best`)."""
         s = self.state()
         self.show(s)
         if not self.done(s):
+            before = self.progress.trials_run
             self.study.optimize(self.objective, timeout=timeout_s, callbacks=[self.after_trial],
                                 gc_after_trial=False, show_progress_bar=False)
+            if self.progress.trials_run > before:
+                self.retime_best()
             s = self.state()
         self.show(s, final=True)
+
+    def best_trials(self, n: int) -> list[Any]:
+        """The `n` fastest ok trials of distinct configs (measured here or by an earlier run), fastest first."""
+        out: list[Any] = []
+        for t in sorted((t for t in self.finished() if t.value is not None and _info(t).get("status") == "ok"
+                         and _info(t).get("duplicate_of") is None), key=lambda t: t.value):
+            if not any(_same(t.params, o.params) for o in out):
+                out.append(t)
+            if len(out) == n:
+                break
+        return out
+
+    def retime_best(self) -> None:
+        """Time the best `options.retime` ok configs again, RETIME_ROUNDS rounds interleaved in the worker, and
+        append one row per config (reason RETIMED, the trial that measured it first, status ok or the failure):
+        the winner is the config whose rows' medians are best, not the one luckiest in a single timing. Skipped
+        with fewer than two such configs or when the run's deadline has passed."""
+        best = self.best_trials(self.options.retime)
+        if len(best) < 2 or (self.deadline is not None and time.monotonic() >= self.deadline):
+            return
+        p = self.plan
+        request = {"backend": p.backend.name, "device": p.device.id, "op": p.op, "problem": p.problem.key,
+                   "configs": [dict(t.params) for t in best], "rounds": RETIME_ROUNDS,
+                   "budget_s": self.options.timing_budget_s, "seed": 0}
+        answer = self.worker.run(request, self.options.trial_timeout_s)
+        found = answer.get("results")
+        if not isinstance(found, list) or len(found) != len(best):
+            self.progress.message(f"warning: re-timing the best configs of study {p.name} failed: "
+                                  f"{answer.get('status', 'error')}: {answer.get('reason', '')}")
+            return
+        for t, outcome in zip(best, found):
+            if not isinstance(outcome, dict) or outcome.get("status") not in results.STATUSES:
+                outcome = {"status": "error", "reason": "the worker answered no result"}
+            if outcome.get("status") != "ok" and not outcome.get("reason"):
+                outcome = {**outcome, "reason": "failed"}
+            reason = RETIMED if outcome["status"] == "ok" else f"{RETIMED}: {outcome['reason']}"
+            if outcome["status"] == "ok":
+                reason += f" ({outcome.get('rounds', RETIME_ROUNDS)} rounds interleaved with {len(best) - 1} other(s))"
+            self.write_row(t, dict(t.params), {**outcome, "reason": reason})

@@ -82,8 +82,10 @@ _references = _References()
 
 def run_trial(request: dict[str, Any]) -> dict[str, Any]:
     """Build, check and time one config (in this process). `request`: backend, device, op, problem (key),
-    config, budget_s (timing budget), seed (inputs). Returns a dict with status, reason, and when ok: time_s,
-    time_min_s, time_max_s, reps, max_abs_err, threads (the worker's); plus backend_version."""
+    config, budget_s (timing budget), seed (inputs). Returns a dict with status, reason, and when ok: time_s (the
+    backend's `runner`: the call as a user makes it with host arrays), device_time_s (its `device_runner`, the
+    kernels alone, where it has one; else time_s), time_min_s, time_max_s, reps, max_abs_err, threads (the
+    worker's); plus backend_version."""
     from autotune.core.timing import current_threads, measure
 
     out: dict[str, Any] = {"status": "error", "reason": ""}
@@ -124,8 +126,80 @@ def run_trial(request: dict[str, Any]) -> dict[str, Any]:
                           f"{timing.median_s if above is None else float(above):.3g} s"}
     if not (timing.median_s > 0 and math.isfinite(timing.median_s)):
         return {**out, "status": "error", "reason": f"timer returned {timing.median_s!r} seconds"}
+    try:
+        device_s = device_time(backend, kernel, inputs, device, float(request.get("budget_s", 0.3)) / 2)
+    except Exception as exc:
+        return {**out, "status": classify("run", exc), "reason": f"timing on the device: {_short(exc)}"}
     return {**out, "status": "ok", "time_s": timing.median_s, "time_min_s": timing.min_s,
-            "time_max_s": timing.max_s, "reps": timing.reps, "threads": current_threads()}
+            "time_max_s": timing.max_s, "reps": timing.reps, "threads": current_threads(),
+            "device_time_s": timing.median_s if device_s is None else device_s}
+
+
+def device_time(backend: Any, kernel: Any, inputs: tuple[Any, ...], device: Any, budget_s: float) -> float | None:
+    """The kernel-only device time (median) where the backend times it apart from the call (`device_runner`),
+    else None: the call's time is the device time."""
+    from autotune.core.timing import measure
+
+    run = backend.device_runner(kernel, inputs, device)
+    if run is None:
+        return None
+    t = measure(run, budget_s=budget_s)
+    return t.median_s if t.median_s > 0 and math.isfinite(t.median_s) else None
+
+
+def retime(request: dict[str, Any]) -> dict[str, Any]:
+    """Re-measure a study's best configs interleaved: `request` as run_trial's, but `configs` (a list) instead of
+    `config`, and `rounds`. Each round times every config once (`budget_s` each) in turn, so that a burst of load
+    on a shared machine falls on all of them alike, not on one. Returns {"results": [one per config: status,
+    reason, and when ok time_s (the median of the rounds' medians), time_min_s, time_max_s, reps, device_time_s,
+    threads]}; a config that fails to build, check or time is an `error` with the reason, the others go on."""
+    from autotune.core.timing import current_threads, measure
+
+    target = backends.find(request["backend"], request["device"])
+    backend, device = target.backend, target.device
+    op = request["op"]
+    problem = Problem.from_key(request["problem"])
+    space = backend.space(op, problem, device)
+    budget = float(request.get("budget_s", 0.3))
+    cached, expected = _references.get(op, problem, int(request.get("seed", 0)))
+    entries: list[dict[str, Any]] = []
+    for config in request["configs"]:
+        entry: dict[str, Any] = {"status": "error", "reason": "", "medians": [], "devices": [], "min": math.inf,
+                                 "max": 0.0, "reps": 0}
+        try:
+            kernel = backend.prepare(op, problem, device, space.validate(config))
+            inputs = tuple(_copy(a) for a in cached)
+            verdict = verify.compare(kernel(*inputs), expected, op, problem)
+            if not verdict.ok:
+                entry.update(status="wrong_answer", reason=verdict.reason)
+            else:
+                entry.update(status="ok", kernel=kernel, inputs=inputs)
+        except Exception as exc:
+            entry["reason"] = f"re-timing: {_short(exc)}"
+        entries.append(entry)
+    for _ in range(max(1, int(request.get("rounds", 3)))):
+        for entry in entries:
+            if entry["status"] != "ok":
+                continue
+            try:
+                t = measure(backend.runner(entry["kernel"], entry["inputs"], device), budget_s=budget)
+                d = device_time(backend, entry["kernel"], entry["inputs"], device, budget / 2)
+            except Exception as exc:
+                entry.update(status=classify("run", exc), reason=f"re-timing: {_short(exc)}")
+                continue
+            entry["medians"].append(t.median_s)
+            entry["devices"].append(t.median_s if d is None else d)
+            entry.update(min=min(entry["min"], t.min_s), max=max(entry["max"], t.max_s), reps=entry["reps"] + t.reps)
+    out = []
+    for entry in entries:
+        if entry["status"] != "ok":
+            out.append({"status": entry["status"], "reason": entry["reason"]})
+            continue
+        out.append({"status": "ok", "time_s": float(np.median(entry["medians"])), "time_min_s": entry["min"],
+                    "time_max_s": entry["max"], "reps": entry["reps"],
+                    "device_time_s": float(np.median(entry["devices"])), "threads": current_threads(),
+                    "backend_version": backend.version(), "rounds": len(entry["medians"])})
+    return {"results": out}
 
 
 # ---- the worker subprocess ---------------------------------------------------------------------------------
@@ -163,6 +237,8 @@ def _worker_main() -> int:
                 w = request["warm"]
                 _references.get(w["op"], Problem.from_key(w["problem"]), int(w.get("seed", 0)))
                 result: dict[str, Any] = {"warm": True}
+            elif "configs" in request:  # the study's best configs, re-timed interleaved
+                result = retime(request)
             else:
                 result = run_trial(request)
         except Exception:  # a bug here must still answer, or the parent would wait for the time limit

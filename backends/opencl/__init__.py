@@ -9,7 +9,8 @@
 - Algorithms: forward `phase` (stride-phase decomposition: each output phase is a dense stride-1 convolution with
   only its own ceil(k/s) taps per axis, no zero multiplies, no divisibility tests) or `direct` (gather over all
   taps with the divisibility test); backward_input is a strided conv2d of gy (the same kernel); backward_weight a
-  reduction over N*H*W split across work-groups; backward_bias a split sum.
+  reduction over N*H*W split across work-groups; backward_bias a split sum, reduced by a second launch or, for tiny
+  layers, in one launch (`one_launch`: a work-group per channel adds its shares in local memory).
 - Tunables (the space): work-group shape (wg_x, wg_y), register tile per work-item (tile_h x tile_w output pixels,
   or c_tile input channels for backward_weight), co_block vectors of `vec` lanes, the vector axis (output channels,
   or output columns for the forward phase kernel), local-memory staging of the weights, k_block (barriers that
@@ -409,13 +410,21 @@ class OpenCLBackend(Backend):
             return None
 
         if op == "backward_bias":
-            return Space({"vec": VECS, "split": SPLITS})
+            def group_fits(c: Config) -> str | None:
+                if c["one_launch"] and c["split"] > max_wg:
+                    return f"one launch runs split={c['split']} work-items per work-group, device maximum {max_wg}"
+                return None
+            # one_launch came later: a recorded config without it ran two launches
+            return Space({"vec": VECS, "split": SPLITS, "one_launch": (0, 1)}, [group_fits], added={"one_launch": 0})
         if op == "backward_weight":
             def regs(c: Config) -> str | None:
                 n = c["c_tile"] * c["co_block"] * c["vec"]
                 return f"register tile of {n} accumulators > {MAX_ACCUMULATORS}" if n > MAX_ACCUMULATORS else None
+            # vec_axis came later: a recorded config without it ran vectors along output channels. With "ci"
+            # (few output channels) vectors run along input channels, c_tile tiles output channels and co_block
+            # counts input-channel vectors.
             return Space({"wg_x": WG_X, "wg_y": WG_Y, "c_tile": TILES, "co_block": CO_BLOCKS, "vec": VECS,
-                          "split": SPLITS}, [wg_fits, regs])
+                          "split": SPLITS, "vec_axis": ("co", "ci")}, [wg_fits, regs], added={"vec_axis": "co"})
 
         algorithms = ("phase", "direct") if op == "forward" else ("direct",)
 
@@ -595,7 +604,11 @@ def _default_config(backend: OpenCLBackend, op: str, p: Problem, device: Device)
     accumulators = 16 if gpu else max(4, traits["registers"] // 2)  # vectors of vw lanes
     G = p.groups
     if op == "backward_bias":
-        return space.validate({"vec": vw, "split": 8})
+        # tiny layers (fcn_score_up2: 86k elements) in one launch: the second launch cost as much as the sum
+        # (device time 17.6 -> 8.7 us there on PoCL, a shared 2-core EPYC)
+        one = int(p.N * p.C_out * p.output_size[0] * p.output_size[1] <= 1 << 19)
+        cand_bias: Config = {"vec": vw, "split": 8, "one_launch": one}
+        return space.validate(cand_bias if space.violation(cand_bias) is None else {**cand_bias, "one_launch": 0})
     m = p.C_out // G if op in ("forward", "backward_weight") else p.C_in // G
     vec = vw if m >= vw else _pow2_at_most(m, vw)
     if op == "backward_weight":
@@ -607,7 +620,16 @@ def _default_config(backend: OpenCLBackend, op: str, p: Problem, device: Device)
         # then stays in cache for the neighbouring work-items that read the same pixels.
         split = _pow2_at_most(max(16, 2048 // max(items, 1)), 64) if items < 2048 else 8
         cand: Config = {"wg_x": 1, "wg_y": 1, "c_tile": ct, "co_block": mb, "vec": vec,
-                        "split": max(1, min(split, 64))}
+                        "split": max(1, min(split, 64)), "vec_axis": "co"}
+        cig = p.C_in // G
+        if m < max(2, vw // 2) and cig >= vw:
+            # few output channels (an RGB layer's 3): vectors along input channels, c_tile output channels
+            ct = next(t for t in (1, 2, 4, 8) if t >= min(m, 8))
+            mb = 2 if cig >= 2 * vw and ct * 2 * vw <= MAX_ACCUMULATORS else 1
+            items = p.kH * p.kW * -(-cig // (vw * mb)) * G * -(-m // ct)
+            split = _pow2_at_most(max(16, 2048 // max(items, 1)), 64) if items < 2048 else 8
+            cand = {"wg_x": 1, "wg_y": 1, "c_tile": ct, "co_block": mb, "vec": vw, "split": max(1, min(split, 64)),
+                    "vec_axis": "ci"}
     else:
         # 16 accumulator vectors of 16 lanes measured best on AVX-512: 4x(2x2) or 2x(2x4); the same number of
         # channels (64 or 32) on narrower vectors takes more registers, so co_block is capped by the budget.

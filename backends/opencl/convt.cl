@@ -345,9 +345,56 @@ __kernel void conv_w(__global const T* restrict X, __global const T* restrict Wt
 #endif  // CONVW
 
 #ifdef WGRAD
-// Defines: NB G CI CIP CO COP H W HP WP KH KW SH SW DH DW CT MB VEC SPLIT ROWS_PER_SPLIT
+// Defines: NB G CI CIP CO COP H W HP WP KH KW SH SW DH DW CT MB VEC SPLIT ROWS_PER_SPLIT [CI_VEC]
 // X: x channels-last (G, NB, H, W, CIP); GY: gy channels-last with a zero border (G, NB, HP, WP, COP)
 // Out: partial (SPLIT, G, CIP, KH*KW, COP)
+#if CI_VEC
+// Vectors along input channels (few output channels, as an RGB layer's 3): a work-item owns CT output channels
+// x MB vectors of VEC input channels; CIP is a multiple of VEC * MB, COP of CT. Full lanes where vectors along 3
+// output channels would waste 13 of 16.
+#define MW (VEC * MB)
+#define CBLOCKS (CIP / MW)
+#define OTILES (COP / CT)
+__kernel void wgrad(__global const T* restrict X, __global const T* restrict GY, __global T* restrict Out) {
+    const int t0 = get_global_id(0);  // tap * CBLOCKS + cblock
+    const int t1 = get_global_id(1);  // g * OTILES + otile
+    const int split = get_global_id(2);
+    if (t0 >= KH * KW * CBLOCKS || t1 >= G * OTILES) return;
+    const int tap = t0 / CBLOCKS, c0 = (t0 % CBLOCKS) * MW;
+    const int kh = tap / KW, kw = tap % KW;
+    const int g = t1 / OTILES, o0 = (t1 % OTILES) * CT;
+    VT acc[CT][MB];
+#pragma unroll
+    for (int i = 0; i < CT; ++i)
+#pragma unroll
+        for (int b = 0; b < MB; ++b) acc[i][b] = (VT)0;
+    const long r_begin = (long)split * ROWS_PER_SPLIT;
+    long r_end = r_begin + ROWS_PER_SPLIT;
+    if (r_end > (long)NB * H) r_end = (long)NB * H;
+    for (long r = r_begin; r < r_end; ++r) {
+        const int n = (int)(r / H), ih = (int)(r % H);
+        __global const T* xrow = X + ((((long)g * NB + n) * H + ih) * W) * CIP + c0;
+        __global const T* grow = GY + ((((long)g * NB + n) * HP + (long)ih * SH + kh * DH) * WP + kw * DW) * COP + o0;
+        for (int iw = 0; iw < W; ++iw) {
+            VT xv[MB];
+#pragma unroll
+            for (int b = 0; b < MB; ++b) xv[b] = VLOAD(b * VEC, xrow + (long)iw * CIP);
+#pragma unroll
+            for (int i = 0; i < CT; ++i) {
+                const VT gv = (VT)(grow[(long)iw * SW * COP + i]);
+#pragma unroll
+                for (int b = 0; b < MB; ++b) acc[i][b] = fma(gv, xv[b], acc[i][b]);
+            }
+        }
+    }
+    __global T* out = Out + ((((long)split * G + g) * CIP + c0) * (KH * KW) + tap) * COP + o0;
+#pragma unroll
+    for (int i = 0; i < CT; ++i)
+#pragma unroll
+        for (int b = 0; b < MB; ++b)
+            for (int l = 0; l < VEC; ++l) out[(long)(b * VEC + l) * KH * KW * COP + i] = LANE(acc[i][b], l);
+}
+#else
 #define MW (VEC * MB)
 #define OBLOCKS (COP / MW)
 #define CTILES (CIP / CT)
@@ -395,6 +442,7 @@ __kernel void wgrad(__global const T* restrict X, __global const T* restrict GY,
 #endif
         }
 }
+#endif  // CI_VEC
 
 // gw[(g*CI + c), o, kh, kw] = sum over splits of partial[split, g, c, tap, o]
 __kernel void wgrad_reduce(__global const T* restrict Part, __global T* restrict GW) {
@@ -440,6 +488,40 @@ __kernel void bgrad(__global const T* restrict GY, __global T* restrict Part) {
 #pragma unroll
     for (int l = 0; l < VEC; ++l) s += LANE(acc, l);
     Part[(long)c * SPLIT + split] = s;
+}
+
+// One launch (tiny layers, where a second launch costs as much as the sum): one work-group of SPLIT work-items per
+// channel, each summing its share as bgrad does; the shares meet in local memory and the first work-item adds them
+// in bgrad_reduce's order (the same result). Global size (C * SPLIT), local size (SPLIT).
+__kernel void bgrad_one(__global const T* restrict GY, __global T* restrict GB) {
+    __local T shares[SPLIT];
+    const int c = get_group_id(0), split = get_local_id(0);
+    const long begin = (long)split * CHUNK;
+    long end = begin + CHUNK;
+    if (end > (long)NB * PLANE) end = (long)NB * PLANE;
+    VT acc = (VT)0;
+    T tail = 0;
+    long k = begin;
+    while (k < end) {
+        const long n = k / PLANE, q = k % PLANE;
+        long run = PLANE - q;
+        if (run > end - k) run = end - k;
+        __global const T* p = GY + (n * C + c) * (long)PLANE + q;
+        long v = 0;
+        for (; v + VEC <= run; v += VEC) acc += VLOAD(v, p);
+        for (; v < run; ++v) tail += p[v];
+        k += run;
+    }
+    T s = tail;
+#pragma unroll
+    for (int l = 0; l < VEC; ++l) s += LANE(acc, l);
+    shares[split] = s;
+    barrier(CLK_LOCAL_MEM_FENCE);
+    if (split == 0) {
+        T total = 0;
+        for (int i = 0; i < SPLIT; ++i) total += shares[i];
+        GB[c] = total;
+    }
 }
 
 __kernel void bgrad_reduce(__global const T* restrict Part, __global T* restrict GB) {

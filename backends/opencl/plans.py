@@ -200,7 +200,8 @@ def wgrad_plan(p: Problem, c: dict[str, Any], double: bool) -> Plan:
     Cig, Cog = p.C_in // G, p.C_out // G
     VEC, MB, CT = c["vec"], c["co_block"], c["c_tile"]
     MW = VEC * MB
-    CIP, COP = ceil_to(Cig, CT), ceil_to(Cog, MW)
+    ci_vec = c.get("vec_axis") == "ci"  # vectors along input channels: c_tile then tiles output channels
+    CIP, COP = (ceil_to(Cig, MW), ceil_to(Cog, CT)) if ci_vec else (ceil_to(Cig, CT), ceil_to(Cog, MW))
     HP, WP = canvas_size(p)
     (pt, _), (pl, _) = p.padding
     Ho, Wo = p.output_size
@@ -216,9 +217,12 @@ def wgrad_plan(p: Problem, c: dict[str, Any], double: bool) -> Plan:
     plan.programs["main"] = dict(WGRAD=1, DOUBLE=int(double), NB=p.N, G=G, CI=Cig, CIP=CIP, CO=Cog, COP=COP, H=p.H,
                                  W=p.W, HP=HP, WP=WP, KH=p.kH, KW=p.kW, SH=p.stride[0], SW=p.stride[1],
                                  DH=p.dilation[0], DW=p.dilation[1], CT=CT, MB=MB, VEC=VEC, SPLIT=split,
-                                 ROWS_PER_SPLIT=rows)
+                                 ROWS_PER_SPLIT=rows, CI_VEC=int(ci_vec))
     LX, LY = c["wg_x"], c["wg_y"]
-    gsize = (_wg(taps * (CIP // CT), LX), _wg(G * (COP // MW), LY), split)
+    if ci_vec:
+        gsize = (_wg(taps * (CIP // MW), LX), _wg(G * (COP // CT), LY), split)
+    else:
+        gsize = (_wg(taps * (CIP // CT), LX), _wg(G * (COP // MW), LY), split)
     plan.steps.append(Step("main", "wgrad", gsize, (LX, LY, 1), ("xc", "gyp", "part")))
     total = int(np.prod(p.weight_shape))
     plan.steps.append(Step("main", "wgrad_reduce", (_wg(total, 64),), (64,), ("part", "gw")))
@@ -230,10 +234,13 @@ def bgrad_plan(p: Problem, c: dict[str, Any], double: bool) -> Plan:
     plane = Ho * Wo
     split = max(1, min(c["split"], p.N * plane // max(c["vec"], 1) or 1))
     plan = Plan("backward_bias", ("gy",), "gb", (p.C_out,))
-    plan.buffers["part"] = p.C_out * split
     plan.buffers["gb"] = p.C_out
     plan.programs["main"] = dict(BGRAD=1, DOUBLE=int(double), NB=p.N, C=p.C_out, PLANE=plane, SPLIT=split,
                                  VEC=c["vec"])
+    if c.get("one_launch"):  # one work-group per channel, the shares added in local memory: no second launch
+        plan.steps.append(Step("main", "bgrad_one", (p.C_out * split,), (split,), ("gy", "gb")))
+        return plan
+    plan.buffers["part"] = p.C_out * split
     plan.steps.append(Step("main", "bgrad", (p.C_out, split), None, ("gy", "part")))
     plan.steps.append(Step("main", "bgrad_reduce", (p.C_out,), None, ("part", "gb")))
     return plan
