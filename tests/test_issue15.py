@@ -69,18 +69,18 @@ def test_default_is_enqueued_again_after_a_kill_during_its_trial(tmp_path: Path)
     plan = StudyPlan("tiny", P, "forward", backend, device, space,
                      space.validate(backend.default_config("forward", P, device)))
     storage = make_storage(f"sqlite:///{tmp_path / 's.db'}")
-    study = open_study(plan, storage, "random", 0)
+    study = open_study(plan, storage, "random", 0, results_dirs=[])
     trial = study.ask()  # the enqueued default, now RUNNING: the process is killed here
     for name, values in space.params.items():
         trial.suggest_categorical(name, list(values))
     assert trial.params == plan.default
-    study = open_study(plan, storage, "random", 0)  # the rerun, within the heartbeat's grace period
+    study = open_study(plan, storage, "random", 0, results_dirs=[])  # the rerun, within the heartbeat's grace period
     waiting = study.get_trials(states=(TrialState.WAITING,))
     assert [t.system_attrs["fixed_params"] for t in waiting] == [plan.default]
     nxt = study.ask()
     assert {k: nxt.suggest_categorical(k, list(v)) for k, v in space.params.items()} == plan.default
     study.tell(nxt, 1.0)
-    open_study(plan, storage, "random", 0)  # a finished default: not enqueued again
+    open_study(plan, storage, "random", 0, results_dirs=[])  # a finished default: not enqueued again
     assert not study.get_trials(states=(TrialState.WAITING,))
 
 
