@@ -63,3 +63,18 @@ def assert_close(out, ref: np.ndarray, op: str, p: Problem, what: str = "") -> N
 
 
 sample_configs = verify.sample_configs
+
+
+@pytest.fixture
+def dirs(tmp_path, monkeypatch):
+    """Empty user and shipped results directories; dispatch's caches cleared before and after."""
+    from autotune import dispatch
+    from autotune.core import results
+    user, shipped = tmp_path / "user", tmp_path / "shipped"
+    user.mkdir()
+    shipped.mkdir()
+    monkeypatch.setenv(results.ENV_VAR, str(user))
+    monkeypatch.setattr(results, "shipped_results_dir", lambda: shipped)
+    dispatch.clear_cache()
+    yield user, shipped
+    dispatch.clear_cache()

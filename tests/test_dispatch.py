@@ -67,17 +67,6 @@ class CudaLike:
         type, index = "cuda", 0
 
 
-@pytest.fixture
-def dirs(tmp_path, monkeypatch):
-    """Empty user and shipped results directories; dispatch's caches cleared before and after."""
-    user, shipped = tmp_path / "user", tmp_path / "shipped"
-    user.mkdir()
-    shipped.mkdir()
-    monkeypatch.setenv(results.ENV_VAR, str(user))
-    monkeypatch.setattr(results, "shipped_results_dir", lambda: shipped)
-    dispatch.clear_cache()
-    yield user, shipped
-    dispatch.clear_cache()
 
 
 @pytest.fixture

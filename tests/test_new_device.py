@@ -88,18 +88,6 @@ OTHER = "cpu-faraway-model-2c"  # another CPU's results (vendor and model differ
 NEAR = "cpu-faraway-model-4c"
 
 
-@pytest.fixture
-def dirs(tmp_path, monkeypatch):
-    from autotune import dispatch
-    from autotune.core import results
-    user, shipped = tmp_path / "user", tmp_path / "shipped"
-    user.mkdir()
-    shipped.mkdir()
-    monkeypatch.setenv(results.ENV_VAR, str(user))
-    monkeypatch.setattr(results, "shipped_results_dir", lambda: shipped)
-    dispatch.clear_cache()
-    yield user, shipped
-    dispatch.clear_cache()
 
 
 def _rows(device: str, p: Problem, backend: str, config: dict, time_s: float, op: str = "forward") -> list[dict]:
