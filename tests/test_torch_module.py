@@ -9,8 +9,6 @@ from conftest import IN_CI
 
 import autotune
 import backends
-from autotune import dispatch
-from autotune.core import results
 
 try:
     import torch
@@ -24,13 +22,9 @@ import autotune.torch as att  # noqa: E402 - after the torch check
 
 
 @pytest.fixture(autouse=True)
-def empty_results(tmp_path, monkeypatch):
-    """Hermetic dispatch: no results anywhere, so calls take the default rule."""
-    monkeypatch.setenv(results.ENV_VAR, str(tmp_path / "user"))
-    monkeypatch.setattr(results, "shipped_results_dir", lambda: tmp_path / "shipped")
-    dispatch.clear_cache()
+def empty_results(dirs):
+    """Hermetic dispatch: no results anywhere (conftest's `dirs`), so calls take the default rule."""
     yield
-    dispatch.clear_cache()
 
 
 def test_the_module_imports_the_real_torch():

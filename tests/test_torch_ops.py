@@ -16,7 +16,6 @@ from conftest import IN_CI
 import autotune
 from autotune import cli, dispatch, log
 from autotune.cli import tune as cli_tune
-from autotune.core import results
 from autotune.problems import load_problems
 
 try:
@@ -33,13 +32,9 @@ MODELS = str(Path(__file__).resolve().parent.parent / "examples" / "models.py")
 
 
 @pytest.fixture(autouse=True)
-def empty_results(tmp_path, monkeypatch):
-    """Hermetic dispatch: no results anywhere, so calls take the default rule."""
-    monkeypatch.setenv(results.ENV_VAR, str(tmp_path / "user"))
-    monkeypatch.setattr(results, "shipped_results_dir", lambda: tmp_path / "shipped")
-    dispatch.clear_cache()
+def empty_results(dirs):
+    """Hermetic dispatch: no results anywhere (conftest's `dirs`), so calls take the default rule."""
     yield
-    dispatch.clear_cache()
 
 
 class Small(torch.nn.Module):
