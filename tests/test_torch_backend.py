@@ -98,3 +98,26 @@ def test_gpu_ids_are_tritons(monkeypatch):
     assert "mkldnn" not in space.params
     assert backends.get("torch").space("forward", PROBLEMS[0].with_dtype("float64"), gpu).params["precision"] == \
         ("ieee",)
+
+
+def test_bench_records_the_torch_backends_config_apart_from_the_baseline(tmp_path, recwarn):
+    """`bench --record` writes PyTorch's default call as a `baseline` row with no config and the torch backend's
+    rows with the config they ran; dispatch then reads the file without a warning."""
+    from autotune import bench, dispatch
+    from autotune.core import results
+    from autotune.core.devices import cpu_device_id
+    from autotune.problems import NamedProblem
+    _cpu()
+    p = PROBLEMS[0]
+    bench.bench([NamedProblem("tiny", p)], ["forward", "backward_bias"], ["torch"], budget_s=0.01, with_peak=False,
+                with_dispatch=False, record_to=tmp_path)
+    rows = results.read_file(results.device_file(tmp_path, cpu_device_id()))
+    assert sorted(rows.status) == ["baseline", "baseline", "ok", "ok"]
+    assert set(rows[rows.status == "baseline"].config) == {"{}"}
+    assert set(rows[rows.status == "ok"].config) == {'{"algorithm":"conv_transpose2d","memory_format":"contiguous",'
+                                                      '"mkldnn":"on"}', '{"algorithm":"sum"}'}
+    dispatch.clear_cache()
+    for op in ("forward", "backward_bias"):
+        (first, *_) = dispatch.choices(op, p, results_dirs=[tmp_path])
+        assert (first.backend.name, first.reason) == ("torch", "exact")
+    assert not [w for w in recwarn if "autotune" in str(w.message)]
