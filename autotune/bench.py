@@ -77,40 +77,6 @@ def torch_runner(op: str, p: Problem, inputs: tuple) -> Any:
     return bwd
 
 
-# The torch baseline is measured again (at most MAX_REMEASURE more times, the tightest kept) when its repetitions
-# spread more than this: (slowest - fastest) / median. A baseline taken while other work ran flatters everyone.
-SPREAD_LIMIT = 0.5
-MAX_REMEASURE = 2
-
-
-def spread(t: Timing) -> float:
-    """(slowest - fastest) / median of a measurement's repetitions."""
-    return (t.max_s - t.min_s) / t.median_s if t.median_s > 0 else math.inf
-
-
-def measure_steady(run: Callable[[], Any], budget_s: float) -> Timing:
-    """`measure`, repeated (at most MAX_REMEASURE more times) while the repetitions spread more than
-    SPREAD_LIMIT; the measurement with the tightest spread is kept."""
-    best = measure(run, budget_s=budget_s)
-    for _ in range(MAX_REMEASURE):
-        if spread(best) <= SPREAD_LIMIT:
-            break
-        again = measure(run, budget_s=budget_s)
-        if spread(again) < spread(best):
-            best = again
-    return best
-
-
-def with_torch_threads(torch: Any, threads: int, run: Callable[[], Timing]) -> Timing:
-    """Run `run` with torch's intra-op thread count set to `threads` (the backends' count), restored after."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        return run()
-    finally:
-        torch.set_num_threads(before)
-
-
 # ---- the device's peak: a BLAS sgemm (CPU) or a matmul (GPU), recorded as a baseline row ----------------------
 PEAK_SIZE = 512
 PEAK_BACKEND = "blas"
@@ -132,7 +98,9 @@ def measure_peak(budget_s: float, n: int = PEAK_SIZE) -> Timing:
 
     def sgemm() -> None:
         np.matmul(a, b, out=out)
-    return measure_steady(sgemm, budget_s)
+    t = interleaved({"sgemm": sgemm}, budget_s)["sgemm"]
+    assert not isinstance(t, str), t  # a matmul of NumPy's own arrays does not fail
+    return t
 
 
 # ---- configs ---------------------------------------------------------------------------------------------------
@@ -180,10 +148,12 @@ def _row(name: str, op: str, p: Problem, backend: str, device: str, config: str,
             "threads": threads or current_threads(), "load_avg": load_average()}
 
 
-def _time_backend(configs: list[Config], budget_s: float, backend: Backend, device: Device, op: str,
-                  p: Problem, inputs: tuple, expected: np.ndarray) -> tuple[Config | None, Timing | None, str, float]:
-    """Time each candidate config; return the fastest correct one."""
-    best: tuple[Config | None, Timing | None, str, float] = (None, None, "no valid config", math.nan)
+def _pick_config(configs: list[Config], budget_s: float, backend: Backend, device: Device, op: str, p: Problem,
+                 inputs: tuple, expected: np.ndarray) -> tuple[Config | None, Callable[[], Any] | None, str, float]:
+    """The candidate config to bench: the one config checked for correctness, or (several, `--configs grid`) the
+    fastest correct one of a first timing. (config, its runner, status, error)."""
+    best: tuple[Config | None, Callable[[], Any] | None, str, float] = (None, None, "no valid config", math.nan)
+    best_s = math.inf
     for config in configs:
         try:
             kernel = backend.prepare(op, p, device, config)
@@ -192,12 +162,40 @@ def _time_backend(configs: list[Config], budget_s: float, backend: Backend, devi
             if not verdict.ok:
                 best = best if best[1] else (config, None, f"wrong answer ({verdict.reason})", err)
                 continue
-            t = measure(backend.runner(kernel, inputs, device), budget_s=budget_s)
+            run = backend.runner(kernel, inputs, device)
+            seconds = measure(run, budget_s=budget_s).median_s if len(configs) > 1 else 0.0
         except Exception as exc:  # a config that fails is reported, the bench goes on
             best = best if best[1] else (config, None, f"error: {type(exc).__name__}: {exc}"[:200], math.nan)
             continue
-        if best[1] is None or t.median_s < best[1].median_s:
-            best = (config, t, "ok", err)
+        if best[1] is None or seconds < best_s:
+            best, best_s = (config, run, "ok", err), seconds
+    return best
+
+
+# Each (problem, op)'s entries (PyTorch, every backend, dispatch) are timed in ROUNDS interleaved rounds of
+# budget / ROUNDS each, and each keeps its fastest round's median: a stretch of interference (another process, or
+# one thread pool spinning while the next library's needs the core: seen here as 8 ms torch calls that take 0.06 ms
+# alone) then costs one round of one entry, not the comparison.
+ROUNDS = 3
+
+
+def interleaved(runs: dict[str, Callable[[], Any]], budget_s: float, rounds: int = ROUNDS) -> dict[str, Timing | str]:
+    """Time each of `runs` in `rounds` interleaved rounds (a, b, c, a, b, c, ...) of `budget_s / rounds` seconds;
+    each keeps the measurement of its fastest round, or the error that stopped it."""
+    best: dict[str, Timing | str] = {}
+    rounds = max(rounds, 1)
+    for _ in range(rounds):
+        for name, run in runs.items():
+            before = best.get(name)
+            if isinstance(before, str):
+                continue
+            try:
+                t = measure(run, budget_s=budget_s / rounds)
+            except Exception as exc:  # reported in the table, the bench goes on
+                best[name] = f"error: {type(exc).__name__}: {exc}"[:200]
+                continue
+            if before is None or t.median_s < before.median_s:
+                best[name] = t
     return best
 
 
@@ -209,10 +207,10 @@ def device_time(backend: Backend, device: Device, op: str, p: Problem, config: C
     return t.median_s if run is None else measure(run, budget_s=budget_s).median_s
 
 
-def _time_dispatch(op: str, p: Problem, inputs: tuple, expected: np.ndarray, budget_s: float,
-                   results_dirs: Sequence[Path]) -> tuple[str, Timing | None, str, float]:
-    """Time what a plain call of `op` on host arrays runs: dispatch's first candidate for this CPU (tuned results
-    of `results_dirs` in place), called as the api calls it, by the wall clock. (label, timing, status, error)."""
+def _dispatch_run(op: str, p: Problem, inputs: tuple, expected: np.ndarray,
+                  results_dirs: Sequence[Path]) -> tuple[str, Callable[[], Any] | None, str, float]:
+    """What a plain call of `op` on host arrays runs: dispatch's first candidate for this CPU (tuned results of
+    `results_dirs` in place), called as the api calls it, timed by the wall clock. (label, run, status, error)."""
     from autotune import dispatch  # lazily: bench without the dispatch column does not pay for it
     try:
         choice = dispatch.choices(op, p, device=cpu_device_id(), results_dirs=list(results_dirs) or None)[0]
@@ -224,7 +222,7 @@ def _time_dispatch(op: str, p: Problem, inputs: tuple, expected: np.ndarray, bud
 
         def call() -> None:  # the wall clock around the whole call
             kernel(*inputs)
-        return label, measure(call, budget_s=budget_s), "ok", verdict.max_abs_err
+        return label, call, "ok", verdict.max_abs_err
     except Exception as exc:  # reported in the table, the bench goes on
         return "", None, f"error: {type(exc).__name__}: {exc}"[:200], math.nan
 
@@ -236,11 +234,12 @@ def bench(problems: list[NamedProblem], ops: Sequence[str], backend_names: Seque
           record_to: Path | None = None) -> tuple[pd.DataFrame, list[Target]]:
     """Time every usable backend (or `backend_names`) and PyTorch on each (problem, op) in one run. Returns the long
     table (one row per problem, op and backend) and the (backend, device) pairs that were timed. PyTorch runs with
-    the backends' thread count (`current_threads()`), re-measured while its repetitions spread widely; with
+    the backends' thread count (`current_threads()`); the entries of one (problem, op) are timed in `ROUNDS`
+    interleaved rounds (`interleaved`), each keeping its fastest round's median; with
     `with_peak`, this CPU's BLAS sgemm rate is measured once first (a `blas` baseline row: the report's peak); with
     `with_dispatch`, a `dispatch` row per (problem, op) times what a plain call runs (`results_dirs` in place). With
-    `record_to` (a results directory), each measurement is appended to its device's results file as soon as it is
-    taken, so a killed run keeps what it measured."""
+    `record_to` (a results directory), the measurements of each (problem, op) are appended to their device's
+    results file as soon as they are taken, so a killed run keeps what it measured."""
     chosen, skipped = backends.targets(backend_names, timed=True)
     for skip in skipped:
         if backend_names and skip.device is None:
@@ -266,6 +265,22 @@ def bench(problems: list[NamedProblem], ops: Sequence[str], backend_names: Seque
         table.append(_row("sgemm", "forward", pp, PEAK_BACKEND, cpu_device_id(),
                           json.dumps({"routine": "sgemm", "n": PEAK_SIZE}), measure_peak(budget_s), "baseline",
                           threads=threads))
+    before_threads = torch.get_num_threads() if torch is not None else None
+    if torch is not None:
+        torch.set_num_threads(threads)  # PyTorch with the backends' thread count, restored after the run
+    try:
+        _run(problems, ops, chosen, rows, configs, max_configs, budget_s, results_dirs, torch, threads,
+             with_dispatch, say, table)
+    finally:
+        if torch is not None:
+            torch.set_num_threads(before_threads)
+    return pd.DataFrame(table), chosen
+
+
+def _run(problems: list[NamedProblem], ops: Sequence[str], chosen: list[Target], rows: pd.DataFrame, configs: str,
+         max_configs: int, budget_s: float, results_dirs: Sequence[Path], torch: Any, threads: int,
+         with_dispatch: bool, say: Callable[[str], None], table: list[dict[str, Any]]) -> None:
+    """The bench's loop: per (problem, op), check and gather every entry's run, time them interleaved, add rows."""
     start = time.perf_counter()
     total = len(problems) * len(ops)
     for i, named in enumerate(problems):
@@ -274,33 +289,48 @@ def bench(problems: list[NamedProblem], ops: Sequence[str], backend_names: Seque
             say(f"[{i * len(ops) + j + 1}/{total}] {named.name} {op} ({time.perf_counter() - start:.0f}s)")
             inputs, exact = verify.make_inputs(op, p)
             expected = reference.run(op, p, exact)
+            runs: dict[str, Callable[[], Any]] = {}
+            pending: list[tuple[str, Target | None, str, str, float]] = []  # (entry, target, config, status, err)
             run_torch = torch_runner(op, p, inputs) if torch is not None else None
             if run_torch is not None:
-                timing = with_torch_threads(torch, threads, lambda: measure_steady(run_torch, budget_s))
-                table.append(_row(named.name, op, p, "torch", cpu_device_id(), f"torch {torch.__version__}",
-                                  timing, "baseline", threads=threads))
+                runs["torch"] = run_torch
+                pending.append(("torch", None, f"torch {torch.__version__}", "baseline", math.nan))
             for target in chosen:
                 backend, device = target.backend, target.device
+                entry = f"{backend.name}@{device.id}"
                 why = backend.supports(p, device)
                 if why:
-                    table.append(_row(named.name, op, p, backend.name, device.id, "", None, f"unsupported: {why}"))
+                    pending.append((entry, target, "", f"unsupported: {why}", math.nan))
                     continue
                 candidates = candidate_configs(configs, max_configs, rows, backend, op, p, device)
-                config, t, status, err = _time_backend(candidates, budget_s, backend, device, op, p, inputs,
-                                                       expected)
-                dev_s = None
-                if config is not None and t is not None:
-                    try:
-                        dev_s = device_time(backend, device, op, p, config, inputs, t, budget_s)
-                    except Exception as exc:  # the call's time stands; the device time is left empty
-                        say(f"{backend.name} {named.name} {op}: no device time ({type(exc).__name__}: {exc})")
-                table.append(_row(named.name, op, p, backend.name, device.id,
-                                  config_json(config) if config is not None else "", t, status, err,
-                                  device_time_s=dev_s))
+                config, run, status, err = _pick_config(candidates, budget_s, backend, device, op, p, inputs,
+                                                        expected)
+                if run is not None:
+                    runs[entry] = run
+                pending.append((entry, target, config_json(config) if config is not None else "", status, err))
             if with_dispatch:
-                label, t, status, err = _time_dispatch(op, p, inputs, expected, budget_s, results_dirs)
-                table.append(_row(named.name, op, p, DISPATCH, cpu_device_id(), label, t, status, err))
-    return pd.DataFrame(table), chosen
+                label, run, status, err = _dispatch_run(op, p, inputs, expected, results_dirs)
+                if run is not None:
+                    runs[DISPATCH] = run
+                pending.append((DISPATCH, None, label, status, err))
+            timed = interleaved(runs, budget_s)
+            for entry, where, text, verdict, error in pending:
+                got = timed.get(entry)
+                t = got if isinstance(got, Timing) else None
+                verdict = got if isinstance(got, str) else verdict
+                if where is None:  # the torch baseline or the dispatch column
+                    table.append(_row(named.name, op, p, "torch" if entry == "torch" else DISPATCH, cpu_device_id(),
+                                      text, t, verdict, None if entry == "torch" else error, threads=threads))
+                    continue
+                dev_s = None
+                if t is not None:
+                    try:
+                        dev_s = device_time(where.backend, where.device, op, p, json.loads(text), inputs, t,
+                                            budget_s / ROUNDS)
+                    except Exception as exc:  # the call's time stands; the device time is left empty
+                        say(f"{where.backend.name} {named.name} {op}: no device time ({type(exc).__name__}: {exc})")
+                table.append(_row(named.name, op, p, where.backend.name, where.device.id, text, t, verdict, error,
+                                  device_time_s=dev_s))
 
 
 class _Recording(list):

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -147,11 +148,11 @@ def test_tune_failures_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixtur
 
 
 def test_bench_record_appends_per_measurement(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Item 9: a run killed after its first measurement keeps that measurement in the results."""
+    """Item 9: a run killed after its first (problem, op) keeps those measurements in the results."""
     from autotune import bench
     from autotune.problems import NamedProblem
 
-    real = bench._time_backend
+    real = bench.interleaved
     calls: list[int] = []
 
     def killed_on_second(*args: object, **kw: object) -> object:
@@ -159,7 +160,7 @@ def test_bench_record_appends_per_measurement(tmp_path: Path, monkeypatch: pytes
         if len(calls) == 2:
             raise KeyboardInterrupt
         return real(*args, **kw)  # type: ignore[arg-type]
-    monkeypatch.setattr(bench, "_time_backend", killed_on_second)
+    monkeypatch.setattr(bench, "interleaved", killed_on_second)
     with pytest.raises(KeyboardInterrupt):
         bench.bench([NamedProblem("tiny", P)], ["forward", "backward_input"], ["numpy"], budget_s=0.01,
                     with_torch=False, with_peak=False, record_to=tmp_path / "res")
@@ -235,3 +236,27 @@ def test_two_opencl_runtimes_on_one_cpu_have_two_ids() -> None:
     assert len(ids) == 4 and f"{cpu}-oclgrind" in ids and f"{cpu}-intel-opencl" in ids
     for i in ids:
         results.device_file(".", i)  # every one is a valid device id (a slug)
+
+
+def test_bench_times_its_entries_interleaved_and_keeps_each_ones_fastest_round() -> None:
+    """Issue 11: one stretch of interference costs one round of one entry, not the comparison."""
+    from autotune import bench
+
+    order: list[str] = []
+
+    def make(name: str, seconds: float) -> object:
+        def run() -> None:
+            order.append(name)
+            interfered = name == "a" and "b" not in order  # `a`'s first round only
+            time.sleep(seconds + (0.02 if interfered else 0.0))
+        return run
+
+    def broken() -> None:
+        raise RuntimeError("device lost")
+    timed = bench.interleaved({"a": make("a", 0.001), "b": make("b", 0.002), "c": broken}, budget_s=0.03,
+                              rounds=3)
+    firsts = [o for i, o in enumerate(order) if i == 0 or order[i - 1] != o]
+    assert firsts[:4] == ["a", "b", "a", "b"]  # rounds alternate
+    assert timed["a"].median_s < 0.015  # the slow first round of `a` is not the one kept
+    assert timed["b"].median_s >= 0.002
+    assert timed["c"] == "error: RuntimeError: device lost"
