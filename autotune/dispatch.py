@@ -34,8 +34,10 @@ takes the call's CUDA tensors as they are (`Backend.takes_device_arrays`), the k
 the row has one. Among the configs left the
 fastest wins regardless of directory. Backends that are unavailable
 here, have no device of that id, or whose device's timings are not speed (`Device.timing_is_speed`: Triton's
-interpreter) are never chosen by timing; `baseline` rows (reference timings such as PyTorch's own) are never
-candidates.
+interpreter) are never chosen by timing. `baseline` rows are reference timings: the sgemm peak is never a
+candidate, but PyTorch's default call (backend `torch`, config `{}`, written by `autotune bench`) is a measurement
+of the torch backend's default config (its default *is* torch's plain call), so a device whose results hold only
+bench baselines for torch still weighs torch against the other backends (exact and transfer alike).
 
 Costs: a `Table` (the rows of one device and set of directories) is loaded once, and the files' (mtime, size)
 are checked again at most every `RELOAD_CHECK_S` seconds; a change is re-read by a background thread while the old
@@ -340,6 +342,24 @@ def _resident(table: Table, name: str) -> bool:
         return False
 
 
+def _baseline_as_default(row: Any, table: Table, known: set[str]) -> Any:
+    """A `baseline` row of a registered backend's name with no config, as bench records PyTorch's default call
+    (backend `torch`, config `{}`), is a measurement of that backend's default config: the torch backend's default
+    *is* torch's plain call. It becomes an `ok` row of that config (None for other baselines, such as the sgemm
+    peak, and where the backend cannot say its default here)."""
+    if row.backend not in known or (row.config or "{}") != "{}":
+        return None
+    device = _timed_device(table, row.backend)
+    if device is None:
+        return None
+    try:
+        problem = Problem.from_key(row.problem)
+        default = backends.get(row.backend).default_config(row.op, problem, device)
+    except Exception:  # a backend that cannot say its default for this problem: the row stays a reference
+        return None
+    return row._replace(status="ok", config=config_json(default), source=f"{row.source} baseline")
+
+
 def load_table(device_id: str, dirs: Iterable[PathLike]) -> Table:
     """The results of one device in `dirs` (earlier directories first). Anything unreadable is ignored with a
     warning, never raised: a broken file must not break calls."""
@@ -369,8 +389,10 @@ def _read(table: Table, source: str | None = None) -> dict[str, dict[str, list[_
     foreign: dict[str, int] = {}
     unknown: dict[str, int] = {}
     for row in df.itertuples(index=False):
-        if row.status == "baseline":  # a reference timing (e.g. PyTorch's own), never a candidate
-            continue
+        if row.status == "baseline":
+            row = _baseline_as_default(row, table, known)
+            if row is None:  # a reference timing of no backend (the sgemm peak), never a candidate
+                continue
         if row.device != device_id:
             foreign[row.device] = foreign.get(row.device, 0) + 1
             continue
@@ -404,6 +426,8 @@ def _read(table: Table, source: str | None = None) -> dict[str, dict[str, list[_
         tuned = next((r for r in reversed(ok) if getattr(r, "study", "")), None)
         if tuned is not None:
             where += f" (study {tuned.study}, trial {tuned.trial})"
+        elif str(getattr(latest, "source", "")).endswith(" baseline"):
+            where += f" (bench's baseline: {name}'s plain call)"
         if len(ok) > 1:
             where += f", median of {len(ok)} measurements"
         if latest.timestamp:

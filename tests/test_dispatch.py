@@ -350,7 +350,8 @@ def test_foreign_and_stale_rows_are_ignored_with_warnings(dirs):
         row(P, "numpy", {"algorithm": "phase", "batch_block": 0, "x": 1}, 1e-6),  # unknown parameter
         row(P, "numpy", {"algorithm": "phase"}, 1e-6),  # missing parameter
         row(P, "numpy", PHASE, 3e-3),  # the one valid row
-        row(P, "torch", {}, 1e-9, status="baseline"),  # a baseline timing: silently not a candidate
+        row(P, "blas", {"routine": "sgemm"}, 1e-9, status="baseline"),  # a reference timing: silently ignored
+        row(P, "torch", {}, 1.0, status="baseline"),  # PyTorch's default call: the torch backend's default
     ])
     with open(results.device_file(user, DEV), "a", encoding="utf-8") as f:
         f.write("garbage,row,with,too,few,fields\n")
@@ -363,7 +364,7 @@ def test_foreign_and_stale_rows_are_ignored_with_warnings(dirs):
         w = autotune.which(P)
     messages = "\n".join(str(r.message) for r in record)
     assert (w.reason, w.config, w.time_s) == ("exact", PHASE, 3e-3)
-    assert "'torch'" not in messages
+    assert "'torch'" not in messages and "'blas'" not in messages
     for needle in ("another device 'gpu-nvidia-h100-80gb'", "unknown backend 'nosuch'", "winograd",
                    "batch_block='0'", "unknown config parameter", "lacks parameter", "bogus", "not a problem key",
                    "not a JSON object", "config is not JSON", "time_s -1.0", "incomplete row"):
@@ -599,3 +600,28 @@ def test_reload_is_off_the_callers_path(dirs, monkeypatch):
         time.sleep(0.01)
     assert dispatch.choices("forward", P)[0].config == PHASE
     assert autotune.which(P).config == PHASE
+
+
+def test_pytorchs_baseline_is_the_torch_backends_default(dirs):
+    """A bench baseline of PyTorch's default call (backend torch, config {}) is a measurement of the torch
+    backend's default config: it competes in dispatch here (exact) and from a similar device (transfer)."""
+    torch_backend = backends.get("torch")
+    if not torch_backend.available()[0]:
+        pytest.skip(f"torch backend: {torch_backend.available()[1]}")
+    device = next(d for d in torch_backend.devices() if d.kind == "cpu")
+    default = torch_backend.default_config("forward", P, device)
+    user, shipped = dirs
+    write(user, [row(P, "numpy", PHASE, 3e-3), row(P, "torch", {}, 1e-3, status="baseline", source="bench")])
+    w = autotune.which(P)
+    assert (w.backend, w.reason, w.config, w.time_s) == ("torch", "exact", default, 1e-3)
+    assert "baseline" in w.source
+    assert_forward_correct(P)
+    # the same rows measured on a similar CPU (another core count) transfer
+    other = DEV.rsplit("-", 1)[0] + "-64c"
+    dispatch.clear_cache()
+    user.joinpath(results.device_file(user, DEV).name).unlink()
+    results.append_rows(results.device_file(shipped, other),
+                        [row(P, "numpy", PHASE, 3e-3, device=other),
+                         row(P, "torch", {}, 1e-3, status="baseline", source="bench", device=other)])
+    w = autotune.which(P)
+    assert (w.backend, w.reason, w.config) == ("torch", "transfer", default)
