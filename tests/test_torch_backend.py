@@ -121,3 +121,21 @@ def test_bench_records_the_torch_backends_config_apart_from_the_baseline(tmp_pat
         (first, *_) = dispatch.choices(op, p, results_dirs=[tmp_path])
         assert (first.backend.name, first.reason) == ("torch", "exact")
     assert not [w for w in recwarn if "autotune" in str(w.message)]
+
+
+def test_switches_are_restored_after_each_call():
+    """A call runs without an autograd graph and with its oneDNN setting, and leaves both as they were (also when
+    the kernel raises)."""
+    backend, device = _cpu()
+    p = PROBLEMS[0]
+    x, w, b = inputs_for("forward", p)
+    xt = torch.from_numpy(x).requires_grad_()
+    before = torch._C._get_mkldnn_enabled()
+    for mkldnn in ("off", "on"):
+        config = {**backend.default_config("forward", p, device), "mkldnn": mkldnn}
+        y = backend.prepare("forward", p, device, config)(xt, torch.from_numpy(w), torch.from_numpy(b))
+        assert not y.requires_grad and torch.is_grad_enabled() and torch._C._get_mkldnn_enabled() == before
+    kernel = backend.prepare("forward", p, device, {**backend.default_config("forward", p, device), "mkldnn": "off"})
+    with pytest.raises(RuntimeError):
+        kernel(xt[:, :1], torch.from_numpy(w), None)  # wrong channel count: torch raises inside the switches
+    assert torch.is_grad_enabled() and torch._C._get_mkldnn_enabled() == before

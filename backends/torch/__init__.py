@@ -173,32 +173,49 @@ class TorchBackend(Backend):
         return run
 
 
-def _flags(config: Config, device: Device) -> Callable[[], Any]:
-    """A context-manager factory setting the backend switches of `config` around one call."""
-    import contextlib
+class _Switches:
+    """The backend switches of a config around one call (a new one per call: calls may run on several threads):
+    no autograd graph, and the GPU's cuDNN flags or the CPU's oneDNN on/off (left alone when already as asked, so
+    the default config pays nothing)."""
 
-    import torch
-    if device.kind == "gpu":
-        bench, tf32 = config["cudnn_benchmark"] == "on", config["precision"] == "tf32"
+    __slots__ = ("spec", "saved")
 
-        def gpu() -> Any:
-            return torch.backends.cudnn.flags(enabled=True, benchmark=bench, deterministic=False, allow_tf32=tf32)
-        return gpu
-    if "mkldnn" in config:
-        enabled = config["mkldnn"] == "on"
+    def __init__(self, spec: tuple[Any, bool | None, tuple[bool, bool] | None]) -> None:
+        self.spec = spec  # (torch, oneDNN on/off or None, (cuDNN benchmark, TF32) or None)
 
-        @contextlib.contextmanager
-        def mkldnn() -> Any:
+    def __enter__(self) -> None:
+        torch, mkldnn, cudnn = self.spec
+        grad = torch.is_grad_enabled()
+        if grad:
+            torch._C._set_grad_enabled(False)
+        flags = restore = None
+        if cudnn is not None:
+            flags = torch.backends.cudnn.flags(enabled=True, benchmark=cudnn[0], deterministic=False,
+                                               allow_tf32=cudnn[1])
+            flags.__enter__()
+        elif mkldnn is not None and torch._C._get_mkldnn_enabled() != mkldnn:
             # torch.backends.mkldnn.flags also resets oneDNN's TF32 switch (and warns about it on every call):
             # only the on/off switch is set here, and restored after.
-            before = torch._C._get_mkldnn_enabled()
-            torch._C._set_mkldnn_enabled(enabled)
-            try:
-                yield
-            finally:
-                torch._C._set_mkldnn_enabled(before)
-        return mkldnn
-    return contextlib.nullcontext
+            restore = not mkldnn
+            torch._C._set_mkldnn_enabled(mkldnn)
+        self.saved = (grad, flags, restore)
+
+    def __exit__(self, *exc: Any) -> None:
+        torch = self.spec[0]
+        grad, flags, restore = self.saved
+        if flags is not None:
+            flags.__exit__(*exc)
+        if restore is not None:
+            torch._C._set_mkldnn_enabled(restore)
+        if grad:
+            torch._C._set_grad_enabled(True)
+
+
+def _switch_spec(config: Config, device: Device) -> tuple[Any, bool | None, tuple[bool, bool] | None]:
+    import torch
+    if device.kind == "gpu":
+        return torch, None, (config["cudnn_benchmark"] == "on", config["precision"] == "tf32")
+    return torch, (config["mkldnn"] == "on") if "mkldnn" in config else None, None
 
 
 def _build(op: str, p: Problem, device: Device, config: Config) -> Kernel:
@@ -206,7 +223,7 @@ def _build(op: str, p: Problem, device: Device, config: Config) -> Kernel:
     F = torch.nn.functional
     dtype = getattr(torch, p.dtype)
     target = device.handle if device.handle is not None else torch.device("cpu")
-    flags = _flags(config, device)
+    spec = _switch_spec(config, device)
     fmt = torch.channels_last if config.get("memory_format") == "channels_last" else torch.contiguous_format
     (t, b), (left, r) = p.padding
     pad = (min(t, b), min(left, r))  # torch's symmetric part; the rest is cropped (or embedded) exactly
@@ -216,12 +233,18 @@ def _build(op: str, p: Problem, device: Device, config: Config) -> Kernel:
     torch_out = (Ho + (t - pad[0]) + (b - pad[0]), Wo + (left - pad[1]) + (r - pad[1]))
     asymmetric = torch_out != (Ho, Wo)
 
+    channels_last = fmt is torch.channels_last
+
     def stage(a: Any) -> Any:
+        """The array as a tensor of the kernel's device and dtype (no copy where it already is one), in the
+        config's memory format."""
         if a is None:
             return None
-        tensor = a if _is_tensor(a) else torch.from_numpy(np.asarray(a))
-        return tensor.to(device=target, dtype=dtype).contiguous(memory_format=fmt) if tensor.dim() == 4 else \
-            tensor.to(device=target, dtype=dtype)
+        tensor = torch.from_numpy(a) if isinstance(a, np.ndarray) else a if _is_tensor(a) else \
+            torch.from_numpy(np.asarray(a))
+        if tensor.dtype != dtype or tensor.device != target:
+            tensor = tensor.to(device=target, dtype=dtype)
+        return tensor.contiguous(memory_format=fmt) if channels_last and tensor.dim() == 4 else tensor
 
     def back(out: Any, like: Any) -> Any:
         """The result as the caller's type: a tensor for tensors, NumPy (contiguous) for NumPy inputs."""
@@ -239,13 +262,13 @@ def _build(op: str, p: Problem, device: Device, config: Config) -> Kernel:
 
     if op == "backward_bias":
         def bias_grad(gy: Any) -> Any:
-            with torch.no_grad():
+            with _Switches(spec):
                 return back(stage(gy).sum((0, 2, 3)), gy)
         return bias_grad
 
     if op == "forward":
         def forward(x: Any, w: Any, bias: Any = None) -> Any:
-            with torch.no_grad(), flags():
+            with _Switches(spec):
                 y = F.conv_transpose2d(stage(x), stage(w), stage(bias), p.stride, pad, p.output_padding, p.groups,
                                        p.dilation)
                 if asymmetric:
@@ -255,7 +278,7 @@ def _build(op: str, p: Problem, device: Device, config: Config) -> Kernel:
 
     if op == "backward_input" and config["algorithm"] == "conv2d":
         def grad_input_conv(gy: Any, w: Any) -> Any:
-            with torch.no_grad(), flags():
+            with _Switches(spec):
                 gx = F.conv2d(embed(stage(gy)), stage(w), None, p.stride, pad, p.dilation, p.groups)
                 # op >= stride (allowed where op < dilation) leaves trailing rows beyond the input: cropped.
                 if gx.shape[2] != p.H or gx.shape[3] != p.W:
@@ -273,7 +296,7 @@ def _build(op: str, p: Problem, device: Device, config: Config) -> Kernel:
             x, w = torch.empty(p.input_shape, dtype=dtype, device=target), o
         else:
             x, w = o, torch.empty(p.weight_shape, dtype=dtype, device=target)
-        with torch.no_grad(), flags():
+        with _Switches(spec):
             res = torch.ops.aten.convolution_backward(g, x, w, None, list(p.stride), list(pad), list(p.dilation),
                                                       True, list(p.output_padding), p.groups, mask)
             return back(res[out_index], gy)
