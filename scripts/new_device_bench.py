@@ -11,7 +11,7 @@ It prints per (problem, op) both times and their ratio, and per op the geometric
 most 1.25). Without `--tuned` only the first-call times are printed.
 
 Usage: .venv/bin/python scripts/new_device_bench.py --tuned DIR [--shipped results] [--only NAME...]
-       [--ops forward backward_input backward_weight] [--budget 0.3]
+       [--ops forward backward_input backward_weight backward_bias] [--budget 0.3]
 e.g.   autotune tune --preset suite --results /tmp/tuned-here && \\
        .venv/bin/python scripts/new_device_bench.py --tuned /tmp/tuned-here
 """
@@ -26,15 +26,19 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from autotune import dispatch  # noqa: E402
+from autotune import bench, dispatch  # noqa: E402
 from autotune.core import timing, verify  # noqa: E402
 from autotune.problems import load_problems, select  # noqa: E402
 
 
-def _time(choice: dispatch.Choice, budget: float) -> float:
-    q = choice.problem
-    inputs = verify.make_inputs(choice.op, q)[0]
-    return timing.measure(choice.backend.runner(choice.kernel, inputs, choice.device), budget_s=budget).median_s
+def _times(choices: dict[str, dispatch.Choice], budget: float) -> dict[str, float]:
+    """Each choice's median time, timed in interleaved rounds (`bench.interleaved`), the fastest round kept."""
+    runs = {}
+    for label, choice in choices.items():
+        inputs = verify.make_inputs(choice.op, choice.problem)[0]
+        runs[label] = choice.backend.runner(choice.kernel, inputs, choice.device)
+    timed = bench.interleaved(runs, budget)
+    return {label: t.median_s if isinstance(t, timing.Timing) else math.nan for label, t in timed.items()}
 
 
 def main() -> int:
@@ -42,7 +46,7 @@ def main() -> int:
     ap.add_argument("--tuned", help="results directory tuned on this machine")
     ap.add_argument("--shipped", default=str(ROOT / "results"), help="other devices' results (the shipped ones)")
     ap.add_argument("--only", nargs="+", default=None, help="suite problem names (default: all)")
-    ap.add_argument("--ops", nargs="+", default=["forward", "backward_input", "backward_weight"])
+    ap.add_argument("--ops", nargs="+", default=["forward", "backward_input", "backward_weight", "backward_bias"])
     ap.add_argument("--budget", type=float, default=0.3, help="timing budget per measurement, seconds")
     args = ap.parse_args()
     ratios: dict[str, list[float]] = {op: [] for op in args.ops}
@@ -50,13 +54,14 @@ def main() -> int:
     for named in select(load_problems(), args.only):
         for op in args.ops:
             dispatch.clear_cache()
-            first = dispatch.choices(op, named.problem, results_dirs=[args.shipped])[0]
-            t_first = _time(first, args.budget)
-            t_tuned = math.nan
+            chosen = {"first": dispatch.choices(op, named.problem, results_dirs=[args.shipped])[0]}
             if args.tuned:
                 dispatch.clear_cache()
-                tuned = dispatch.choices(op, named.problem, results_dirs=[args.tuned])[0]
-                t_tuned = _time(tuned, args.budget)
+                chosen["tuned"] = dispatch.choices(op, named.problem, results_dirs=[args.tuned])[0]
+            first = chosen["first"]
+            times = _times(chosen, args.budget)
+            t_first, t_tuned = times["first"], times.get("tuned", math.nan)
+            if args.tuned:
                 ratios[op].append(t_first / t_tuned)
             print(f"{named.name:20s} {op:16s} {first.reason:10s} {t_first * 1e3:9.3f} {t_tuned * 1e3:9.3f} "
                   f"{t_first / t_tuned:6.2f}", flush=True)

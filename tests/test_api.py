@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -312,3 +313,18 @@ def test_check_command_passes_and_catches_a_wrong_kernel(monkeypatch, capsys):
     corners = len(check.corner_problems())
     assert re.search(rf"backward_input\s+{corners}\s+\S+\s+FAIL", captured.out)
     assert "numpy cpu" in captured.err and "> tolerance" in captured.err
+
+
+def test_openblas_threads_sleep_at_once_when_autotune_loads_numpy():
+    """`import autotune` before NumPy sets OPENBLAS_THREAD_TIMEOUT (OpenBLAS's idle threads otherwise spin ~0.1 s
+    and hold the cores PyTorch's pool needs next); a value already set, or NumPy already loaded, is left alone."""
+    code = "import sys, os; {first}import autotune, numpy; print(os.environ.get('OPENBLAS_THREAD_TIMEOUT'))"
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_THREAD_TIMEOUT"}
+
+    def run(first: str = "", **extra: str) -> str:
+        proc = subprocess.run([sys.executable, "-c", code.format(first=first)], capture_output=True, text=True,
+                              env={**env, **extra}, check=True)
+        return proc.stdout.strip()
+    assert run() == "4"
+    assert run(OPENBLAS_THREAD_TIMEOUT="10") == "10"
+    assert run(first="import numpy; ") == "None"

@@ -111,7 +111,8 @@ def assert_forward_correct(p: Problem, **kw) -> None:
 
 
 # ---- the chain ------------------------------------------------------------------------------------------------------
-def test_nothing_tuned_uses_default_rule_then_fallback(dirs):
+def test_nothing_tuned_uses_default_rule_then_fallback(dirs, monkeypatch):
+    monkeypatch.setattr(dispatch, "_torch_loaded", lambda: False)  # a NumPy-only process
     w = autotune.which(P)
     assert (w.backend, w.reason, w.device) == ("numpy", "default", DEV)
     assert w.config == NumpyBackend().default_config("forward", P, NumpyBackend().devices()[0])
@@ -444,7 +445,8 @@ def _cli(argv: list[str], capsys) -> tuple[int, str, str]:
     return rc, out, err
 
 
-def test_cli_which_by_flags(dirs, capsys):
+def test_cli_which_by_flags(dirs, capsys, monkeypatch):
+    monkeypatch.setattr(dispatch, "_torch_loaded", lambda: False)  # the chain of a NumPy-only process
     user, _ = dirs
     write(user, [row(P, "numpy", COL2IM, 1e-3)])
     rc, out, err = _cli(["--N", "2", "--C-in", "8", "--H", "8", "--W", "8", "--C-out", "8", "--kernel", "4",
@@ -625,3 +627,16 @@ def test_pytorchs_baseline_is_the_torch_backends_default(dirs):
                          row(P, "torch", {}, 1e-3, status="baseline", source="bench", device=other)])
     w = autotune.which(P)
     assert (w.backend, w.reason, w.config) == ("torch", "transfer", default)
+
+
+def test_untuned_cpu_default_is_pytorchs_plain_call_where_torch_is_loaded(dirs, monkeypatch):
+    torch_backend = backends.get("torch")
+    if not torch_backend.available()[0]:
+        pytest.skip(f"torch backend: {torch_backend.available()[1]}")
+    monkeypatch.setattr(dispatch, "_torch_loaded", lambda: True)
+    w = autotune.which(P, "backward_input")
+    device = next(d for d in torch_backend.devices() if d.kind == "cpu")
+    assert (w.backend, w.reason) == ("torch", "default")
+    assert w.config == torch_backend.default_config("backward_input", P, device)
+    assert "PyTorch's plain call" in w.source
+    assert_forward_correct(P)
