@@ -41,6 +41,9 @@ def main(argv: list[str] | None = None) -> int:
     args = _args(argv)
     if args.threads:  # before NumPy (OpenBLAS) starts its threads
         os.environ["OPENBLAS_NUM_THREADS"] = os.environ["OMP_NUM_THREADS"] = str(args.threads)
+    # as `import autotune` does before NumPy loads (README "Mixing with PyTorch"): OpenBLAS's idle threads sleep at
+    # once instead of spinning on the cores the next torch op needs
+    os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
     sys.path.insert(0, str(ROOT))
     import numpy as np
     import torch
@@ -53,7 +56,8 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(threads)
     print(f"# {platform.processor() or platform.machine()}, {_cpu_model()}; torch {torch.__version__}, numpy "
           f"{np.__version__}; threads: torch {torch.get_num_threads()}, BLAS {threads}; OPENBLAS_CORETYPE="
-          f"{os.environ.get('OPENBLAS_CORETYPE', '(unset)')}")
+          f"{os.environ.get('OPENBLAS_CORETYPE', '(unset)')}, OPENBLAS_THREAD_TIMEOUT="
+          f"{os.environ.get('OPENBLAS_THREAD_TIMEOUT', '(unset)')}")
     small = {"dcgan_generator": dict(nz=16, ngf=8), "unet_decoder": dict(channels=(64, 32, 16)),
              "fcn8s_head": dict(pool3=16, pool4=16, conv7=32)}
     small_inputs = {"dcgan_generator": [(8, 16, 1, 1)], "unet_decoder": [(1, 64, 8, 8)],

@@ -130,7 +130,8 @@ def test_fallback_for_a_dtype_numpy_does_not_compute(dirs):
     np.testing.assert_allclose(y.astype(np.float64), reference.forward(p, x, wt), rtol=2e-3, atol=2e-2)
 
 
-def test_exact_fastest_ok_row_wins(dirs):
+def test_exact_fastest_ok_row_wins(dirs, monkeypatch):
+    monkeypatch.setattr(dispatch, "_torch_loaded", lambda: False)  # the chain of a NumPy-only process
     user, _ = dirs
     write(user, [row(P, "numpy", PHASE, 2e-3), row(P, "numpy", COL2IM, 1e-3),
                  row(P, "numpy", {"algorithm": "phase", "batch_block": 1}, 1e-4, status="wrong_answer")])

@@ -339,7 +339,8 @@ def test_log_switch_environment(fresh_logger, monkeypatch, capfd):
     err = capfd.readouterr().err.splitlines()
     lines = [line for line in err if line.startswith("autotune.dispatch:")]
     assert len(lines) == 2, err
-    assert " forward n1_ci2_h3_w3_co2_k3x3" in lines[0] and "-> numpy on cpu-" in lines[0]
+    # torch is loaded here: the untuned CPU default is PyTorch's plain call
+    assert " forward n1_ci2_h3_w3_co2_k3x3" in lines[0] and "-> torch on cpu-" in lines[0]
     assert '"algorithm":' in lines[0] and "[default] default rule" in lines[0]
     assert " backward_input " in lines[1]
 
