@@ -13,7 +13,9 @@ and owns the try-the-next-candidate loop). A device is an id: this CPU is `cpu_i
    of the same kind (`autotune.core.devices.device_distance`: vendor, model, ISA vector width where known,
    core count or memory) in the same results directories (shipped ones included), each config re-validated
    against the backend's space *on this device* (invalid ones are never used; if none fits, the next most
-   similar device is tried). `which` names it: "from <device id>".
+   similar device is tried), in their order there, except that a vendor library's measurement (the torch backend,
+   PyTorch's plain call) goes before every config that was not `TRANSFER_MARGIN` (1.25) times faster there.
+   `which` names it: "from <device id>".
 4. **default**: on a GPU, the first available backend in registry order (`backends.names()`: opencl, triton,
    other registered ones, numpy last) with a speed-timed device of that id that supports the problem, with its
    `default_config`; on a CPU, the torch backend's default (PyTorch's plain call: faster than numpy's default on
@@ -662,11 +664,25 @@ def similar_devices(table: Table) -> list[tuple[float, str, dict[str, dict[str, 
     return table.others
 
 
+# A config tuned on another device is placed before a vendor library's measurement there only when it was this much
+# faster: measured transferring the Intel Xeon's results to the AMD EPYC, OpenCL configs with a thin lead there
+# (AVX-512 vector widths: 55.0 ms against torch's 55.8 on dcgan_g3 forward) ran 3.4x slower than torch here, while a
+# vendor library re-tunes itself for each device.
+TRANSFER_MARGIN = 1.25
+
+
 def _transfer(op: str, problem: Problem, table: Table) -> list[Choice]:
-    """The winners of the same (op, problem) on the most similar other device that has a valid one."""
+    """The winners of the same (op, problem) on the most similar other device that has a valid one, in their order
+    there, except that a vendor library's (`Backend.vendor_library`) goes before every config it was not
+    `TRANSFER_MARGIN` times slower than."""
     for dist, dev, rows in similar_devices(table):
         found = _from_rows(op, problem, rows[op].get(problem.key, []), table, "transfer", warn=False)
         if found:
+            vendor = next((c for c in found if c.backend.vendor_library and c.time_s), None)
+            if vendor is not None and vendor.time_s is not None:
+                bar = vendor.time_s / TRANSFER_MARGIN
+                ahead = [c for c in found if c is not vendor and c.time_s is not None and c.time_s < bar]
+                found = ahead + [vendor] + [c for c in found if c is not vendor and c not in ahead]
             for c in found:
                 c.source = f"from {dev} (device distance {dist:.2f}): {c.source}"
                 c.from_device = dev

@@ -49,6 +49,9 @@ class Backend:
     """Base class of every backend. Subclasses set `name` and implement the methods marked below."""
 
     name: str = ""
+    #: True for a vendor's library that picks its own kernels for each device (the torch backend: oneDNN, cuDNN).
+    #: Dispatch's transfer rule trusts its measurements on another device more than configs tuned there.
+    vendor_library: bool = False
     # ---- implemented by every backend ---------------------------------------------------------------------------
     def available(self) -> tuple[bool, str]:
         """(True, "") if the backend can run here, else (False, reason with an install hint). Must not raise."""

@@ -641,3 +641,23 @@ def test_untuned_cpu_default_is_pytorchs_plain_call_where_torch_is_loaded(dirs, 
     assert w.config == torch_backend.default_config("backward_input", P, device)
     assert "PyTorch's plain call" in w.source
     assert_forward_correct(P)
+
+
+def test_transfer_puts_a_vendor_library_before_configs_with_a_thin_lead(dirs):
+    """Another device's winner goes first only when it beat the vendor library (torch) there by TRANSFER_MARGIN:
+    a config tuned for another CPU rarely keeps a thin lead, a vendor library re-tunes itself per device."""
+    torch_backend = backends.get("torch")
+    if not torch_backend.available()[0]:
+        pytest.skip(f"torch backend: {torch_backend.available()[1]}")
+    _, shipped = dirs
+    other = DEV.rsplit("-", 1)[0] + "-64c"
+    rows = [row(P, "numpy", PHASE, 0.9e-3, device=other), row(P, "torch", {}, 1e-3, status="baseline", device=other),
+            row(P, "numpy", {"algorithm": "im2col", "batch_block": 0}, 0.9e-3, op="backward_input", device=other),
+            row(P, "torch", {}, 2e-3, op="backward_input", status="baseline", device=other)]
+    results.append_rows(results.device_file(shipped, other), rows)
+    assert dispatch.TRANSFER_MARGIN == 1.25
+    fwd = autotune.which(P)  # numpy 1.11x faster there: not enough
+    assert (fwd.backend, fwd.reason) == ("torch", "transfer")
+    assert dispatch.choices("forward", P)[1].backend.name == "numpy"  # still the next candidate
+    bwd = autotune.which(P, "backward_input")  # numpy 2.2x faster there: first
+    assert (bwd.backend, bwd.reason) == ("numpy", "transfer")

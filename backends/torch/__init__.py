@@ -85,6 +85,7 @@ def _gpu_devices() -> tuple[Device, ...]:
 
 
 class TorchBackend(Backend):
+    vendor_library = True  # oneDNN / cuDNN choose their own kernels per device
 
     def __init__(self) -> None:
         self._kernels: dict[tuple, Kernel] = {}
