@@ -310,7 +310,10 @@ def _summarize(problems: list[str], limit: int = 8) -> str:
 
 
 _COLUMNS = ("device", "backend", "op", "problem", "config", "status", "time_s", "device_time_s", "timestamp",
-            "study", "trial", "source", "file", "file_order")
+            "study", "trial", "source", "schema", "file", "file_order")
+# Rows of results schemas before this one timed a staging backend's kernel alone in `time_s`
+# (`Backend.stages_host_arrays`).
+CALL_TIME_SCHEMA = 3
 
 
 def rank_time(times: list[float]) -> float:
@@ -343,6 +346,16 @@ def _resident(table: Table, name: str) -> bool:
     try:
         return bool(backends.get(name).takes_device_arrays(device))
     except Exception:  # a backend that cannot say is ranked by the call's time
+        return False
+
+
+def _kernel_only(row: Any, name: str) -> bool:
+    """Whether the row's `time_s` is a staging backend's kernel alone (results schemas 1 and 2): not the time of a
+    call on host arrays, which also waits for the copies."""
+    try:
+        schema = int(getattr(row, "schema", CALL_TIME_SCHEMA))
+        return schema < CALL_TIME_SCHEMA and bool(backends.get(name).stages_host_arrays)
+    except Exception:  # an unreadable schema field (read_file drops those) or a backend that cannot say
         return False
 
 
@@ -422,8 +435,10 @@ def _read(table: Table, source: str | None = None) -> dict[str, dict[str, list[_
         latest = measurements[-1]
         if latest.status != "ok" or _timed_device(table, name) is None:
             continue  # its latest check failed, or not runnable here (an ordinary situation, not a warning)
-        ok = [r for r in measurements if r.status == "ok"]
         resident = _resident(table, name)
+        ok = [r for r in measurements if r.status == "ok" and (resident or not _kernel_only(r, name))]
+        if not ok:
+            continue
         time_s = rank_time([call_time(r, resident) for r in ok])
         problem = Problem.from_key(key)  # validated by read_file
         where = str(latest.file)

@@ -52,6 +52,10 @@ class Backend:
     #: True for a vendor's library that picks its own kernels for each device (the torch backend: oneDNN, cuDNN).
     #: Dispatch's transfer rule trusts its measurements on another device more than configs tuned there.
     vendor_library: bool = False
+    #: True where a call on host arrays copies them to a device and back (OpenCL, Triton). Results of schemas 1 and 2
+    #: timed such a backend's kernel alone in `time_s` (profiling events), so dispatch does not rank host-array calls
+    #: by those rows: the copies were not in them.
+    stages_host_arrays: bool = False
     # ---- implemented by every backend ---------------------------------------------------------------------------
     def available(self) -> tuple[bool, str]:
         """(True, "") if the backend can run here, else (False, reason with an install hint). Must not raise."""

@@ -661,3 +661,23 @@ def test_transfer_puts_a_vendor_library_before_configs_with_a_thin_lead(dirs):
     assert dispatch.choices("forward", P)[1].backend.name == "numpy"  # still the next candidate
     bwd = autotune.which(P, "backward_input")  # numpy 2.2x faster there: first
     assert (bwd.backend, bwd.reason) == ("numpy", "transfer")
+
+
+def test_old_rows_of_a_staging_backend_do_not_rank_host_array_calls(dirs):
+    """Results of schemas 1-2 timed OpenCL's kernel alone in time_s: a call on NumPy arrays also waits for the
+    copies, so those rows are not used to rank it (the numpy row wins though it was slower there)."""
+    opencl = backends.get("opencl")
+    if not opencl.available()[0]:
+        pytest.skip(f"opencl: {opencl.available()[1]}")
+    device = next(d for d in opencl.devices() if d.id == DEV and d.timing_is_speed)
+    user, _ = dirs
+    config = opencl.default_config("forward", P, device)
+    write(user, [row(P, "numpy", PHASE, 2e-3), row(P, "opencl", config, 1e-3)])
+    assert autotune.which(P).backend == "opencl"  # a row of this schema: the call's time
+    path = results.device_file(user, DEV)
+    lines = path.read_text().splitlines(keepends=True)
+    lines[2] = lines[2].rstrip("\n").rsplit(",", 1)[0] + ",1\n"  # the same row as schema 1 wrote it
+    path.write_text("".join(lines))
+    dispatch.clear_cache()
+    w = autotune.which(P)
+    assert (w.backend, w.config) == ("numpy", PHASE)

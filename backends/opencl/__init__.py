@@ -255,6 +255,7 @@ class Prepared:
 
 
 class OpenCLBackend(Backend):
+    stages_host_arrays = True  # host arrays are copied to the device's buffers and back on every call
 
     def __init__(self) -> None:
         self._lock = threading.Lock()

@@ -168,6 +168,7 @@ def _gpu_devices() -> tuple[Device, ...]:
 
 
 class TritonBackend(Backend):
+    stages_host_arrays = True  # host arrays are copied to the device's buffers and back on every call
 
     def __init__(self) -> None:
         self._kernels: OrderedDict[tuple, Kernel] = OrderedDict()  # least recently used first
