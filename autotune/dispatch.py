@@ -154,7 +154,7 @@ class Choice:
 
 
 def _fmt_time(t: float | None) -> str:
-    if t is None:
+    if t is None or not math.isfinite(t):
         return "?"
     return f"{t * 1e6:.1f} us" if t < 1e-3 else f"{t * 1e3:.3f} ms"
 
@@ -436,10 +436,11 @@ def _read(table: Table, source: str | None = None) -> dict[str, dict[str, list[_
         if latest.status != "ok" or _timed_device(table, name) is None:
             continue  # its latest check failed, or not runnable here (an ordinary situation, not a warning)
         resident = _resident(table, name)
-        ok = [r for r in measurements if r.status == "ok" and (resident or not _kernel_only(r, name))]
-        if not ok:
-            continue
-        time_s = rank_time([call_time(r, resident) for r in ok])
+        ok = [r for r in measurements if r.status == "ok"]
+        # kernel-only times (old rows of a staging backend) say nothing of a host-array call's time: such a config
+        # ranks after every measured one (still a candidate of last resort, and a prior for tuning)
+        timed = ok if resident else [r for r in ok if not _kernel_only(r, name)]
+        time_s = rank_time([call_time(r, resident) for r in timed]) if timed else math.inf
         problem = Problem.from_key(key)  # validated by read_file
         where = str(latest.file)
         tuned = next((r for r in reversed(ok) if getattr(r, "study", "")), None)
@@ -447,8 +448,10 @@ def _read(table: Table, source: str | None = None) -> dict[str, dict[str, list[_
             where += f" (study {tuned.study}, trial {tuned.trial})"
         elif str(getattr(latest, "source", "")).endswith(" baseline"):
             where += f" (bench's baseline: {name}'s plain call)"
-        if len(ok) > 1:
-            where += f", median of {len(ok)} measurements"
+        if not timed:
+            where += " (kernel-only time of an older results schema: ranked after measured calls)"
+        elif len(timed) > 1:
+            where += f", median of {len(timed)} measurements"
         if latest.timestamp:
             where += f", latest at {latest.timestamp}"
         usable[op].setdefault(key, []).append(_Row(time_s, name, config, problem, where))

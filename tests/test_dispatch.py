@@ -681,3 +681,5 @@ def test_old_rows_of_a_staging_backend_do_not_rank_host_array_calls(dirs):
     dispatch.clear_cache()
     w = autotune.which(P)
     assert (w.backend, w.config) == ("numpy", PHASE)
+    (first, second, *_) = dispatch.choices("forward", P)  # still a candidate, after every measured call
+    assert (second.backend.name, second.time_s) == ("opencl", float("inf")) and "kernel-only" in second.source
