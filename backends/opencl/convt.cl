@@ -348,6 +348,20 @@ __kernel void conv_w(__global const T* restrict X, __global const T* restrict Wt
 // Defines: NB G CI CIP CO COP H W HP WP KH KW SH SW DH DW CT MB VEC SPLIT ROWS_PER_SPLIT [CI_VEC]
 // X: x channels-last (G, NB, H, W, CIP); GY: gy channels-last with a zero border (G, NB, HP, WP, COP)
 // Out: partial (SPLIT, G, CIP, KH*KW, COP)
+
+// The end of split `split`'s share [split * ROWS_PER_SPLIT, end) of the NB*H input rows; in row r (image r / H, row
+// r % H), channel c0 of group g's x row, and channel o0 of the gy row that tap (kh, kw) reads with it.
+inline long wgrad_rows_end(int split) {
+    const long end = (long)split * ROWS_PER_SPLIT + ROWS_PER_SPLIT;
+    return end < (long)NB * H ? end : (long)NB * H;
+}
+inline __global const T* wgrad_x_row(__global const T* X, int g, long r, int c0) {
+    return X + ((long)g * NB * H + r) * W * CIP + c0;  // a group's rows of all images are contiguous
+}
+inline __global const T* wgrad_gy_row(__global const T* GY, int g, long r, int kh, int kw, int o0) {
+    return GY + ((((long)g * NB + r / H) * HP + (r % H) * SH + kh * DH) * WP + kw * DW) * COP + o0;
+}
+
 #if CI_VEC
 // Vectors along input channels (few output channels, as an RGB layer's 3): a work-item owns CT output channels
 // x MB vectors of VEC input channels; CIP is a multiple of VEC * MB, COP of CT. Full lanes where vectors along 3
@@ -368,13 +382,10 @@ __kernel void wgrad(__global const T* restrict X, __global const T* restrict GY,
     for (int i = 0; i < CT; ++i)
 #pragma unroll
         for (int b = 0; b < MB; ++b) acc[i][b] = (VT)0;
-    const long r_begin = (long)split * ROWS_PER_SPLIT;
-    long r_end = r_begin + ROWS_PER_SPLIT;
-    if (r_end > (long)NB * H) r_end = (long)NB * H;
-    for (long r = r_begin; r < r_end; ++r) {
-        const int n = (int)(r / H), ih = (int)(r % H);
-        __global const T* xrow = X + ((((long)g * NB + n) * H + ih) * W) * CIP + c0;
-        __global const T* grow = GY + ((((long)g * NB + n) * HP + (long)ih * SH + kh * DH) * WP + kw * DW) * COP + o0;
+    const long r_end = wgrad_rows_end(split);
+    for (long r = (long)split * ROWS_PER_SPLIT; r < r_end; ++r) {
+        __global const T* xrow = wgrad_x_row(X, g, r, c0);
+        __global const T* grow = wgrad_gy_row(GY, g, r, kh, kw, o0);
         for (int iw = 0; iw < W; ++iw) {
             VT xv[MB];
 #pragma unroll
@@ -411,13 +422,10 @@ __kernel void wgrad(__global const T* restrict X, __global const T* restrict GY,
     for (int i = 0; i < CT; ++i)
 #pragma unroll
         for (int b = 0; b < MB; ++b) acc[i][b] = (VT)0;
-    const long r_begin = (long)split * ROWS_PER_SPLIT;
-    long r_end = r_begin + ROWS_PER_SPLIT;
-    if (r_end > (long)NB * H) r_end = (long)NB * H;
-    for (long r = r_begin; r < r_end; ++r) {
-        const int n = (int)(r / H), ih = (int)(r % H);
-        __global const T* xrow = X + ((((long)g * NB + n) * H + ih) * W) * CIP + c0;
-        __global const T* grow = GY + ((((long)g * NB + n) * HP + (long)ih * SH + kh * DH) * WP + kw * DW) * COP + o0;
+    const long r_end = wgrad_rows_end(split);
+    for (long r = (long)split * ROWS_PER_SPLIT; r < r_end; ++r) {
+        __global const T* xrow = wgrad_x_row(X, g, r, c0);
+        __global const T* grow = wgrad_gy_row(GY, g, r, kh, kw, o0);
         for (int iw = 0; iw < W; ++iw) {
             VT gv[MB];
 #pragma unroll
