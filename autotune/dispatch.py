@@ -407,6 +407,8 @@ def _read(table: Table, source: str | None = None) -> dict[str, dict[str, list[_
     unknown: dict[str, int] = {}
     for row in df.itertuples(index=False):
         if row.status == "baseline":
+            if row.device != device_id:
+                continue  # another device's reference timing: nothing to convert or count
             row = _baseline_as_default(row, table, known)
             if row is None:  # a reference timing of no backend (the sgemm peak), never a candidate
                 continue
