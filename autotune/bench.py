@@ -290,6 +290,7 @@ def _run(problems: list[NamedProblem], ops: Sequence[str], chosen: list[Target],
             inputs, exact = verify.make_inputs(op, p)
             expected = reference.run(op, p, exact)
             runs: dict[str, Callable[[], Any]] = {}
+            picked: dict[str, Config] = {}  # each backend entry's config, for its device time
             pending: list[tuple[str, Target | None, str, str, float]] = []  # (entry, target, config, status, err)
             run_torch = torch_runner(op, p, inputs) if torch is not None else None
             if run_torch is not None:
@@ -305,8 +306,8 @@ def _run(problems: list[NamedProblem], ops: Sequence[str], chosen: list[Target],
                 candidates = candidate_configs(configs, max_configs, rows, backend, op, p, device)
                 config, run, status, err = _pick_config(candidates, budget_s, backend, device, op, p, inputs,
                                                         expected)
-                if run is not None:
-                    runs[entry] = run
+                if run is not None and config is not None:
+                    runs[entry], picked[entry] = run, config
                 pending.append((entry, target, config_json(config) if config is not None else "", status, err))
             if with_dispatch:
                 label, run, status, err = _dispatch_run(op, p, inputs, expected, results_dirs)
@@ -325,7 +326,7 @@ def _run(problems: list[NamedProblem], ops: Sequence[str], chosen: list[Target],
                 dev_s = None
                 if t is not None:
                     try:
-                        dev_s = device_time(where.backend, where.device, op, p, json.loads(text), inputs, t,
+                        dev_s = device_time(where.backend, where.device, op, p, picked[entry], inputs, t,
                                             budget_s / ROUNDS)
                     except Exception as exc:  # the call's time stands; the device time is left empty
                         say(f"{where.backend.name} {named.name} {op}: no device time ({type(exc).__name__}: {exc})")
