@@ -90,3 +90,8 @@ def test_crashing_and_hanging_drivers_cost_only_themselves(drivers: Path) -> Non
     proc = _run(drivers, "-c", SCRIPT)
     again = json.loads(proc.stdout.strip().splitlines()[-1])
     assert again["broken"] == out["broken"] and again["seconds"] < 3
+    # Both processes pointed their loader at one shared directory of the good drivers, none left in /tmp.
+    shared = list((drivers / "cache").glob("icd-*"))
+    assert len(shared) == 1 and not list((drivers / "cache").glob(".icd-*"))
+    assert sorted(p.name.split("-", 1)[1] for p in shared[0].iterdir()) == sorted(
+        p.name for p in (drivers / "vendors").glob("*.icd") if not p.name.startswith(("fake_crash", "fake_hang")))

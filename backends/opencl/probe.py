@@ -6,14 +6,17 @@ platforms and devices and builds and runs a trivial kernel on each, as the backe
 means it answered. The parent (`usable_icds`) probes each driver once per process and remembers the verdict on disk
 (`$AUTOTUNE_CACHE`, else a per-user cache directory), keyed by the driver's `.icd` file and its library's size and
 modification time (its version), so a crashing driver is not re-run on every start and an updated one is probed
-again. The in-process loader is then pointed at the drivers that answered (a private `OCL_ICD_VENDORS` directory)
-before pyopencl first asks for platforms.
+again. The in-process loader is then pointed at the drivers that answered (an `OCL_ICD_VENDORS` directory of their files
+in the cache, shared by every process) before pyopencl first asks for platforms.
 """
 
 from __future__ import annotations
 
+import atexit
+import hashlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -144,10 +147,26 @@ def usable_icds() -> tuple[list[Path] | None, list[tuple[str, str]]]:
 
 
 def restrict_loader(good: list[Path]) -> None:
-    """Point this process's ICD loader at `good` drivers only (before its first platform query)."""
-    d = Path(tempfile.mkdtemp(prefix="autotune-icd-"))
-    for i, icd in enumerate(good):
-        (d / f"{i:02d}-{icd.name}").write_bytes(icd.read_bytes())
+    """Point this process's ICD loader at `good` drivers only (before its first platform query): a directory of
+    their `.icd` files in the cache directory, named by their contents, so every process with the same drivers
+    shares one (made once, atomically) instead of leaving a temporary directory behind each."""
+    files = {f"{i:02d}-{icd.name}": icd.read_bytes() for i, icd in enumerate(good)}
+    digest = hashlib.sha256(repr(sorted(files.items())).encode()).hexdigest()[:16]
+    d = _cache_file().parent / f"icd-{digest}"
+    if not d.is_dir():
+        try:
+            d.parent.mkdir(parents=True, exist_ok=True)
+            tmp = Path(tempfile.mkdtemp(dir=d.parent, prefix=".icd-"))
+        except OSError:  # no writable cache: a private temporary directory, removed at exit
+            tmp = d = Path(tempfile.mkdtemp(prefix="autotune-icd-"))
+            atexit.register(shutil.rmtree, d, True)
+        for name, data in files.items():
+            (tmp / name).write_bytes(data)
+        if tmp != d:
+            try:
+                tmp.rename(d)
+            except OSError:  # another process made it first: theirs has the same contents
+                shutil.rmtree(tmp, ignore_errors=True)
     os.environ["OCL_ICD_VENDORS"] = str(d)
 
 
