@@ -33,8 +33,8 @@ __all__ = ["OPS", "Problem", "__version__", "bilinear_kernel", "conv_transpose2d
            "which"]
 
 # First-call tuning (autotune.first_call), like torch.backends.cudnn.benchmark: True times the candidates on the
-# first call of each untuned shape; None leaves it to $AUTOTUNE_BENCHMARK. `benchmark_budget_s` (seconds per new
-# shape, default 2) likewise to $AUTOTUNE_BENCHMARK_BUDGET_S.
+# first call of each untuned shape; None leaves it to $AUTOTUNE_BENCHMARK (read once, at the first untuned call).
+# `benchmark_budget_s` (seconds per new shape, default 2) likewise to $AUTOTUNE_BENCHMARK_BUDGET_S.
 benchmark: bool | None = None
 benchmark_budget_s: float | None = None
 

@@ -37,15 +37,19 @@ SOURCE = "first-call"
 
 _lock = threading.Lock()
 _done: set[tuple[str, str, str]] = set()  # (device, op, problem key) tuned (or being tuned) in this process
-_warned: set[str] = set()  # devices warned about
+_warned: set[str] = set()  # devices warned about, or found to have tuned rows (nothing to warn about)
+_env_flag: list[bool] = []  # $AUTOTUNE_BENCHMARK's verdict, once read
 
 
 def enabled() -> bool:
-    """Whether first-call tuning is on: `autotune.benchmark`, else $AUTOTUNE_BENCHMARK."""
+    """Whether first-call tuning is on: `autotune.benchmark`, else $AUTOTUNE_BENCHMARK (read at the first call
+    that asks, then kept: every untuned call asks, and an environment lookup costs microseconds)."""
     flag = getattr(sys.modules.get("autotune"), "benchmark", None)
     if flag is not None:
         return bool(flag)
-    return os.environ.get(ENV, "").strip().lower() not in ("", "0", "false", "no", "off")
+    if not _env_flag:
+        _env_flag.append(os.environ.get(ENV, "").strip().lower() not in ("", "0", "false", "no", "off"))
+    return _env_flag[0]
 
 
 def budget_s() -> float:
@@ -73,16 +77,20 @@ def reset() -> None:
     with _lock:
         _done.clear()
         _warned.clear()
+        _env_flag.clear()
 
 
 def warn_untuned(device_id: str, table: Any) -> None:
     """One warning per process and device when the device has no tuned rows at all."""
-    if device_id in _warned or any(table.rows[op] for op in table.rows):
+    if device_id in _warned:
         return
+    tuned = any(table.rows[op] for op in table.rows)
     with _lock:
         if device_id in _warned:
             return
         _warned.add(device_id)
+    if tuned:
+        return
     kind = "gpu" if device_id.startswith("gpu-") else "cpu"
     warnings.warn(f"autotune: device {device_id} has no tuned results; calls use other devices' results or "
                   f"defaults. Tune it with `autotune tune --preset suite --devices {kind}` (or your own layers with "

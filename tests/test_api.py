@@ -38,6 +38,15 @@ def test_output_shape_and_flops():
     assert Problem.make(N=1, C_in=1, H=5, W=9, C_out=1, kH=1, kW=1, padding=(1, 2)).padding == ((1, 1), (2, 2))
 
 
+def test_cached_shapes_do_not_change_equality_or_the_gradient_problem():
+    a = Problem.make(N=2, C_in=4, H=5, W=7, C_out=6, kH=3, kW=2, stride=2, bias=True)
+    b = Problem.make(N=2, C_in=4, H=5, W=7, C_out=6, kH=3, kW=2, stride=2, bias=True)
+    assert a.output_shape == (2, 6, 11, 14)  # computed (and kept) on a only
+    assert a == b and hash(a) == hash(b)
+    g = a.for_op("backward_input")
+    assert g.bias is False and g.output_shape == a.output_shape and g == b.for_op("backward_weight")
+
+
 def test_key_round_trips_and_is_filesystem_safe():
     for named in load_problems():
         p = named.problem

@@ -235,6 +235,20 @@ def test_first_call_is_off_by_default_and_warns_once(slow) -> None:
     assert _first_call_rows(user).empty
 
 
+def test_first_call_environment_switch_is_read_once(slow, monkeypatch) -> None:
+    import autotune
+    from autotune import first_call
+    monkeypatch.setenv(first_call.ENV, "1")
+    assert first_call.enabled()
+    monkeypatch.setenv(first_call.ENV, "0")
+    assert first_call.enabled()  # kept from the first read
+    monkeypatch.setattr(autotune, "benchmark", False)
+    assert not first_call.enabled()  # the attribute switches at run time
+    monkeypatch.setattr(autotune, "benchmark", None)
+    first_call.reset()
+    assert not first_call.enabled()
+
+
 def test_first_call_times_records_and_uses_the_fastest(slow, monkeypatch) -> None:
     import autotune
     from autotune import dispatch

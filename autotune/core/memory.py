@@ -8,6 +8,7 @@ pay nothing.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 
@@ -18,6 +19,7 @@ CHECK_ABOVE = 256 * 2**20
 _WORKING_BYTES = 8 * 2  # float64 copies, twice
 
 
+@functools.lru_cache(maxsize=4096)  # every call checks its estimate: a repeated problem is one lookup
 def estimate(op: str, problem: Problem) -> int:
     """Bytes a call of `op` on `problem` may need at its peak (operands and result, as float64, twice)."""
     shapes = [s for s in problem.operand_shapes(op) if s is not None]

@@ -7,8 +7,10 @@ output shape and FLOP counts, and has one canonical string key used in study nam
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 from autotune.core.errors import ArgumentTypeError, UserError
@@ -124,7 +126,9 @@ class Problem:
                 f"(H-1)*stride + dilation*(k-1) + 1 + output_padding")
 
     # ---- shapes -------------------------------------------------------------------------------------------------
-    @property
+    # cached: the kernels and the per-call path read the output's size many times per call (a frozen dataclass's
+    # instance dict still takes it; equality and hashing see only the fields)
+    @cached_property
     def output_size(self) -> Pair:
         def size(n: int, s: int, p: Pair, d: int, k: int, op: int) -> int:
             return (n - 1) * s - (p[0] + p[1]) + d * (k - 1) + 1 + op
@@ -143,7 +147,7 @@ class Problem:
     def bias_shape(self) -> tuple[int]:
         return (self.C_out,)
 
-    @property
+    @cached_property
     def output_shape(self) -> tuple[int, int, int, int]:
         return (self.N, self.C_out, *self.output_size)
 
@@ -175,7 +179,7 @@ class Problem:
         without it (a layer's backward ops share their tuning with or without a bias)."""
         check_op(op)
         if op != "forward" and self.bias:
-            return Problem(**{**self.__dict__, "bias": False})
+            return dataclasses.replace(self, bias=False)
         return self
 
     def with_dtype(self, dtype: str) -> Problem:
