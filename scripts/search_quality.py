@@ -17,8 +17,10 @@ Usage: .venv/bin/python scripts/search_quality.py [--backends numpy] [--only NAM
 --pool (issue 12's metric, on the full OpenCL spaces, too large for a grid): per study, 100 random valid configs
 (plus the default and the tuner's seeds) are measured once into a CSV (--csv, resumed by a rerun); samplers are
 then replayed over that finite pool: (best time after K measured configs) / (best of the random pool), K = 5, 10,
-20, median over seeds and then over studies, for seeded TPE (default + `tuner.study.seeds`), plain TPE (default
-enqueued, as the tuner without seeds) and random search (uniform over the pool). Usage:
+20, median over seeds and then over studies, for seeded TPE (default + `tuner.study.seeds`), seeded TPE on a device
+whose other pooled layers are tuned (`seeded-loo`: the seeds computed with the other studies' measurements as this
+device's results, never the study's own; seeds outside the pool are measured and appended as `extra`), plain TPE
+(default enqueued, as the tuner without seeds) and random search (uniform over the pool). Usage:
        .venv/bin/python scripts/search_quality.py --pool [--backend opencl] [--only NAME...] [--ops OP...]
        [--size 100] [--seeds 20] [--timing-budget 0.05] [--csv PATH] [--replay-only] [--markdown]
 """
@@ -190,6 +192,9 @@ POOL_PROBLEMS = ["fcn_score_up2", "odd_shapes", "dilated_up", "dcgan_rgb"]
 POOL_OPS = ["forward", "backward_input"]
 POOL_KS = (5, 10, 20)
 POOL_FIELDS = ["problem", "op", "kind", "config", "time_s"]
+# seeded: the tuner's seeds from the results as they are (measured with the pool); seeded-loo: the seeds on a
+# device whose other pooled layers are tuned (leave_one_out_seeds); tpe: the default alone; random: the pool's order
+HOWS = ("seeded", "seeded-loo", "tpe", "random")
 
 
 def _pool_plan(name: str, nproblem: object, op: str, backend: object, device: object) -> object:
@@ -273,7 +278,7 @@ def read_pools(csv_path: Path) -> list[Pool]:
                 default = json.loads(r.config)
             elif r.kind == "seed":
                 seeds.append(json.loads(r.config))
-            else:
+            elif r.kind == "random":
                 random_keys.append(r.config)
         ok = [times[k] for k in random_keys if times[k] is not None]
         if default is None or not ok:
@@ -282,12 +287,67 @@ def read_pools(csv_path: Path) -> list[Pool]:
     return pools
 
 
-def replay_pool(pool: Pool, params: dict[str, tuple], how: str, seed: int, k_max: int) -> list[float]:
+def _measure(backend: object, device: object, problem: object, op: str, config: dict, budget_s: float) -> str:
+    """One config's median time as a CSV field ("" when it fails to build or run)."""
+    from autotune.core import timing, verify
+    try:
+        kernel = backend.prepare(op, problem, device, config)  # type: ignore[attr-defined]
+        inputs = verify.make_inputs(op, problem)[0]  # type: ignore[arg-type]
+        run = backend.runner(kernel, inputs, device)  # type: ignore[attr-defined]
+        return f"{timing.measure(run, budget_s=budget_s).median_s:.9g}"
+    except Exception:  # noqa: BLE001 - a config that fails is a data point, not a stop
+        return ""
+
+
+def leave_one_out_seeds(pools: list[Pool], named: dict[str, object], backend: object, device: object,
+                        csv_path: Path, budget_s: float) -> dict[tuple[str, str], list[dict]]:
+    """Per study, the tuner's seeds (`tuner.study.seeds`) on a device whose *other* pooled layers are tuned: this
+    device's rows are the shipped ones plus every measurement of the other studies of the same op (as `tune` rows
+    in a temporary results directory read first), never the study's own. Seeds absent from the study's pool are
+    measured once and appended to the CSV as kind `extra` (pool.times gets them; they never join the random
+    pool)."""
+    import csv
+
+    from autotune import dispatch
+    from autotune.tuner.study import seeds as study_seeds
+    from backends.base import config_json
+
+    out: dict[tuple[str, str], list[dict]] = {}
+    for pool in pools:
+        with tempfile.TemporaryDirectory() as tmp:
+            rows = []
+            for other in pools:
+                if other.op != pool.op or other.problem == pool.problem:
+                    continue
+                q = named[other.problem].problem.for_op(other.op)  # type: ignore[attr-defined]
+                rows += [results.make_row(device_id=device.id, device_name=device.name,  # type: ignore[attr-defined]
+                                          backend=backend.name, op=other.op, problem=q,  # type: ignore[attr-defined]
+                                          config=key, status="ok", source="tune", time_s=t)
+                         for key, t in other.times.items() if t is not None]
+            results.append_rows(results.device_file(tmp, device.id), rows)  # type: ignore[attr-defined]
+            plan = _pool_plan(pool.problem, named[pool.problem].problem, pool.op, backend, device)
+            found = study_seeds(plan, [Path(tmp), *dispatch.default_results_dirs()])  # type: ignore[arg-type]
+        for config in found:
+            key = config_json(config)
+            if key not in pool.times:
+                q = named[pool.problem].problem.for_op(pool.op)  # type: ignore[attr-defined]
+                value = _measure(backend, device, q, pool.op, config, budget_s)
+                with csv_path.open("a", newline="") as f:
+                    csv.DictWriter(f, POOL_FIELDS).writerow({"problem": pool.problem, "op": pool.op, "kind": "extra",
+                                                             "config": key, "time_s": value})
+                pool.configs.append(config)
+                pool.times[key] = float(value) if value else None
+        out[(pool.problem, pool.op)] = found
+    return out
+
+
+def replay_pool(pool: Pool, params: dict[str, tuple], how: str, seed: int, k_max: int,
+                seeds: list[dict] | None = None) -> list[float]:
     """Best time after each of the first `k_max` measured configs. `random`: a uniform random order of the random
     pool. `tpe`/`seeded`: Optuna TPE as the tuner makes it, over the full space's parameters, the default enqueued
-    first (`seeded`: then the tuner's seeds); each suggestion is projected onto the nearest (fewest differing
-    parameters, ties at random) pool config not yet measured, and the sampler is told that config's time, so every
-    trial measures one new config of the pool. A failed config is told as failed."""
+    first (`seeded`: then the tuner's seeds, or `seeds`); each suggestion is projected onto the nearest (fewest
+    differing parameters, ties at random) pool config not yet measured, and the sampler is told that config's time,
+    so every trial measures one new config of the pool. A failed config is told as failed."""
     import random as _random
 
     from backends.base import Space, config_json
@@ -303,7 +363,7 @@ def replay_pool(pool: Pool, params: dict[str, tuple], how: str, seed: int, k_max
         return out
     dists = {k: optuna.distributions.CategoricalDistribution(list(v)) for k, v in params.items()}
     study = optuna.create_study(direction="minimize", sampler=make_sampler("tpe", Space(dict(params)), seed))
-    for c in [pool.default] + (pool.seeds if how == "seeded" else []):
+    for c in [pool.default] + ((pool.seeds if seeds is None else seeds) if how.startswith("seeded") else []):
         study.enqueue_trial(c)
     remaining = {config_json(c): c for c in pool.configs}
     out, best = [], math.inf
@@ -348,18 +408,21 @@ def pool_main(argv: list[str]) -> int:
     backend = backends.get(args.backend)
     device = backend.devices()[0]
     named = {n.name: n for n in select(load_problems(), args.only)}
+    pools = [p for p in read_pools(csv_path) if p.problem in named and p.op in args.ops]
+    loo = leave_one_out_seeds(pools, named, backend, device, csv_path, args.timing_budget)
     rows = []
-    for pool in read_pools(csv_path):
-        if pool.problem not in named or pool.op not in args.ops:
-            continue
+    for pool in pools:
         plan = _pool_plan(pool.problem, named[pool.problem].problem, pool.op, backend, device)
         params = dict(plan.space.params)  # type: ignore[attr-defined]
         entry: dict[str, object] = {"problem": pool.problem, "op": pool.op, "pool": len(pool.random_keys),
-                                    "seeds": len(pool.seeds), "pool_best_ms": pool.random_best * 1e3}
+                                    "seeds": len(pool.seeds), "loo_seeds": len(loo[(pool.problem, pool.op)]),
+                                    "pool_best_ms": pool.random_best * 1e3}
         default = pool.times.get(json.dumps(pool.default, sort_keys=True, separators=(",", ":")))
         entry["default/best"] = default / pool.random_best if default else float("nan")
-        for how in ("seeded", "tpe", "random"):
-            curves = [replay_pool(pool, params, how, s, max(POOL_KS)) for s in range(args.seeds)]
+        for how in HOWS:
+            curves = [replay_pool(pool, params, how, s, max(POOL_KS),
+                                  loo[(pool.problem, pool.op)] if how == "seeded-loo" else None)
+                      for s in range(args.seeds)]
             for k in POOL_KS:
                 ratios = [c[min(k, len(c)) - 1] / pool.random_best for c in curves]
                 entry[f"{how}@{k}"] = statistics.median(ratios)
@@ -369,8 +432,8 @@ def pool_main(argv: list[str]) -> int:
     if len(table):
         print(f"\nmedian over {len(table)} studies of (best after K) / (best of the {args.size}-config random pool), "
               f"each study's value the median over {args.seeds} seeds (target: seeded@10 <= 1/0.95 = 1.053):")
-        for how in ("seeded", "tpe", "random"):
-            print(f"  {how:7s} " + "  ".join(f"K={k}: {statistics.median(table[f'{how}@{k}']):.3f}"
+        for how in HOWS:
+            print(f"  {how:10s} " + "  ".join(f"K={k}: {statistics.median(table[f'{how}@{k}']):.3f}"
                                              for k in POOL_KS))
     return 0
 

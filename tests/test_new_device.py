@@ -352,3 +352,25 @@ def test_seeded_study_starts_with_the_seeds(dirs) -> None:
         trial = study.ask()
         first.append({n: trial.suggest_categorical(n, list(v)) for n, v in plan.space.params.items()})
     assert first == [plan.default, found[0]]
+
+
+def test_seeds_start_with_the_config_that_is_near_best_on_several_problems(dirs) -> None:
+    from autotune.core.devices import cpu_device_id
+    from autotune.tuner.plan import StudyPlan
+    from autotune.tuner.study import seeds
+    user, shipped = dirs
+    numpy = backends.get("numpy")
+    dev = numpy.devices()[0]
+    here = cpu_device_id()
+    phase, col0, col1 = ({"algorithm": "phase", "batch_block": 0}, COL2IM, {"algorithm": "col2im", "batch_block": 1})
+    a = Problem.make(4, 8, 8, 8, 8, 4, 4, stride=2, padding=1)
+    b = Problem.make(4, 16, 8, 8, 16, 4, 4, stride=2, padding=1)
+    # col2im with batch_block 1 never wins, but is within 5% on both; phase (Q's default) wins b
+    _append(user, here, _rows(here, a, "numpy", col0, 1.0e-3) + _rows(here, a, "numpy", col1, 1.05e-3)
+            + _rows(here, b, "numpy", phase, 1.0e-3) + _rows(here, b, "numpy", col1, 1.02e-3)
+            + _rows(here, b, "numpy", col0, 3.0e-3))
+    plan = StudyPlan("q", Q, "forward", numpy, dev, numpy.space("forward", Q, dev),
+                     numpy.default_config("forward", Q, dev), name="portable-test")
+    assert plan.default == phase
+    # the portable config (measured on both, best mean speed) first, then the nearest problems' winners
+    assert seeds(plan, [user, shipped]) == [col1, col0]

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from autotune.core import results
+from autotune.core.space import ConfigError
 from autotune.tuner.options import TuneOptions
 from autotune.tuner.plan import StudyPlan
 from autotune.tuner.progress import Progress
@@ -67,34 +68,63 @@ def _enqueue_default(study: Any, default: dict[str, Any]) -> None:
     study.enqueue_trial(default)
 
 
+PORTABLE_SEEDS = 2
+
+
+def portable(plan: StudyPlan, table: Any) -> list[dict[str, Any]]:
+    """This backend's configs measured on at least two other tuned problems of the op on this device, ranked by
+    their mean speed relative to each problem's best (of this backend): tile choices that suit the device more than
+    the layer (on a CPU one vector and work-group shape often wins across layers that differ), which the nearest
+    problem's own winner can miss."""
+    from backends.base import config_json
+
+    speeds: dict[str, tuple[list[float], dict[str, Any]]] = {}
+    for key, rows in table.rows[plan.op].items():
+        mine = [r for r in rows if r.backend == plan.backend.name]
+        if key == plan.problem.key or not mine:
+            continue
+        for r in mine:
+            speeds.setdefault(config_json(r.config), ([], dict(r.config)))[0].append(mine[0].time_s / r.time_s)
+    ranked = sorted(((sum(v) / len(v), text, c) for text, (v, c) in speeds.items() if len(v) >= 2),
+                    key=lambda t: (-t[0], t[1]))
+    return [c for _, _, c in ranked[:PORTABLE_SEEDS]]
+
+
 def seeds(plan: StudyPlan, results_dirs: list[Any] | None = None) -> list[dict[str, Any]]:
-    """Priors for a study beyond the default: this backend's winners of the nearest tuned problems on this
-    device, then of the same problem on the most similar other devices (`dispatch`'s nearest and transfer rules),
-    each valid for this problem's space; in that order, each once."""
+    """Priors for a study beyond the default: this backend's `portable` configs on this device, its winners of
+    the nearest tuned problems there, then the winners of the same problem on the most similar other devices
+    (`dispatch`'s nearest and transfer rules), each valid for this problem's space; in that order, each once."""
     from autotune import dispatch
     from backends.base import config_json
 
     dirs = results_dirs if results_dirs is not None else dispatch.default_results_dirs()
     try:
         table = dispatch.load_table(plan.device.id, dirs)
-        found = []
+        found: list[tuple[str, Any]] = []  # (backend name, config)
+        found += [(plan.backend.name, c) for c in portable(plan, table)]
         tuned = sorted((dispatch.distance(plan.problem, rows[0].problem), key, rows)
                        for key, rows in table.rows[plan.op].items() if key != plan.problem.key and rows)
         for dist, _, rows in tuned[:3]:
-            found += dispatch._from_rows(plan.op, plan.problem, rows, table, "nearest", warn=False, dist=dist)
+            found += [(c.backend.name, c.config) for c in
+                      dispatch._from_rows(plan.op, plan.problem, rows, table, "nearest", warn=False, dist=dist)]
         for _, _, other in dispatch.similar_devices(table)[:2]:
-            found += dispatch._from_rows(plan.op, plan.problem, other[plan.op].get(plan.problem.key, []), table,
-                                         "transfer", warn=False)
+            found += [(c.backend.name, c.config) for c in dispatch._from_rows(
+                plan.op, plan.problem, other[plan.op].get(plan.problem.key, []), table, "transfer", warn=False)]
     except Exception:  # priors are a help, never a reason to fail a study
         return []
     out: list[dict[str, Any]] = []
     seen = {config_json(plan.default)}
-    for c in found:
-        if c.backend.name != plan.backend.name or c.config_text in seen:
+    for name, config in found:
+        if name != plan.backend.name:
             continue
-        if plan.space.violation(dict(c.config)) is None:
-            seen.add(c.config_text)
-            out.append(dict(c.config))
+        try:
+            clean = plan.space.validate(dict(config))  # a point of this problem's space, exactly
+        except ConfigError:
+            continue
+        text = config_json(clean)
+        if text not in seen:
+            seen.add(text)
+            out.append(clean)
     return out
 
 
