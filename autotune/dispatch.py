@@ -8,7 +8,8 @@ and owns the try-the-next-candidate loop). A device is an id: this CPU is `cpu_i
    config that is still valid), ordered by measured median time.
 2. **nearest**: no exact row: the tuned problem of the same op and device at the smallest `distance()`, and
    its per-backend winners, each config re-validated against the backend's space *for the new problem*
-   (invalid ones are skipped; if none fits, the next nearest problem is tried).
+   (invalid ones are skipped; if none fits, the next nearest problem is tried), by their times there; a vendor
+   library's tuned config only where it beat the library's default call there by `TRANSFER_MARGIN`, else that call.
 3. **transfer**: no exact row: the winners of the same (op, problem) measured on the most similar other device
    of the same kind (`autotune.core.devices.device_distance`: vendor, model, ISA vector width where known,
    core count or memory) in the same results directories (shipped ones included), each config re-validated
@@ -659,7 +660,7 @@ def _nearest(op: str, problem: Problem, table: Table) -> list[Choice]:
     for dist, _, rows in sorted(tuned, key=lambda t: (t[0], t[1])):
         found = _from_rows(op, problem, rows, table, "nearest", warn=False, dist=dist)
         if found:
-            return found
+            return _trust_vendor(op, problem, found, rows, other_device=False)
     return []
 
 
@@ -684,11 +685,46 @@ def similar_devices(table: Table) -> list[tuple[float, str, dict[str, dict[str, 
     return table.others
 
 
-# A config tuned on another device is placed before a vendor library's measurement there only when it was this much
-# faster: measured transferring the Intel Xeon's results to the AMD EPYC, OpenCL configs with a thin lead there
-# (AVX-512 vector widths: 55.0 ms against torch's 55.8 on dcgan_g3 forward) ran 3.4x slower than torch here, while a
-# vendor library re-tunes itself for each device.
+# A vendor library's tuned config measured elsewhere (another device, or another problem of this device) replaces
+# its default call only when it was this much faster than that call there, and a config from another device is
+# placed before the vendor library's measurement there only when it was this much faster: a vendor library re-plans
+# for each device and shape, a config does not. Measured: transferring the Intel Xeon's results to the AMD EPYC,
+# OpenCL configs with a thin lead there (AVX-512 vector widths: 55.0 ms against torch's 55.8 on dcgan_g3 forward)
+# ran 3.4x slower than torch here; on the AMD EPYC, torch's channels_last input gradient, 1.19x faster than its plain
+# call on dcgan_g1 (N=64), ran 4x slower than the plain call at N=1, where it was the nearest problem's winner.
 TRANSFER_MARGIN = 1.25
+
+
+def _trust_vendor(op: str, problem: Problem, found: list[Choice], rows: list[_Row], other_device: bool) -> list[Choice]:
+    """`found` (winners measured elsewhere, from `rows`) with a vendor library's (`Backend.vendor_library`) tuned
+    config replaced by its default call where that call was within `TRANSFER_MARGIN` of it in `rows`; then, from
+    `other_device`, the vendor library placed before every other config that was not `TRANSFER_MARGIN` times faster
+    there, else (another problem of this device) all in the order of their times there."""
+    vendor = next((c for c in found if c.backend.vendor_library and c.time_s), None)
+    if vendor is None or vendor.time_s is None:
+        return found
+    vendor_s = vendor.time_s
+    try:
+        default = vendor.backend.default_config(op, problem, vendor.device)
+        plain = [r.time_s for r in rows if r.backend == vendor.backend.name
+                 and config_json(r.config) == config_json(vendor.backend.default_config(op, r.problem, vendor.device))]
+    except Exception:  # a backend that cannot say its default here: its tuned config stays
+        default, plain = None, []
+    if default is not None and plain and plain[0] < vendor_s * TRANSFER_MARGIN \
+            and config_json(default) != vendor.config_text:
+        clean, _ = _valid_config(vendor.backend, op, problem, vendor.device, default)
+        if clean is not None:
+            i = found.index(vendor)
+            vendor = found[i] = Choice(vendor.backend, vendor.device, clean, vendor.reason, op, problem,
+                                       f"{vendor.backend.name}'s default call, within {TRANSFER_MARGIN}x of its "
+                                       f"config {vendor.config_text} at {vendor.source}", plain[0], vendor.distance,
+                                       vendor.tuned_problem)
+            vendor_s = plain[0]
+    if not other_device:
+        return sorted(found, key=lambda c: math.inf if c.time_s is None else c.time_s)
+    bar = vendor_s / TRANSFER_MARGIN
+    ahead = [c for c in found if c is not vendor and c.time_s is not None and c.time_s < bar]
+    return ahead + [vendor] + [c for c in found if c is not vendor and c not in ahead]
 
 
 def _transfer(op: str, problem: Problem, table: Table) -> list[Choice]:
@@ -698,11 +734,7 @@ def _transfer(op: str, problem: Problem, table: Table) -> list[Choice]:
     for dist, dev, rows in similar_devices(table):
         found = _from_rows(op, problem, rows[op].get(problem.key, []), table, "transfer", warn=False)
         if found:
-            vendor = next((c for c in found if c.backend.vendor_library and c.time_s), None)
-            if vendor is not None and vendor.time_s is not None:
-                bar = vendor.time_s / TRANSFER_MARGIN
-                ahead = [c for c in found if c is not vendor and c.time_s is not None and c.time_s < bar]
-                found = ahead + [vendor] + [c for c in found if c is not vendor and c not in ahead]
+            found = _trust_vendor(op, problem, found, rows[op].get(problem.key, []), other_device=True)
             for c in found:
                 c.source = f"from {dev} (device distance {dist:.2f}): {c.source}"
                 c.from_device = dev

@@ -5,6 +5,7 @@ that fails at call time, and `autotune which` (library and CLI). Results files a
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import subprocess
 import sys
@@ -661,6 +662,33 @@ def test_transfer_puts_a_vendor_library_before_configs_with_a_thin_lead(dirs):
     assert dispatch.choices("forward", P)[1].backend.name == "numpy"  # still the next candidate
     bwd = autotune.which(P, "backward_input")  # numpy 2.2x faster there: first
     assert (bwd.backend, bwd.reason) == ("numpy", "transfer")
+
+
+def test_nearest_takes_the_vendor_librarys_plain_call_over_its_config_with_a_thin_lead(dirs):
+    """The nearest problem's torch config replaces torch's default call only where it beat that call there by
+    TRANSFER_MARGIN: a library that re-plans per shape keeps a thin lead less often than a fixed config does."""
+    torch_backend = backends.get("torch")
+    if not torch_backend.available()[0]:
+        pytest.skip(f"torch backend: {torch_backend.available()[1]}")
+    device = next(d for d in torch_backend.devices() if d.kind == "cpu")
+    near = dataclasses.replace(P, N=P.N * 4)  # P with a larger batch
+    default = torch_backend.default_config("forward", P, device)
+    tuned = next(c for c in (dict(default, memory_format=m) for m in ("channels_last", "contiguous"))
+                 if c != default)
+    user, _ = dirs
+    write(user, [row(near, "torch", tuned, 1.0e-3), row(near, "torch", {}, 1.2e-3, status="baseline"),
+                 row(near, "numpy", PHASE, 1.1e-3)])
+    w = autotune.which(P)  # 1.2x: not enough; the plain call (1.2 ms there) now ranks after numpy's 1.1 ms
+    assert (w.backend, w.reason) == ("numpy", "nearest")
+    second = dispatch.choices("forward", P)[1]
+    assert (second.backend.name, second.config, second.time_s) == ("torch", default, 1.2e-3)
+    assert "default call" in second.source
+    dispatch.clear_cache()
+    results.device_file(user, DEV).unlink()
+    write(user, [row(near, "torch", tuned, 1.0e-3), row(near, "torch", {}, 2.0e-3, status="baseline"),
+                 row(near, "numpy", PHASE, 1.1e-3)])  # the tuned config 2x faster than the plain call there
+    w = autotune.which(P)
+    assert (w.backend, w.reason, w.config) == ("torch", "nearest", tuned)
 
 
 def test_old_rows_of_a_staging_backend_do_not_rank_host_array_calls(dirs):
