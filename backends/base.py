@@ -111,6 +111,13 @@ class Backend:
         more than NumPy arrays (`accepts` overridden)."""
         return device.kind == "gpu" and type(self).accepts is not Backend.accepts
 
+    def seed_configs(self, op: str, problem: Problem, device: Device) -> list[Config]:
+        """Configs besides the default that every tuning study of (op, problem) on `device` measures first: priors
+        measured to do well across layers on a kind of device (CLBlast ships such per-device-type defaults). Never
+        run untuned: dispatch uses the default. Each is validated against the study's space (invalid ones are
+        dropped). Default: none."""
+        return []
+
     def version(self) -> str:
         """Version string of what computes (library and driver), recorded with every measurement."""
         return ""

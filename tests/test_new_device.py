@@ -374,3 +374,30 @@ def test_seeds_start_with_the_config_that_is_near_best_on_several_problems(dirs)
     assert plan.default == phase
     # the portable config (measured on both, best mean speed) first, then the nearest problems' winners
     assert seeds(plan, [user, shipped]) == [col1, col0]
+
+
+def test_backend_seed_configs_join_the_seeds_when_valid(dirs, monkeypatch) -> None:
+    from autotune.tuner.plan import StudyPlan
+    from autotune.tuner.study import seeds
+    numpy = backends.get("numpy")
+    dev = numpy.devices()[0]
+    invalid = {"algorithm": "blocks", "batch_block": 0}  # Q has more than one tap per pixel: not in its space
+    valid = {"algorithm": "col2im", "batch_block": 1}
+    monkeypatch.setattr(type(numpy), "seed_configs", lambda self, op, p, d: [invalid, valid])
+    plan = StudyPlan("q", Q, "forward", numpy, dev, numpy.space("forward", Q, dev),
+                     numpy.default_config("forward", Q, dev), name="backend-seed-test")
+    assert seeds(plan, list(dirs)) == [valid]
+
+
+def test_opencl_seeds_its_cpu_forward_prior() -> None:
+    from autotune.tuner.plan import StudyPlan
+    from autotune.tuner.study import seeds
+    opencl = backends.get("opencl")
+    if not opencl.available()[0]:
+        pytest.skip(f"opencl: {opencl.available()[1]}")
+    dev = next(d for d in opencl.devices() if d.kind == "cpu")
+    plan = StudyPlan("p", P, "forward", opencl, dev, opencl.space("forward", P, dev),
+                     opencl.default_config("forward", P, dev), name="opencl-seed-test")
+    prior = opencl.seed_configs("forward", P, dev)
+    assert prior and all(c in seeds(plan, []) for c in prior)
+    assert opencl.seed_configs("backward_input", P, dev) == []

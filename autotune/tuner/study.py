@@ -91,9 +91,10 @@ def portable(plan: StudyPlan, table: Any) -> list[dict[str, Any]]:
 
 
 def seeds(plan: StudyPlan, results_dirs: list[Any] | None = None) -> list[dict[str, Any]]:
-    """Priors for a study beyond the default: this backend's `portable` configs on this device, its winners of
-    the nearest tuned problems there, then the winners of the same problem on the most similar other devices
-    (`dispatch`'s nearest and transfer rules), each valid for this problem's space; in that order, each once."""
+    """Priors for a study beyond the default: this backend's `portable` configs on this device, its own
+    `seed_configs`, its winners of the nearest tuned problems there, then the winners of the same problem on the
+    most similar other devices (`dispatch`'s nearest and transfer rules), each valid for this problem's space; in
+    that order, each once."""
     from autotune import dispatch
     from backends.base import config_json
 
@@ -102,6 +103,7 @@ def seeds(plan: StudyPlan, results_dirs: list[Any] | None = None) -> list[dict[s
         table = dispatch.load_table(plan.device.id, dirs)
         found: list[tuple[str, Any]] = []  # (backend name, config)
         found += [(plan.backend.name, c) for c in portable(plan, table)]
+        found += [(plan.backend.name, c) for c in plan.backend.seed_configs(plan.op, plan.problem, plan.device)]
         tuned = sorted((dispatch.distance(plan.problem, rows[0].problem), key, rows)
                        for key, rows in table.rows[plan.op].items() if key != plan.problem.key and rows)
         for dist, _, rows in tuned[:3]:
