@@ -18,6 +18,7 @@ the command that tunes it.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import sys
 import threading
@@ -27,7 +28,7 @@ from collections.abc import Callable
 from typing import Any
 
 import backends
-from autotune.core.timing import current_threads, load_average, measure
+from autotune.core.timing import ABANDON_FACTOR, current_threads, load_average, measure
 from backends.base import config_json
 
 ENV = "AUTOTUNE_BENCHMARK"
@@ -99,8 +100,10 @@ def warn_untuned(device_id: str, table: Any) -> None:
 
 
 def _pool(op: str, problem: Any, chain: list[Any], device_id: str, table: Any) -> list[Any]:
-    """The candidates worth timing: the chain's measured ones (transfer, nearest) and each usable backend's
-    default on this device, each (backend, config) once, the fallback's reference stand-in excluded."""
+    """The candidates worth timing, each (backend, config) once, the fallback's reference stand-in excluded: the
+    chain's candidates with a measured call time (transfer, nearest), each usable backend's default on this device,
+    its `seed_configs` priors, then the chain's candidates without a usable time (e.g. another device's old
+    kernel-only rows): within the budget, a config that may be far off comes last."""
     from autotune import dispatch
 
     pool: list[Any] = []
@@ -112,8 +115,10 @@ def _pool(op: str, problem: Any, chain: list[Any], device_id: str, table: Any) -
             seen.add(k)
             pool.append(c)
 
+    unranked = [c for c in chain if c.time_s is None or not math.isfinite(c.time_s)]
     for c in chain:
-        add(c)
+        if c not in unranked:
+            add(c)
     for name in backends.names():
         device = dispatch._timed_device(table, name)
         if device is None or device.kind == "interpreter":
@@ -126,6 +131,16 @@ def _pool(op: str, problem: Any, chain: list[Any], device_id: str, table: Any) -
             continue
         if config is not None:
             add(dispatch.Choice(backend, device, config, "default", op, problem, f"{name}'s default"))
+        try:
+            priors = backend.seed_configs(op, problem, device)
+        except Exception:
+            priors = []
+        for prior in priors:
+            config, _ = dispatch._valid_config(backend, op, problem, device, prior)
+            if config is not None:
+                add(dispatch.Choice(backend, device, config, "default", op, problem, f"{name}'s tuning prior"))
+    for c in unranked:
+        add(c)
     return pool
 
 
@@ -153,6 +168,17 @@ def maybe_tune(op: str, chain: list[Any], arrays: tuple[Any, ...], device_id: st
     tune(op, chain, arrays, device_id, table, budget_s(), convert)
 
 
+def _row(device_id: str, op: str, problem: Any, choice: Any, status: str, t: Any, reason: str) -> dict[str, Any]:
+    from autotune.core import results  # lazily: pandas
+
+    return results.make_row(
+        device_id=device_id, device_name=choice.device.name, backend=choice.backend.name, op=op, problem=problem,
+        config=config_json(choice.config), status=status, source=SOURCE, time_s=t and t.median_s,
+        time_min_s=t and t.min_s, time_max_s=t and t.max_s, reps=t and t.reps, reason=reason,
+        is_default=choice.reason == "default", backend_version=choice.backend.version(), threads=current_threads(),
+        load_avg=load_average())
+
+
 def tune(op: str, chain: list[Any], arrays: tuple[Any, ...], device_id: str, table: Any, budget: float,
          convert: Callable[[Any, tuple[Any, ...], str], tuple[Any, ...]]) -> list[tuple[Any, float]]:
     """Time the pool within `budget` seconds on the call's `arrays` (`convert(backend, arrays, dtype)`: as the
@@ -171,21 +197,24 @@ def tune(op: str, chain: list[Any], arrays: tuple[Any, ...], device_id: str, tab
             break
         try:
             inputs = convert(choice.backend, arrays, problem.dtype)
-            out = choice.kernel(*inputs)  # the build, and a check of the shape
+            kernel = choice.kernel  # the build
+            first_start = time.perf_counter()
+            out = kernel(*inputs)  # one untimed run, and a check of the shape
+            first_s = time.perf_counter() - first_start
             if tuple(out.shape) != choice.expected_shape:
                 raise RuntimeError(f"returned shape {tuple(out.shape)}")
+            if timed and first_s > ABANDON_FACTOR * min(s for _, s in timed):
+                rows.append(_row(device_id, op, problem, choice, "abandoned", None,
+                                 f"first call ({choice.reason}): one run took {first_s:.3g} s, over "
+                                 f"{ABANDON_FACTOR:g}x the fastest candidate"))
+                continue  # far off the best: no timing budget spent on it
             share = max(0.0, budget - (time.perf_counter() - start)) / (len(pool) - i)
             t = measure(choice.backend.runner(choice.kernel, inputs, choice.device), budget_s=share, min_reps=1,
                         max_reps=20, warmup=0)
         except Exception:  # a candidate that fails here is simply not chosen
             continue
         timed.append((choice, t.median_s))
-        rows.append(results.make_row(
-            device_id=device_id, device_name=choice.device.name, backend=choice.backend.name, op=op,
-            problem=problem, config=config_json(choice.config), status="ok", source=SOURCE, time_s=t.median_s,
-            time_min_s=t.min_s, time_max_s=t.max_s, reps=t.reps, reason=f"first call ({choice.reason})",
-            is_default=choice.reason == "default", backend_version=choice.backend.version(),
-            threads=current_threads(), load_avg=load_average()))
+        rows.append(_row(device_id, op, problem, choice, "ok", t, f"first call ({choice.reason})"))
     if not timed:
         return timed
     try:

@@ -8,7 +8,9 @@ the same timing loop (`core.timing.measure`, the backend's runner):
   present: the transfer rule, else the defaults (what an untuned device gets before any tuning);
 - tuned: the head of the chain from `--tuned DIR`, results of `autotune tune --results DIR` on this machine.
 It prints per (problem, op) both times and their ratio, and per op the geometric mean of first/tuned (target: at
-most 1.25). Without `--tuned` only the first-call times are printed.
+most 1.25). Without `--tuned` only the first-call times are printed. With `--benchmark`, the first call is made as
+with `autotune.benchmark = True`: the candidates are timed first (`first_call.tune`, `--benchmark-budget` seconds,
+rows into a temporary directory) and the fastest of them is measured; the tuning time is printed per row.
 
 Usage: .venv/bin/python scripts/new_device_bench.py --tuned DIR [--shipped results] [--only NAME...]
        [--ops forward backward_input backward_weight backward_bias] [--budget 0.3]
@@ -20,14 +22,18 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
+import tempfile
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from autotune import bench, dispatch  # noqa: E402
-from autotune.core import timing, verify  # noqa: E402
+from autotune import api, bench, dispatch, first_call  # noqa: E402
+from autotune.core import results, timing, verify  # noqa: E402
+from autotune.core.devices import cpu_device_id  # noqa: E402
 from autotune.problems import load_problems, select  # noqa: E402
 
 
@@ -48,13 +54,25 @@ def main() -> int:
     ap.add_argument("--only", nargs="+", default=None, help="suite problem names (default: all)")
     ap.add_argument("--ops", nargs="+", default=["forward", "backward_input", "backward_weight", "backward_bias"])
     ap.add_argument("--budget", type=float, default=0.3, help="timing budget per measurement, seconds")
+    ap.add_argument("--benchmark", action="store_true", help="first call with first-call tuning on")
+    ap.add_argument("--benchmark-budget", type=float, default=first_call.BUDGET_S)
     args = ap.parse_args()
+    if args.benchmark:  # first-call rows go to a scratch directory, never the user's results
+        os.environ[results.ENV_VAR] = tempfile.mkdtemp(prefix="new-device-bench-")
     ratios: dict[str, list[float]] = {op: [] for op in args.ops}
     print(f"{'problem':20s} {'op':16s} {'first rule':10s} {'first ms':>9s} {'tuned ms':>9s} {'ratio':>6s}")
     for named in select(load_problems(), args.only):
         for op in args.ops:
             dispatch.clear_cache()
-            chosen = {"first": dispatch.choices(op, named.problem, results_dirs=[args.shipped])[0]}
+            chain = dispatch.choices(op, named.problem, results_dirs=[args.shipped])
+            tuning = ""
+            if args.benchmark:
+                start = time.perf_counter()
+                first_call.tune(op, chain, verify.make_inputs(op, named.problem)[0], cpu_device_id(),
+                                dispatch.table(cpu_device_id(), (Path(args.shipped),)), args.benchmark_budget,
+                                api._convert)
+                tuning = f" {time.perf_counter() - start:6.2f}s"
+            chosen = {"first": chain[0]}
             if args.tuned:
                 dispatch.clear_cache()
                 chosen["tuned"] = dispatch.choices(op, named.problem, results_dirs=[args.tuned])[0]
@@ -64,7 +82,7 @@ def main() -> int:
             if args.tuned:
                 ratios[op].append(t_first / t_tuned)
             print(f"{named.name:20s} {op:16s} {first.reason:10s} {t_first * 1e3:9.3f} {t_tuned * 1e3:9.3f} "
-                  f"{t_first / t_tuned:6.2f}", flush=True)
+                  f"{t_first / t_tuned:6.2f}{tuning}", flush=True)
     if args.tuned:
         for op, r in ratios.items():
             if r:

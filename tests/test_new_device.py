@@ -269,6 +269,23 @@ def test_first_call_times_records_and_uses_the_fastest(slow, monkeypatch) -> Non
     assert autotune.which(Q).reason == "exact"
 
 
+def test_first_call_times_priors_and_abandons_far_off_candidates(slow, monkeypatch) -> None:
+    import autotune
+    from autotune import dispatch
+    user, shipped = slow
+    _append(shipped, OTHER, _rows(OTHER, Q, "slow", {"delay": 1}, 1e-3))
+    monkeypatch.setattr(SlowBackend, "seed_configs", lambda self, op, p, d: [{"delay": 200}])
+    monkeypatch.setattr(autotune, "benchmark", True)
+    _call(Q)
+    rows = _first_call_rows(user)
+    slow_rows = rows[rows["backend"] == "slow"]
+    status = dict(zip(slow_rows["config"], slow_rows["status"]))
+    # the measured candidate first; the default (20 ms) and the prior (200 ms) ran once, over 3x the 1 ms best
+    assert status == {'{"delay":1}': "ok", '{"delay":20}': "abandoned", '{"delay":200}': "abandoned"}
+    assert "over 3x the fastest" in slow_rows.loc[slow_rows["status"] == "abandoned", "reason"].iloc[0]
+    assert dispatch.choices("forward", Q)[0].config_text != '{"delay":200}'
+
+
 def test_first_call_runs_once_per_key(slow, monkeypatch) -> None:
     import autotune
     user, _ = slow

@@ -293,7 +293,12 @@ def test_two_tuners_into_one_results_dir_lose_no_row(problems_file: Path, tmp_pa
     expected = sum(len(recorded_trials(s)) for s in storages)
     assert len(df) == expected and expected >= 2 * 14  # forward: the 12-point grid; backward_bias: 2 points
     assert df.groupby("study")["trial"].value_counts().max() == 2  # each trial number once per process
-    assert len(retimed) == 2 * (3 + 2)  # per process, the best 3 (forward) and 2 (backward_bias) re-timed
+    # per process, the best 3 forward configs re-timed, and both backward_bias configs unless one was abandoned
+    # (its first run over 3x the other's: the two can be that far apart on a busy machine)
+    assert (retimed["op"] == "forward").sum() == 2 * 3
+    abandoned = ((df["op"] == "backward_bias") & (df["status"] == "abandoned")).sum()
+    bias_retimed = (retimed["op"] == "backward_bias").sum()
+    assert bias_retimed == 2 * 2 if abandoned == 0 else bias_retimed in (0, 2)
 
 
 def test_corrupt_results_file_is_kept_aside(fake_env: dict, tmp_path: Path,

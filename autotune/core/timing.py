@@ -13,6 +13,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+# A config whose first run is over this many times the best so far is abandoned (status `abandoned`): bad configs
+# cost one run, not a timing budget (tinygrad's BEAM does the same). Tuning studies and first-call tuning use it.
+ABANDON_FACTOR = 3.0
+
 
 @dataclass(frozen=True)
 class Timing:

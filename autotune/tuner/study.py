@@ -17,14 +17,12 @@ from typing import TYPE_CHECKING, Any
 
 from autotune.core import results
 from autotune.core.space import ConfigError
+from autotune.core.timing import ABANDON_FACTOR
 from autotune.tuner.options import TuneOptions
 from autotune.tuner.plan import StudyPlan
 from autotune.tuner.progress import Progress
 from autotune.tuner.samplers import make_sampler
 
-# A config whose first timed repetition is over this many times the study's best so far is abandoned (recorded
-# with status `abandoned`): bad configs cost one run, not a timing budget (tinygrad's BEAM does the same).
-ABANDON_FACTOR = 3.0
 # After its trials, a study's best `TuneOptions.retime` ok configs are timed again, RETIME_ROUNDS rounds interleaved
 # (each round times each config once, in turn) in the worker, one row each with reason RETIMED: one timing on a
 # shared machine spreads by 10-30%, so a winner is measured again beside its rivals before it wins (dispatch ranks
