@@ -99,11 +99,17 @@ def warn_untuned(device_id: str, table: Any) -> None:
                   f"each new shape's first call", RuntimeWarning, stacklevel=5)
 
 
+def _last_resort(choice: Any) -> bool:
+    """A chain candidate measured elsewhere without a usable call time (e.g. another device's old kernel-only
+    rows): it may be far off here (one such OpenCL config ran 5-7 s per call on this AMD EPYC)."""
+    return choice.reason in ("transfer", "nearest") and not (choice.time_s is not None
+                                                              and math.isfinite(choice.time_s))
+
+
 def _pool(op: str, problem: Any, chain: list[Any], device_id: str, table: Any) -> list[Any]:
     """The candidates worth timing, each (backend, config) once, the fallback's reference stand-in excluded: the
     chain's candidates with a measured call time (transfer, nearest), each usable backend's default on this device,
-    its `seed_configs` priors, then the chain's candidates without a usable time (e.g. another device's old
-    kernel-only rows): within the budget, a config that may be far off comes last."""
+    its `seed_configs` priors, then the `_last_resort` ones (timed only when nothing else could be)."""
     from autotune import dispatch
 
     pool: list[Any] = []
@@ -115,7 +121,7 @@ def _pool(op: str, problem: Any, chain: list[Any], device_id: str, table: Any) -
             seen.add(k)
             pool.append(c)
 
-    unranked = [c for c in chain if c.time_s is None or not math.isfinite(c.time_s)]
+    unranked = [c for c in chain if _last_resort(c)]
     for c in chain:
         if c not in unranked:
             add(c)
@@ -193,8 +199,8 @@ def tune(op: str, chain: list[Any], arrays: tuple[Any, ...], device_id: str, tab
     rows: list[dict[str, Any]] = []
     for i, choice in enumerate(pool):
         left = budget - (time.perf_counter() - start)
-        if left <= 0:
-            break
+        if left <= 0 or (timed and _last_resort(choice)):
+            break  # the budget is spent, or only configs that may be far off are left
         try:
             inputs = convert(choice.backend, arrays, problem.dtype)
             kernel = choice.kernel  # the build

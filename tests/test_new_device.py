@@ -286,6 +286,31 @@ def test_first_call_times_priors_and_abandons_far_off_candidates(slow, monkeypat
     assert dispatch.choices("forward", Q)[0].config_text != '{"delay":200}'
 
 
+def test_first_call_skips_candidates_without_a_usable_time_once_another_is_timed(slow) -> None:
+    import math
+    import time
+
+    import numpy as np
+
+    from autotune import api, dispatch, first_call
+    from autotune.core.devices import cpu_device_id
+    user, _ = slow
+    instance = backends.get("slow")
+    dev = instance.devices()[0]
+    q = Q.for_op("forward")
+    chain = [dispatch.Choice(instance, dev, {"delay": 200}, "transfer", "forward", q, "old kernel-only row", math.inf),
+             dispatch.Choice(instance, dev, {"delay": 1}, "transfer", "forward", q, "a measured call", 1e-3)]
+    rng = np.random.default_rng(0)
+    arrays = (rng.standard_normal(q.input_shape).astype(np.float32),
+              rng.standard_normal(q.weight_shape).astype(np.float32), None)
+    start = time.perf_counter()
+    timed = first_call.tune("forward", chain, arrays, cpu_device_id(), dispatch.table(cpu_device_id()), 5.0,
+                            api._convert)
+    assert time.perf_counter() - start < 1.0  # the 200 ms config never ran, though the budget was 5 s
+    assert {c.config_text for c, _ in timed} >= {'{"delay":1}'}
+    assert '{"delay":200}' not in set(_first_call_rows(user)["config"])
+
+
 def test_first_call_runs_once_per_key(slow, monkeypatch) -> None:
     import autotune
     user, _ = slow
