@@ -203,21 +203,20 @@ def tune(op: str, chain: list[Any], arrays: tuple[Any, ...], device_id: str, tab
             break  # the budget is spent, or only configs that may be far off are left
         try:
             inputs = convert(choice.backend, arrays, problem.dtype)
-            kernel = choice.kernel  # the build
-            first_start = time.perf_counter()
-            out = kernel(*inputs)  # one untimed run, and a check of the shape
-            first_s = time.perf_counter() - first_start
+            out = choice.kernel(*inputs)  # the build (and a driver's first-launch work), and a check of the shape
             if tuple(out.shape) != choice.expected_shape:
                 raise RuntimeError(f"returned shape {tuple(out.shape)}")
-            if timed and first_s > ABANDON_FACTOR * min(s for _, s in timed):
-                rows.append(_row(device_id, op, problem, choice, "abandoned", None,
-                                 f"first call ({choice.reason}): one run took {first_s:.3g} s, over "
-                                 f"{ABANDON_FACTOR:g}x the fastest candidate"))
-                continue  # far off the best: no timing budget spent on it
             share = max(0.0, budget - (time.perf_counter() - start)) / (len(pool) - i)
+            # as in tuning: a first timed run over ABANDON_FACTOR times the fastest so far ends its timing there
+            above = ABANDON_FACTOR * min(s for _, s in timed) if timed else None
             t = measure(choice.backend.runner(choice.kernel, inputs, choice.device), budget_s=share, min_reps=1,
-                        max_reps=20, warmup=0)
+                        max_reps=20, warmup=0, abandon_above_s=above)
         except Exception:  # a candidate that fails here is simply not chosen
+            continue
+        if t.abandoned:
+            rows.append(_row(device_id, op, problem, choice, "abandoned", None,
+                             f"first call ({choice.reason}): one run took {t.median_s:.3g} s, over "
+                             f"{ABANDON_FACTOR:g}x the fastest candidate"))
             continue
         timed.append((choice, t.median_s))
         rows.append(_row(device_id, op, problem, choice, "ok", t, f"first call ({choice.reason})"))
