@@ -212,7 +212,7 @@ def measure_pool(csv_path: Path, names: list[str], ops: list[str], size: int, bu
     import csv
 
     import backends
-    from autotune.core import timing, verify
+    from autotune.core import verify
     from autotune.tuner.study import seeds as study_seeds
     from backends.base import config_json
 
@@ -236,15 +236,9 @@ def measure_pool(csv_path: Path, names: list[str], ops: list[str], size: int, bu
                     text = config_json(config)
                     if (named.name, op, kind, text) in done:
                         continue
-                    try:
-                        q = named.problem.for_op(op)
-                        kernel = backend.prepare(op, q, device, config)
-                        inputs = verify.make_inputs(op, q)[0]
-                        t = timing.measure(backend.runner(kernel, inputs, device), budget_s=budget_s).median_s
-                        value = f"{t:.9g}"
-                    except Exception as e:  # noqa: BLE001 - a config that fails is a data point, not a stop
-                        say(f"  {named.name} {op} {text}: {type(e).__name__}: {str(e)[:100]}")  # type: ignore
-                        value = ""
+                    value, error = _measure(backend, device, named.problem.for_op(op), op, config, budget_s)
+                    if error:
+                        say(f"  {named.name} {op} {text}: {error}")  # type: ignore[operator]
                     out.writerow({"problem": named.name, "op": op, "kind": kind, "config": text, "time_s": value})
                     f.flush()
                     done.add((named.name, op, kind, text))
@@ -287,16 +281,17 @@ def read_pools(csv_path: Path) -> list[Pool]:
     return pools
 
 
-def _measure(backend: object, device: object, problem: object, op: str, config: dict, budget_s: float) -> str:
-    """One config's median time as a CSV field ("" when it fails to build or run)."""
+def _measure(backend: object, device: object, problem: object, op: str, config: dict,
+             budget_s: float) -> tuple[str, str]:
+    """One config's median time as a CSV field, and "" (or "", why it failed to build or run)."""
     from autotune.core import timing, verify
     try:
         kernel = backend.prepare(op, problem, device, config)  # type: ignore[attr-defined]
         inputs = verify.make_inputs(op, problem)[0]  # type: ignore[arg-type]
         run = backend.runner(kernel, inputs, device)  # type: ignore[attr-defined]
-        return f"{timing.measure(run, budget_s=budget_s).median_s:.9g}"
-    except Exception:  # noqa: BLE001 - a config that fails is a data point, not a stop
-        return ""
+        return f"{timing.measure(run, budget_s=budget_s).median_s:.9g}", ""
+    except Exception as e:  # noqa: BLE001 - a config that fails is a data point, not a stop
+        return "", f"{type(e).__name__}: {str(e)[:100]}"
 
 
 def leave_one_out_seeds(pools: list[Pool], named: dict[str, object], backend: object, device: object,
@@ -331,7 +326,7 @@ def leave_one_out_seeds(pools: list[Pool], named: dict[str, object], backend: ob
             key = config_json(config)
             if key not in pool.times:
                 q = named[pool.problem].problem.for_op(pool.op)  # type: ignore[attr-defined]
-                value = _measure(backend, device, q, pool.op, config, budget_s)
+                value, _ = _measure(backend, device, q, pool.op, config, budget_s)
                 with csv_path.open("a", newline="") as f:
                     csv.DictWriter(f, POOL_FIELDS).writerow({"problem": pool.problem, "op": pool.op, "kind": "extra",
                                                              "config": key, "time_s": value})
