@@ -715,10 +715,9 @@ def _trust_vendor(op: str, problem: Problem, found: list[Choice], rows: list[_Ro
         clean, _ = _valid_config(vendor.backend, op, problem, vendor.device, default)
         if clean is not None:
             i = found.index(vendor)
-            vendor = found[i] = Choice(vendor.backend, vendor.device, clean, vendor.reason, op, problem,
-                                       f"{vendor.backend.name}'s default call, within {TRANSFER_MARGIN}x of its "
-                                       f"config {vendor.config_text} at {vendor.source}", plain[0], vendor.distance,
-                                       vendor.tuned_problem)
+            vendor = found[i] = dataclasses.replace(  # another config: no kernel prepared for it yet
+                vendor, config=clean, time_s=plain[0], _kernel=None, source=f"{vendor.backend.name}'s default call, "
+                f"within {TRANSFER_MARGIN}x of its config {vendor.config_text} at {vendor.source}")
             vendor_s = plain[0]
     if not other_device:
         return sorted(found, key=lambda c: math.inf if c.time_s is None else c.time_s)
@@ -732,9 +731,10 @@ def _transfer(op: str, problem: Problem, table: Table) -> list[Choice]:
     there, except that a vendor library's (`Backend.vendor_library`) goes before every config it was not
     `TRANSFER_MARGIN` times slower than."""
     for dist, dev, rows in similar_devices(table):
-        found = _from_rows(op, problem, rows[op].get(problem.key, []), table, "transfer", warn=False)
+        theirs = rows[op].get(problem.key, [])
+        found = _from_rows(op, problem, theirs, table, "transfer", warn=False)
         if found:
-            found = _trust_vendor(op, problem, found, rows[op].get(problem.key, []), other_device=True)
+            found = _trust_vendor(op, problem, found, theirs, other_device=True)
             for c in found:
                 c.source = f"from {dev} (device distance {dist:.2f}): {c.source}"
                 c.from_device = dev

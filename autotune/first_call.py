@@ -121,9 +121,9 @@ def _pool(op: str, problem: Any, chain: list[Any], device_id: str, table: Any) -
             seen.add(k)
             pool.append(c)
 
-    unranked = [c for c in chain if _last_resort(c)]
+    last = [c for c in chain if _last_resort(c)]
     for c in chain:
-        if c not in unranked:
+        if not _last_resort(c):
             add(c)
     for name in backends.names():
         device = dispatch._timed_device(table, name)
@@ -145,7 +145,7 @@ def _pool(op: str, problem: Any, chain: list[Any], device_id: str, table: Any) -
             config, _ = dispatch._valid_config(backend, op, problem, device, prior)
             if config is not None:
                 add(dispatch.Choice(backend, device, config, "default", op, problem, f"{name}'s tuning prior"))
-    for c in unranked:
+    for c in last:
         add(c)
     return pool
 
