@@ -8,6 +8,12 @@ Algorithms (the `algorithm` parameter):
   once into a strided view of the output: no scatter-adds, no zero multiplies;
 - backward_input / backward_weight `im2col`: one GEMM against all taps stacked; `per_tap`: one GEMM per tap,
   accumulated (less memory);
+- backward_input / backward_weight `phase`: gy is split once into its stride phases (stride_h * stride_w strided
+  copies, each pixel read once), each phase image padded to a common row width; then every tap's window is a
+  contiguous run of one phase image, shifted by the tap's offset (the extra columns of the padded rows are computed
+  and dropped). backward_weight feeds each run to its GEMM as it lies (no copy); backward_input copies the runs of
+  `chunk` GEMM columns at a time (cache-sized, plain memcpy) and does one stacked GEMM per chunk. The other
+  algorithms gather every tap's window with stride-s reads.
 - every op `blocks`, where each canvas pixel has at most one tap (`dilation*(k-1) < stride` on both axes, e.g.
   U-Net's k2 s2): the canvas, cut into stride x stride blocks, is a plain reshape of one GEMM's output (forward)
   or input (backward): the forward writes each block once (no scatter-adds, no zero canvas when the blocks tile
@@ -28,6 +34,9 @@ from autotune.core.problem import Problem
 from backends.base import Backend, Config, Device, Kernel, Space
 
 BATCH_BLOCKS = (0, 1, 2, 4, 8, 16)
+# backward_input `phase`: GEMM columns per chunk (0: not the phase algorithm, which alone reads it)
+CHUNKS = (0, 1024, 4096, 16384)
+DEFAULT_CHUNK = 4096
 # Temporaries above this are pruned as "out of resources" before anything runs.
 WORKSPACE_LIMIT_BYTES = 2 << 30
 # Default configs keep temporaries about this small: beyond it, batch blocks ran faster on the suite (cache).
@@ -66,7 +75,7 @@ class NumpyBackend(Backend):
     def space(self, op: str, problem: Problem, device: Device) -> Space:
         if op == "backward_bias":
             return Space({"algorithm": ("sum", "gemv")})
-        algorithms: tuple[str, ...] = ("phase", "col2im") if op == "forward" else ("im2col", "per_tap")
+        algorithms: tuple[str, ...] = ("phase", "col2im") if op == "forward" else ("im2col", "per_tap", "phase")
         if one_tap_per_pixel(problem):
             algorithms += ("blocks",)
         itemsize = np.dtype(problem.dtype).itemsize
@@ -82,7 +91,20 @@ class NumpyBackend(Backend):
                 return f"out of resources: workspace {need / 2**30:.1f} GiB > {WORKSPACE_LIMIT_BYTES / 2**30:.0f} GiB"
             return None
 
-        return Space({"algorithm": algorithms, "batch_block": BATCH_BLOCKS}, [batch_block_useful, fits])
+        if op != "backward_input":
+            return Space({"algorithm": algorithms, "batch_block": BATCH_BLOCKS}, [batch_block_useful, fits])
+
+        def chunk_applies(c: Config) -> str | None:
+            if (c["algorithm"] == "phase") != (c["chunk"] != 0):
+                return "chunk applies to the phase algorithm alone (0 elsewhere, a column count there)"
+            smaller = [k for k in CHUNKS if 0 < k < c["chunk"]]
+            if smaller and smaller[-1] >= _phase_layout(problem, _block_size(problem, c))[3]:
+                return f"chunk={c['chunk']} repeats chunk={smaller[-1]}: the GEMM has fewer columns"
+            return None
+
+        # `chunk` came with the phase algorithm: a recorded config without it ran another algorithm (chunk 0)
+        return Space({"algorithm": algorithms, "batch_block": BATCH_BLOCKS, "chunk": CHUNKS},
+                     [batch_block_useful, chunk_applies, fits], added={"chunk": 0})
 
     def default_config(self, op: str, problem: Problem, device: Device) -> Config:
         if op == "backward_bias":
@@ -90,29 +112,42 @@ class NumpyBackend(Backend):
             return {"algorithm": "gemv"}
         space = self.space(op, problem, device)
         # Measured on the suite (2-core Xeon, 2026-11): col2im wins when its GEMM output (C_out*k*k rows) is the
-        # smaller temporary, i.e. C_in > C_out; otherwise the phase GEMMs do. Backward: the stacked GEMM.
+        # smaller temporary, i.e. C_in > C_out; otherwise the phase GEMMs do. Backward (2-core EPYC, 2026-11): the
+        # phase runs on images of 32x32 and more with 16+ output channels per group (1.1-1.6x the stacked GEMM on
+        # superres_x2, decoder_s1_3x3, fullconv_3x7, fcn_score_up8); the stacked GEMM over batch blocks on small
+        # images (dcgan_g1-g3: 1.2-1.4x the phase) and few channels (dcgan_rgb's 3: the phase GEMMs are 3 wide).
         if one_tap_per_pixel(problem):
             first = "blocks"
         elif op == "forward":
             first = "col2im" if problem.C_in > problem.C_out else "phase"
+        elif problem.H * problem.W >= 1024 and problem.C_out // problem.groups >= 16:
+            first = "phase"
         else:
             first = "im2col"
         itemsize = np.dtype(problem.dtype).itemsize
         # The largest batch block whose temporaries stay within this CPU's budget (whole batch first).
         budget = default_workspace_bytes()
         for algorithm in (first, *space.params["algorithm"]):
-            fitting = [c for c in ({"algorithm": algorithm, "batch_block": b} for b in (0, 16, 8, 4, 2, 1))
+            fitting = [c for c in (_point(space, algorithm, b) for b in (0, 16, 8, 4, 2, 1))
                        if space.violation(c) is None]
             for c in fitting:
                 if _workspace_elements(op, problem, c) * itemsize <= budget:
                     return c
             if fitting:
                 return fitting[-1]
-        return {"algorithm": first, "batch_block": 1}
+        return _point(space, first, 1)
 
     # ---- kernels --------------------------------------------------------------------------------------------------
     def prepare(self, op: str, problem: Problem, device: Device, config: Config) -> Kernel:
         return _prepare(op, problem, tuple(sorted(config.items())))
+
+
+def _point(space: Space, algorithm: str, batch_block: int) -> Config:
+    """A config of `space` with these values, and backward_input phase's default chunk where the space has one."""
+    c: Config = {"algorithm": algorithm, "batch_block": batch_block}
+    if "chunk" in space.params:
+        c["chunk"] = DEFAULT_CHUNK if algorithm == "phase" else 0
+    return c
 
 
 def one_tap_per_pixel(p: Problem) -> bool:
@@ -136,9 +171,15 @@ def _blocks_tile_output(p: Problem) -> bool:
 
 def _workspace_elements(op: str, p: Problem, c: Config) -> int:
     """Elements of the largest temporary of (op, config): sizes the out-of-resources constraint."""
-    n = p.N if c["batch_block"] == 0 else min(c["batch_block"], p.N)
+    n = _block_size(p, c)
     taps = p.kH * p.kW
     Hc, Wc = canvas_size(p)
+    if op != "forward" and c["algorithm"] == "phase":
+        _, Hp, Wp, L = _phase_layout(p, n)
+        phases = n * p.C_out * p.stride[0] * p.stride[1] * Hp * Wp
+        padded = n * p.C_in * Hp * Wp  # gx's padded rows (input) or x in padded rows (weight)
+        cols = p.C_out * taps * min(c.get("chunk", 0), L) if op == "backward_input" else 0
+        return phases + padded + cols
     if c["algorithm"] == "blocks":
         Hb, Wb = _block_rows(p)
         canvas = 0 if _blocks_tile_output(p) else n * p.C_out * Hb * p.stride[0] * Wb * p.stride[1]
@@ -155,6 +196,11 @@ def _workspace_elements(op: str, p: Problem, c: Config) -> int:
         cols = n * p.C_out * taps * p.H * p.W if c["algorithm"] == "im2col" else n * p.C_out * p.H * p.W
         return canvas + cols
     return 0
+
+
+def _block_size(p: Problem, c: Config) -> int:
+    """Images per batch block."""
+    return p.N if c["batch_block"] == 0 else min(c["batch_block"], p.N)
 
 
 def _batch_blocks(N: int, block: int) -> list[slice]:
@@ -186,6 +232,9 @@ def _prepare(op: str, p: Problem, config_items: tuple) -> Kernel:
         ("backward_weight", "im2col"): _backward_weight, ("backward_weight", "per_tap"): _backward_weight,
         ("forward", "blocks"): _forward_blocks, ("backward_input", "blocks"): _backward_input_blocks,
         ("backward_weight", "blocks"): _backward_weight_blocks}
+    if c["algorithm"] == "phase" and op != "forward":
+        bodies[(op, "phase")] = functools.partial(
+            _backward_input_phase if op == "backward_input" else _backward_weight_phase, chunk=c.get("chunk", 0))
     body = bodies[(op, c["algorithm"])]
     stacked = c["algorithm"] == "im2col"
 
@@ -332,6 +381,79 @@ def _backward_weight(p: Problem, gy: np.ndarray, x: np.ndarray, gw: np.ndarray, 
             tap = np.ascontiguousarray(canvas[..., rows, cs]).reshape(G, Cog, -1)
             gw[..., kh, kw] += xc @ tap.transpose(0, 2, 1)
 
+
+
+# ---- backward `phase`: gy in stride phases, each tap's window a shifted contiguous run --------------------------
+@functools.lru_cache(maxsize=256)
+def _phase_layout(p: Problem, n: int) -> tuple[tuple[tuple[int, int, int], ...], int, int, int]:
+    """Per tap (kh, kw) in weight order: (phase index, row shift, column shift) into the phase images; their padded
+    rows and columns (Hp, Wp); L, the GEMM columns covering n images (n*Hp*Wp less the last image's spare rows).
+    Input pixel (h, w) meets tap (kh, kw) at canvas row h*s + kh*d: phase (kh*d) % s, row h + (kh*d) // s."""
+    (sh, sw), (dh, dw) = p.stride, p.dilation
+    taps = tuple(((kh * dh) % sh * sw + (kw * dw) % sw, (kh * dh) // sh, (kw * dw) // sw)
+                 for kh in range(p.kH) for kw in range(p.kW))
+    di, dj = max(t[1] for t in taps), max(t[2] for t in taps)
+    # one spare row when the runs shift right: the last run then ends dj columns into the row below
+    Hp, Wp = p.H + di + (1 if dj else 0), p.W + dj
+    return taps, Hp, Wp, (n - 1) * Hp * Wp + p.H * Wp
+
+
+def _gy_phases(p: Problem, gy: np.ndarray, Hp: int, Wp: int) -> np.ndarray:
+    """gy split into its stride phases, zero-padded: (G, Cog, sh*sw, n*Hp*Wp); phase (a, b) holds canvas pixels
+    (i*sh + a, j*sw + b) at (i, j). Canvas pixels no tap reaches (beyond Hp, Wp) are left out."""
+    G, n = p.groups, gy.shape[0]
+    Cog = p.C_out // G
+    sh, sw = p.stride
+    Ho, Wo = p.output_size
+    rows, cols = output_window(p)
+    phases = np.zeros((G, Cog, sh, sw, n, Hp, Wp), gy.dtype)
+    g = gy.reshape(n, G, Cog, Ho, Wo).transpose(1, 2, 0, 3, 4)
+    for a in range(sh):
+        oh = (a - rows.start) % sh  # the first output row in phase a
+        i0 = (oh + rows.start) // sh
+        hh = max(0, min(len(range(oh, Ho, sh)), Hp - i0))
+        for b in range(sw):
+            ow = (b - cols.start) % sw
+            j0 = (ow + cols.start) // sw
+            ww = max(0, min(len(range(ow, Wo, sw)), Wp - j0))
+            if hh and ww:
+                phases[:, :, a, b, :, i0:i0 + hh, j0:j0 + ww] = g[..., oh::sh, ow::sw][..., :hh, :ww]
+    return phases.reshape(G, Cog, sh * sw, n * Hp * Wp)
+
+
+def _backward_input_phase(p: Problem, gy: np.ndarray, w: np.ndarray, gx: np.ndarray, stacked: bool,
+                          chunk: int) -> None:
+    G, n = p.groups, gy.shape[0]
+    Cig, Cog = p.C_in // G, p.C_out // G
+    taps, Hp, Wp, L = _phase_layout(p, n)
+    phases = _gy_phases(p, gy, Hp, Wp)
+    wk = np.ascontiguousarray(w.reshape(G, Cig, Cog, len(taps)).transpose(0, 1, 3, 2)).reshape(G, Cig, -1)
+    res = np.empty((G, Cig, n * Hp * Wp), gy.dtype)
+    cols = np.empty((G, len(taps), Cog, min(chunk, L)), gy.dtype)
+    for c0 in range(0, L, chunk):
+        m = min(chunk, L - c0)
+        block = cols[..., :m]
+        for t, (phase, di, dj) in enumerate(taps):
+            start = di * Wp + dj + c0
+            block[:, t] = phases[:, :, phase, start:start + m]
+        np.matmul(wk, block.reshape(G, -1, m), out=res[..., c0:c0 + m])
+    gx.reshape(n, G, Cig, p.H, p.W)[...] = res.reshape(G, Cig, n, Hp, Wp)[..., :p.H, :p.W].transpose(2, 0, 1, 3, 4)
+
+
+def _backward_weight_phase(p: Problem, gy: np.ndarray, x: np.ndarray, gw: np.ndarray, stacked: bool,
+                           chunk: int) -> None:
+    G, n = p.groups, gy.shape[0]
+    Cig = p.C_in // G
+    taps, Hp, Wp, L = _phase_layout(p, n)
+    phases = _gy_phases(p, gy, Hp, Wp)
+    xp = np.zeros((G, Cig, n, Hp, Wp), x.dtype)  # x in the padded rows; zeros where the runs overhang
+    xp[..., :p.H, :p.W] = x.reshape(n, G, Cig, p.H, p.W).transpose(1, 2, 0, 3, 4)
+    xp = xp.reshape(G, Cig, -1)[..., :L]
+    g = gw.reshape(G, Cig, -1, len(taps))
+    for t, (phase, di, dj) in enumerate(taps):
+        start = di * Wp + dj
+        # the run as it lies (rows a phase image apart, columns contiguous): BLAS reads it without a copy
+        g[..., t] += xp @ phases[:, :, phase, start:start + L].transpose(0, 2, 1)
 
 
 # ---- one tap per canvas pixel: the canvas in stride blocks is one GEMM's operand ---------------------------------
