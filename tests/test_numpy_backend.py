@@ -12,8 +12,8 @@ from hypothesis import strategies as st
 from test_backends import problems
 
 from autotune.core import reference
-from autotune.core.space import ConfigError
 from autotune.core.problem import Problem
+from autotune.core.space import ConfigError
 from backends.numpy import CHUNKS, NumpyBackend, _phase_layout
 
 BACKEND = NumpyBackend()
