@@ -222,7 +222,8 @@ def _prepare(op: str, p: Problem, config_items: tuple) -> Kernel:
                 # one GEMV over every (image, channel) row: one multi-threaded BLAS call, not one per image
                 # (2.1x faster than per-image GEMVs on dcgan_g3's 64 images here, and faster than torch's sum)
                 g = np.ascontiguousarray(gy, dtype=dt).reshape(p.N * p.C_out, pixels)
-                return (g @ ones).reshape(p.N, p.C_out).sum(axis=0, dtype=dt)
+                sums = g @ ones
+                return sums if p.N == 1 else sums.reshape(p.N, p.C_out).sum(axis=0, dtype=dt)
             return bias_grad
         return lambda gy: np.asarray(gy, dtype=dt).sum(axis=(0, 2, 3), dtype=dt)
     blocks = _batch_blocks(p.N, c["batch_block"])
