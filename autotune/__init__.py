@@ -26,11 +26,12 @@ from autotune.core import __version__  # noqa: E402
 if TYPE_CHECKING:
     from autotune.api import conv_transpose2d, conv_transpose2d_backward
     from autotune.bilinear import bilinear_kernel
+    from autotune.core.allocator import keep_freed_memory
     from autotune.core.problem import OPS, Problem
     from autotune.dispatch import which
 
 __all__ = ["OPS", "Problem", "__version__", "bilinear_kernel", "conv_transpose2d", "conv_transpose2d_backward",
-           "which"]
+           "keep_freed_memory", "which"]
 
 # First-call tuning (autotune.first_call), like torch.backends.cudnn.benchmark: True times the candidates on the
 # first call of each untuned shape; None leaves it to $AUTOTUNE_BENCHMARK (read once, at the first untuned call).
@@ -41,7 +42,7 @@ benchmark_budget_s: float | None = None
 # public name -> the module that defines it
 _LAZY = {"conv_transpose2d": "autotune.api", "conv_transpose2d_backward": "autotune.api",
          "bilinear_kernel": "autotune.bilinear", "which": "autotune.dispatch", "OPS": "autotune.core.problem",
-         "Problem": "autotune.core.problem"}
+         "Problem": "autotune.core.problem", "keep_freed_memory": "autotune.core.allocator"}
 
 
 def __getattr__(name: str) -> Any:

@@ -34,6 +34,8 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--threads", type=int, help="threads for both arms (default: what OpenBLAS uses)")
     ap.add_argument("--dcgan-steps", type=int, default=3, help="DCGAN training steps compared (0: skip)")
     ap.add_argument("--small", action="store_true", help="small models and inputs (a quick check)")
+    ap.add_argument("--system-malloc", action="store_true",
+                    help="leave glibc's malloc as it is (default: autotune.keep_freed_memory(), for both arms)")
     return ap.parse_args(argv)
 
 
@@ -48,16 +50,19 @@ def main(argv: list[str] | None = None) -> int:
     import numpy as np
     import torch
 
+    import autotune
     import autotune.torch as att
     from examples import models
 
+    # both arms run in this process: keeping freed memory changes both alike, and makes torch's times repeatable
+    malloc = "system" if args.system_malloc else (autotune.keep_freed_memory() or "system (not glibc)")
     threads = args.threads or int(os.environ.get("OPENBLAS_NUM_THREADS") or os.environ.get("OMP_NUM_THREADS")
                                   or os.cpu_count() or 1)
     torch.set_num_threads(threads)
     print(f"# {platform.processor() or platform.machine()}, {_cpu_model()}; torch {torch.__version__}, numpy "
           f"{np.__version__}; threads: torch {torch.get_num_threads()}, BLAS {threads}; OPENBLAS_CORETYPE="
           f"{os.environ.get('OPENBLAS_CORETYPE', '(unset)')}, OPENBLAS_THREAD_TIMEOUT="
-          f"{os.environ.get('OPENBLAS_THREAD_TIMEOUT', '(unset)')}")
+          f"{os.environ.get('OPENBLAS_THREAD_TIMEOUT', '(unset)')}; malloc: {malloc}")
     small = {"dcgan_generator": dict(nz=16, ngf=8), "unet_decoder": dict(channels=(64, 32, 16)),
              "fcn8s_head": dict(pool3=16, pool4=16, conv7=32)}
     small_inputs = {"dcgan_generator": [(8, 16, 1, 1)], "unet_decoder": [(1, 64, 8, 8)],

@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from autotune import api, bench, dispatch, first_call  # noqa: E402
-from autotune.core import results, timing, verify  # noqa: E402
+from autotune.core import allocator, results, timing, verify  # noqa: E402
 from autotune.core.devices import cpu_device_id  # noqa: E402
 from autotune.problems import load_problems, select  # noqa: E402
 
@@ -56,7 +56,10 @@ def main() -> int:
     ap.add_argument("--budget", type=float, default=0.3, help="timing budget per measurement, seconds")
     ap.add_argument("--benchmark", action="store_true", help="first call with first-call tuning on")
     ap.add_argument("--benchmark-budget", type=float, default=first_call.BUDGET_S)
+    ap.add_argument("--system-malloc", action="store_true", help="leave glibc's malloc as it is")
     args = ap.parse_args()
+    if not args.system_malloc:  # as `autotune tune` and `bench` time
+        print(f"# {allocator.keep_freed_memory() or 'malloc: system (not glibc)'}")
     if args.benchmark:  # first-call rows go to a scratch directory, never the user's results
         os.environ[results.ENV_VAR] = tempfile.mkdtemp(prefix="new-device-bench-")
     ratios: dict[str, list[float]] = {op: [] for op in args.ops}

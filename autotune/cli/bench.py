@@ -10,7 +10,7 @@ import pandas as pd
 
 from autotune import bench
 from autotune.cli import model_args
-from autotune.core import results
+from autotune.core import allocator, results
 from autotune.core.errors import UserError
 from autotune.core.problem import OPS
 from autotune.problems import load_problems, select
@@ -36,6 +36,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-dispatch", action="store_true",
                    help="do not time the `dispatch` column (what a plain call runs, tuned results in place)")
     p.add_argument("--csv", metavar="FILE", help="also save the long table (one row per problem, op, backend)")
+    p.add_argument("--system-malloc", action="store_true",
+                   help="time with the C library's malloc as the process has it (default: freed memory kept, "
+                        "autotune.keep_freed_memory(), so that times do not depend on what the process freed before)")
     p.add_argument("--record", action="store_true",
                    help="append every measurement (PyTorch's as status 'baseline') to the device's results file "
                         "in the results directory, for reports and dispatch")
@@ -52,6 +55,8 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--timing-budget must be > 0 seconds, got {args.timing_budget}")
     if args.max_configs < 1:
         raise UserError(f"--max-configs must be >= 1, got {args.max_configs}")
+    if not args.system_malloc:
+        _say(allocator.keep_freed_memory() or "malloc as the system has it (not glibc)")
     directory = results.results_dir(args.results)
     if args.csv:  # checked first, before the run; never over the results
         results.check_output_path("--csv", args.csv, [directory])

@@ -11,7 +11,7 @@ import threading
 from typing import Any
 
 from autotune.cli import model_args
-from autotune.core import results
+from autotune.core import allocator, results
 from autotune.core.errors import UserError
 from autotune.core.problem import OPS
 from autotune.problems import load_problems, select
@@ -62,6 +62,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="defaults for options not given: quick = a few suite layers in a few minutes; "
                         "suite = the whole suite")
     parser.add_argument("--quiet", action="store_true", help="no progress output")
+    parser.add_argument("--system-malloc", action="store_true",
+                        help="time with the C library's malloc as the process has it (default: freed memory kept, "
+                             "autotune.keep_freed_memory(), so that times do not depend on what the process freed "
+                             "before)")
 
 
 def options_from_args(args: argparse.Namespace) -> TuneOptions:
@@ -95,6 +99,10 @@ def run(args: argparse.Namespace) -> int:
         # SIGTERM unwinds like Ctrl-C, so the trial worker is stopped and storage connections closed.
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     options = options_from_args(args)
+    if not args.system_malloc:  # before the trial workers start: they inherit it through the environment
+        note = allocator.keep_freed_memory() or "malloc as the system has it (not glibc)"
+        if options.progress:
+            print(f"tune: {note}", file=sys.stderr)
     table = tune(options, sys.stderr)
     print(format_summary(table))
     print(f"results: {options.results}", file=sys.stderr)
