@@ -431,6 +431,24 @@ def test_backend_seed_configs_join_the_seeds_when_valid(dirs, monkeypatch) -> No
     assert seeds(plan, list(dirs)) == [valid]
 
 
+def test_seeds_start_with_this_problems_winners_in_results_the_study_does_not_write(dirs) -> None:
+    from autotune.core.devices import cpu_device_id
+    from autotune.tuner.plan import StudyPlan
+    from autotune.tuner.study import seeds
+    user, shipped = dirs
+    numpy = backends.get("numpy")
+    dev = numpy.devices()[0]
+    here = cpu_device_id()
+    best, second = {"algorithm": "col2im", "batch_block": 1}, COL2IM
+    _append(shipped, here, _rows(here, Q, "numpy", second, 2e-3) + _rows(here, Q, "numpy", best, 1e-3))
+    plan = StudyPlan("q", Q, "forward", numpy, dev, numpy.space("forward", Q, dev),
+                     numpy.default_config("forward", Q, dev), name="same-problem-seed-test")
+    # tuning into the user's directory: the shipped measurements of this very problem here come first, fastest first
+    assert seeds(plan, [user, shipped]) == [best, second]
+    # tuning into the shipped directory itself: those rows are the study's own trials, not priors
+    assert seeds(plan, [shipped]) == []
+
+
 def test_opencl_seeds_its_cpu_forward_prior() -> None:
     from autotune.tuner.plan import StudyPlan
     from autotune.tuner.study import seeds

@@ -13,6 +13,7 @@ import json
 import os
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from autotune.core import results
@@ -67,6 +68,7 @@ def _enqueue_default(study: Any, default: dict[str, Any]) -> None:
 
 
 PORTABLE_SEEDS = 2
+SAME_PROBLEM_SEEDS = 3
 
 
 def portable(plan: StudyPlan, table: Any) -> list[dict[str, Any]]:
@@ -89,10 +91,12 @@ def portable(plan: StudyPlan, table: Any) -> list[dict[str, Any]]:
 
 
 def seeds(plan: StudyPlan, results_dirs: list[Any] | None = None) -> list[dict[str, Any]]:
-    """Priors for a study beyond the default: this backend's `portable` configs on this device, its own
-    `seed_configs`, its winners of the nearest tuned problems there, then the winners of the same problem on the
-    most similar other devices (`dispatch`'s nearest and transfer rules), each valid for this problem's space; in
-    that order, each once."""
+    """Priors for a study beyond the default: this backend's fastest configs of this very problem on this device
+    in results the study does not write (`results_dirs` after the first: the shipped results when tuning into a
+    user's directory, or a re-tune in a fresh one), its `portable` configs on this device, its own `seed_configs`,
+    its winners of the nearest tuned problems there, then the winners of the same problem on the most similar other
+    devices (`dispatch`'s nearest and transfer rules), each valid for this problem's space; in that order, each
+    once."""
     from autotune import dispatch
     from backends.base import config_json
 
@@ -100,6 +104,11 @@ def seeds(plan: StudyPlan, results_dirs: list[Any] | None = None) -> list[dict[s
     try:
         table = dispatch.load_table(plan.device.id, dirs)
         found: list[tuple[str, Any]] = []  # (backend name, config)
+        own = Path(dirs[0]).resolve() if dirs else None
+        elsewhere = [d for d in dirs[1:] if Path(d).resolve() != own]
+        if elsewhere:
+            rows = dispatch.load_table(plan.device.id, elsewhere).rows[plan.op].get(plan.problem.key, [])
+            found += [(r.backend, r.config) for r in rows if r.backend == plan.backend.name][:SAME_PROBLEM_SEEDS]
         found += [(plan.backend.name, c) for c in portable(plan, table)]
         found += [(plan.backend.name, c) for c in plan.backend.seed_configs(plan.op, plan.problem, plan.device)]
         tuned = sorted((dispatch.distance(plan.problem, rows[0].problem), key, rows)
