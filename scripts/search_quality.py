@@ -43,7 +43,7 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from autotune.core import results  # noqa: E402
+from autotune.core import allocator, results  # noqa: E402
 from autotune.problems import load_problems, select  # noqa: E402
 from autotune.tuner import TuneOptions, make_sampler, tune  # noqa: E402
 
@@ -397,6 +397,7 @@ def pool_main(argv: list[str]) -> int:
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     csv_path = Path(args.csv)
     if not args.replay_only:
+        print(f"# {allocator.keep_freed_memory() or 'malloc: system (not glibc)'}")  # as `autotune tune` times
         measure_pool(csv_path, args.only, args.ops, args.size, args.timing_budget, args.backend,
                      say=lambda s: print(s, file=sys.stderr, flush=True))
     import backends
@@ -456,6 +457,7 @@ def main() -> int:
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
     if not args.replay_only:
+        allocator.keep_freed_memory()  # as `autotune tune` times
         options = TuneOptions(problems=select(load_problems(), args.only), results=Path(args.results),
                               ops=tuple(args.ops), backends=args.backends, trials=10**6, sampler="grid", seed=0,
                               timing_budget_s=args.timing_budget)
