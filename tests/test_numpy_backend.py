@@ -41,7 +41,7 @@ def test_phase_over_several_chunks(op):
     one (L = GEMM columns > the smallest chunk), with groups, dilation, asymmetric padding and output_padding."""
     p = Problem.make(N=3, C_in=4, H=19, W=23, C_out=6, kH=3, kW=4, stride=(2, 3), padding=((1, 2), (0, 1)),
                      output_padding=(1, 0), dilation=(1, 2), groups=2)
-    assert _phase_layout(p, p.N)[3] > CHUNKS[1]
+    assert _phase_layout(p, p.N).L > CHUNKS[1]
     inputs = inputs_for(op, p, seed=9)
     ref = reference.run(op, p, inputs)
     space = BACKEND.space(op, p, DEVICE)
@@ -81,3 +81,13 @@ def test_default_algorithm(shape, expected):
         assert config["algorithm"] == expected, (op, config)
         out = BACKEND.prepare(op, p, DEVICE, config)(*inputs_for(op, p, seed=1))
         assert np.isfinite(out).all()
+
+
+def test_phases_no_tap_reads_are_left_out():
+    """Stride > kernel: of the 3x4 stride phases, only those the 2x2 taps land in are built (and the answer holds)."""
+    p = Problem.make(N=2, C_in=3, H=5, W=4, C_out=2, kH=2, kW=2, stride=(3, 4), output_padding=(2, 1))
+    assert _phase_layout(p, p.N).phases == ((0, 0), (0, 1), (1, 0), (1, 1))
+    for op in ("backward_input", "backward_weight"):
+        inputs = inputs_for(op, p, seed=2)
+        out = BACKEND.prepare(op, p, DEVICE, _phase(op, p))(*inputs)
+        assert_close(out, reference.run(op, p, inputs), op, p, f"numpy phase {op}")

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
+from typing import NamedTuple
 
 import numpy as np
 
@@ -98,7 +99,7 @@ class NumpyBackend(Backend):
             if (c["algorithm"] == "phase") != (c["chunk"] != 0):
                 return "chunk applies to the phase algorithm alone (0 elsewhere, a column count there)"
             smaller = [k for k in CHUNKS if 0 < k < c["chunk"]]
-            if smaller and smaller[-1] >= _phase_layout(problem, _block_size(problem, c))[3]:
+            if smaller and smaller[-1] >= _phase_layout(problem, _block_size(problem, c)).L:
                 return f"chunk={c['chunk']} repeats chunk={smaller[-1]}: the GEMM has fewer columns"
             return None
 
@@ -175,10 +176,11 @@ def _workspace_elements(op: str, p: Problem, c: Config) -> int:
     taps = p.kH * p.kW
     Hc, Wc = canvas_size(p)
     if op != "forward" and c["algorithm"] == "phase":
-        _, Hp, Wp, L = _phase_layout(p, n)
-        phases = n * p.C_out * p.stride[0] * p.stride[1] * Hp * Wp
-        padded = n * p.C_in * Hp * Wp  # gx's padded rows (input) or x in padded rows (weight)
-        cols = p.C_out * taps * min(c.get("chunk", 0), L) if op == "backward_input" else 0
+        layout = _phase_layout(p, n)
+        image = n * layout.Hp * layout.Wp
+        phases = p.C_out * len(layout.phases) * image
+        padded = p.C_in * image  # gx's padded rows (input) or x in padded rows (weight)
+        cols = p.C_out * taps * min(c.get("chunk", 0), layout.L) if op == "backward_input" else 0
         return phases + padded + cols
     if c["algorithm"] == "blocks":
         Hb, Wb = _block_rows(p)
@@ -385,49 +387,57 @@ def _backward_weight(p: Problem, gy: np.ndarray, x: np.ndarray, gw: np.ndarray, 
 
 
 # ---- backward `phase`: gy in stride phases, each tap's window a shifted contiguous run --------------------------
+class _PhaseLayout(NamedTuple):
+    taps: tuple[tuple[int, int, int], ...]  # per tap (kh, kw), weight order: (phase, row shift, column shift)
+    phases: tuple[tuple[int, int], ...]  # the (row, column) stride phases some tap reads, in phase-index order
+    Hp: int  # rows and columns of a padded phase image
+    Wp: int
+    L: int  # GEMM columns covering the batch block: n*Hp*Wp less the last image's spare rows
+
+
 @functools.lru_cache(maxsize=256)
-def _phase_layout(p: Problem, n: int) -> tuple[tuple[tuple[int, int, int], ...], int, int, int]:
-    """Per tap (kh, kw) in weight order: (phase index, row shift, column shift) into the phase images; their padded
-    rows and columns (Hp, Wp); L, the GEMM columns covering n images (n*Hp*Wp less the last image's spare rows).
-    Input pixel (h, w) meets tap (kh, kw) at canvas row h*s + kh*d: phase (kh*d) % s, row h + (kh*d) // s."""
+def _phase_layout(p: Problem, n: int) -> _PhaseLayout:
+    """Input pixel (h, w) meets tap (kh, kw) at canvas row h*s + kh*d: phase (kh*d) % s, row h + (kh*d) // s (the
+    same along columns). Phases no tap reads (stride > kernel) are left out."""
     (sh, sw), (dh, dw) = p.stride, p.dilation
-    taps = tuple(((kh * dh) % sh * sw + (kw * dw) % sw, (kh * dh) // sh, (kw * dw) // sw)
-                 for kh in range(p.kH) for kw in range(p.kW))
+    raw = [((kh * dh) % sh, (kw * dw) % sw, (kh * dh) // sh, (kw * dw) // sw)
+           for kh in range(p.kH) for kw in range(p.kW)]
+    phases = tuple(sorted({(a, b) for a, b, _, _ in raw}))
+    taps = tuple((phases.index((a, b)), di, dj) for a, b, di, dj in raw)
     di, dj = max(t[1] for t in taps), max(t[2] for t in taps)
     # one spare row when the runs shift right: the last run then ends dj columns into the row below
     Hp, Wp = p.H + di + (1 if dj else 0), p.W + dj
-    return taps, Hp, Wp, (n - 1) * Hp * Wp + p.H * Wp
+    return _PhaseLayout(taps, phases, Hp, Wp, (n - 1) * Hp * Wp + p.H * Wp)
 
 
-def _gy_phases(p: Problem, gy: np.ndarray, Hp: int, Wp: int) -> np.ndarray:
-    """gy split into its stride phases, zero-padded: (G, Cog, sh*sw, n*Hp*Wp); phase (a, b) holds canvas pixels
-    (i*sh + a, j*sw + b) at (i, j). Canvas pixels no tap reaches (beyond Hp, Wp) are left out."""
+def _gy_phases(p: Problem, gy: np.ndarray, layout: _PhaseLayout) -> np.ndarray:
+    """gy split into the stride phases the taps read, zero-padded: (G, Cog, phases, n*Hp*Wp); phase (a, b) holds
+    canvas pixels (i*sh + a, j*sw + b) at (i, j). Canvas pixels no tap reaches (beyond Hp, Wp) are left out."""
     G, n = p.groups, gy.shape[0]
     Cog = p.C_out // G
     sh, sw = p.stride
     Ho, Wo = p.output_size
+    Hp, Wp = layout.Hp, layout.Wp
     rows, cols = output_window(p)
-    phases = np.zeros((G, Cog, sh, sw, n, Hp, Wp), gy.dtype)
+    out = np.zeros((G, Cog, len(layout.phases), n, Hp, Wp), gy.dtype)
     g = gy.reshape(n, G, Cog, Ho, Wo).transpose(1, 2, 0, 3, 4)
-    for a in range(sh):
-        oh = (a - rows.start) % sh  # the first output row in phase a
-        i0 = (oh + rows.start) // sh
+    for index, (a, b) in enumerate(layout.phases):
+        oh, ow = (a - rows.start) % sh, (b - cols.start) % sw  # the first output row and column in the phase
+        i0, j0 = (oh + rows.start) // sh, (ow + cols.start) // sw
         hh = max(0, min(len(range(oh, Ho, sh)), Hp - i0))
-        for b in range(sw):
-            ow = (b - cols.start) % sw
-            j0 = (ow + cols.start) // sw
-            ww = max(0, min(len(range(ow, Wo, sw)), Wp - j0))
-            if hh and ww:
-                phases[:, :, a, b, :, i0:i0 + hh, j0:j0 + ww] = g[..., oh::sh, ow::sw][..., :hh, :ww]
-    return phases.reshape(G, Cog, sh * sw, n * Hp * Wp)
+        ww = max(0, min(len(range(ow, Wo, sw)), Wp - j0))
+        if hh and ww:
+            out[:, :, index, :, i0:i0 + hh, j0:j0 + ww] = g[..., oh::sh, ow::sw][..., :hh, :ww]
+    return out.reshape(G, Cog, len(layout.phases), n * Hp * Wp)
 
 
 def _backward_input_phase(p: Problem, gy: np.ndarray, w: np.ndarray, gx: np.ndarray, stacked: bool,
                           chunk: int) -> None:
     G, n = p.groups, gy.shape[0]
     Cig, Cog = p.C_in // G, p.C_out // G
-    taps, Hp, Wp, L = _phase_layout(p, n)
-    phases = _gy_phases(p, gy, Hp, Wp)
+    layout = _phase_layout(p, n)
+    taps, Hp, Wp, L = layout.taps, layout.Hp, layout.Wp, layout.L
+    phases = _gy_phases(p, gy, layout)
     wk = np.ascontiguousarray(w.reshape(G, Cig, Cog, len(taps)).transpose(0, 1, 3, 2)).reshape(G, Cig, -1)
     res = np.empty((G, Cig, n * Hp * Wp), gy.dtype)
     cols = np.empty((G, len(taps), Cog, min(chunk, L)), gy.dtype)
@@ -445,8 +455,9 @@ def _backward_weight_phase(p: Problem, gy: np.ndarray, x: np.ndarray, gw: np.nda
                            chunk: int) -> None:
     G, n = p.groups, gy.shape[0]
     Cig = p.C_in // G
-    taps, Hp, Wp, L = _phase_layout(p, n)
-    phases = _gy_phases(p, gy, Hp, Wp)
+    layout = _phase_layout(p, n)
+    taps, Hp, Wp, L = layout.taps, layout.Hp, layout.Wp, layout.L
+    phases = _gy_phases(p, gy, layout)
     xp = np.zeros((G, Cig, n, Hp, Wp), x.dtype)  # x in the padded rows; zeros where the runs overhang
     xp[..., :p.H, :p.W] = x.reshape(n, G, Cig, p.H, p.W).transpose(1, 2, 0, 3, 4)
     xp = xp.reshape(G, Cig, -1)[..., :L]
