@@ -55,12 +55,12 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--timing-budget must be > 0 seconds, got {args.timing_budget}")
     if args.max_configs < 1:
         raise UserError(f"--max-configs must be >= 1, got {args.max_configs}")
-    if not args.system_malloc:
-        _say(allocator.keep_freed_memory() or "malloc as the system has it (not glibc)")
     directory = results.results_dir(args.results)
     if args.csv:  # checked first, before the run; never over the results
         results.check_output_path("--csv", args.csv, [directory])
     problems = model_args.problems(args, args.only) or select(load_problems(args.problems), args.only)
+    if not args.system_malloc:  # once the arguments are known good, before anything is timed
+        _say(allocator.keep_freed_memory() or "malloc as the system has it (not glibc)")
     df, chosen = bench.bench(problems, args.ops, args.backends, configs=args.configs, max_configs=args.max_configs,
                              budget_s=args.timing_budget, results_dirs=[directory, results.shipped_results_dir()],
                              with_torch=not args.no_torch, with_dispatch=not args.no_dispatch, say=_say,
