@@ -234,10 +234,9 @@ def _prepare(op: str, p: Problem, config_items: tuple) -> Kernel:
         ("backward_input", "im2col"): _backward_input, ("backward_input", "per_tap"): _backward_input,
         ("backward_weight", "im2col"): _backward_weight, ("backward_weight", "per_tap"): _backward_weight,
         ("forward", "blocks"): _forward_blocks, ("backward_input", "blocks"): _backward_input_blocks,
-        ("backward_weight", "blocks"): _backward_weight_blocks}
-    if c["algorithm"] == "phase" and op != "forward":
-        bodies[(op, "phase")] = functools.partial(
-            _backward_input_phase if op == "backward_input" else _backward_weight_phase, chunk=c.get("chunk", 0))
+        ("backward_weight", "blocks"): _backward_weight_blocks,
+        ("backward_input", "phase"): functools.partial(_backward_input_phase, chunk=c.get("chunk", 0)),
+        ("backward_weight", "phase"): _backward_weight_phase}
     body = bodies[(op, c["algorithm"])]
     stacked = c["algorithm"] == "im2col"
 
@@ -451,8 +450,7 @@ def _backward_input_phase(p: Problem, gy: np.ndarray, w: np.ndarray, gx: np.ndar
     gx.reshape(n, G, Cig, p.H, p.W)[...] = res.reshape(G, Cig, n, Hp, Wp)[..., :p.H, :p.W].transpose(2, 0, 1, 3, 4)
 
 
-def _backward_weight_phase(p: Problem, gy: np.ndarray, x: np.ndarray, gw: np.ndarray, stacked: bool,
-                           chunk: int) -> None:
+def _backward_weight_phase(p: Problem, gy: np.ndarray, x: np.ndarray, gw: np.ndarray, stacked: bool) -> None:
     G, n = p.groups, gy.shape[0]
     Cig = p.C_in // G
     layout = _phase_layout(p, n)
