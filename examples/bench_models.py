@@ -50,12 +50,12 @@ def main(argv: list[str] | None = None) -> int:
     import numpy as np
     import torch
 
-    import autotune
     import autotune.torch as att
+    from autotune.core.allocator import timing_malloc
     from examples import models
 
     # both arms run in this process: keeping freed memory changes both alike, and makes torch's times repeatable
-    malloc = "system" if args.system_malloc else (autotune.keep_freed_memory() or "system (not glibc)")
+    malloc = timing_malloc(args.system_malloc)
     threads = args.threads or int(os.environ.get("OPENBLAS_NUM_THREADS") or os.environ.get("OMP_NUM_THREADS")
                                   or os.cpu_count() or 1)
     torch.set_num_threads(threads)

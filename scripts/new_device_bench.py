@@ -58,8 +58,7 @@ def main() -> int:
     ap.add_argument("--benchmark-budget", type=float, default=first_call.BUDGET_S)
     ap.add_argument("--system-malloc", action="store_true", help="leave glibc's malloc as it is")
     args = ap.parse_args()
-    if not args.system_malloc:  # as `autotune tune` and `bench` time
-        print(f"# {allocator.keep_freed_memory() or 'malloc: system (not glibc)'}")
+    print(f"# {allocator.timing_malloc(args.system_malloc)}")  # as `autotune tune` and `bench` time
     if args.benchmark:  # first-call rows go to a scratch directory, never the user's results
         os.environ[results.ENV_VAR] = tempfile.mkdtemp(prefix="new-device-bench-")
     ratios: dict[str, list[float]] = {op: [] for op in args.ops}

@@ -397,7 +397,7 @@ def pool_main(argv: list[str]) -> int:
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     csv_path = Path(args.csv)
     if not args.replay_only:
-        print(f"# {allocator.keep_freed_memory() or 'malloc: system (not glibc)'}")  # as `autotune tune` times
+        print(f"# {allocator.timing_malloc(False)}")  # as `autotune tune` times
         measure_pool(csv_path, args.only, args.ops, args.size, args.timing_budget, args.backend,
                      say=lambda s: print(s, file=sys.stderr, flush=True))
     import backends

@@ -59,8 +59,7 @@ def run(args: argparse.Namespace) -> int:
     if args.csv:  # checked first, before the run; never over the results
         results.check_output_path("--csv", args.csv, [directory])
     problems = model_args.problems(args, args.only) or select(load_problems(args.problems), args.only)
-    if not args.system_malloc:  # once the arguments are known good, before anything is timed
-        _say(allocator.keep_freed_memory() or "malloc as the system has it (not glibc)")
+    _say(allocator.timing_malloc(args.system_malloc))  # once the arguments are known good, before any timing
     df, chosen = bench.bench(problems, args.ops, args.backends, configs=args.configs, max_configs=args.max_configs,
                              budget_s=args.timing_budget, results_dirs=[directory, results.shipped_results_dir()],
                              with_torch=not args.no_torch, with_dispatch=not args.no_dispatch, say=_say,

@@ -99,9 +99,7 @@ def run(args: argparse.Namespace) -> int:
         # SIGTERM unwinds like Ctrl-C, so the trial worker is stopped and storage connections closed.
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     options = options_from_args(args)
-    note = "malloc as the system has it"
-    if not args.system_malloc:  # before the trial workers start: they inherit it through the environment
-        note = allocator.keep_freed_memory() or "malloc as the system has it (not glibc)"
+    note = allocator.timing_malloc(args.system_malloc)  # before the trial workers start: they inherit it
     table = tune(options, sys.stderr)
     print(format_summary(table))
     print(f"results: {options.results}", file=sys.stderr)

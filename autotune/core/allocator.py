@@ -58,3 +58,11 @@ def keep_freed_memory() -> str | None:
     for name, value in ENVIRONMENT.items():
         os.environ.setdefault(name, value)
     return "glibc malloc keeps freed memory (" + " ".join(f"{k}={v}" for k, v in ENVIRONMENT.items()) + ")"
+
+
+def timing_malloc(system: bool) -> str:
+    """For a process about to time kernels: `keep_freed_memory()` unless `system` (the `--system-malloc` flags), and
+    a line saying which malloc the times are taken with."""
+    if system:
+        return "malloc as the system has it (--system-malloc)"
+    return keep_freed_memory() or "malloc as the system has it (not glibc)"
