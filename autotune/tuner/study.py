@@ -105,9 +105,9 @@ def seeds(plan: StudyPlan, results_dirs: list[Any] | None = None) -> list[dict[s
         table = dispatch.load_table(plan.device.id, dirs)
         found: list[tuple[str, Any]] = []  # (backend name, config)
         own = Path(dirs[0]).resolve() if dirs else None
-        elsewhere = [d for d in dirs[1:] if Path(d).resolve() != own]
-        if elsewhere:
-            rows = dispatch.load_table(plan.device.id, elsewhere).rows[plan.op].get(plan.problem.key, [])
+        elsewhere = tuple(Path(d) for d in dirs[1:] if Path(d).resolve() != own)
+        if elsewhere:  # files the run does not write: the cached table, read once per run, not once per study
+            rows = dispatch.table(plan.device.id, elsewhere, wait=True).rows[plan.op].get(plan.problem.key, [])
             found += [(r.backend, r.config) for r in rows if r.backend == plan.backend.name][:SAME_PROBLEM_SEEDS]
         found += [(plan.backend.name, c) for c in portable(plan, table)]
         found += [(plan.backend.name, c) for c in plan.backend.seed_configs(plan.op, plan.problem, plan.device)]
