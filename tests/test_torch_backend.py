@@ -17,7 +17,7 @@ torch = pytest.importorskip("torch")
 PROBLEMS = [Problem.make(N=2, C_in=3, H=5, W=4, C_out=4, kH=3, kW=3, stride=2, padding=1, bias=True),
             Problem.make(N=1, C_in=4, H=4, W=5, C_out=6, kH=2, kW=2, stride=2, groups=2),
             Problem.make(N=1, C_in=3, H=4, W=4, C_out=2, kH=3, kW=3, stride=2, padding=((0, 2), (1, 0)),
-                         output_padding=1, dilation=2)]
+                         output_padding=1, dilation=2, bias=True)]
 
 
 def _cpu():
@@ -38,7 +38,11 @@ def test_space_validates_every_point(op):
         if op != "backward_bias":
             assert set(space.params["memory_format"]) == {"contiguous", "channels_last"}
             assert set(space.params["mkldnn"]) == {"on", "off"}
+        assert ("bias_add" in space.params) == (op == "forward" and p.bias)
     p = PROBLEMS[0]
+    # a forward config recorded before bias_add existed passed the bias to torch's call
+    assert backend.space("forward", p, device).validate(
+        {"algorithm": "conv_transpose2d", "memory_format": "contiguous", "mkldnn": "on"})["bias_add"] == "fused"
     assert set(backend.space("backward_input", p, device).params["algorithm"]) == {"convolution_backward", "conv2d"}
     with pytest.raises(ValueError):
         backend.space("forward", p, device).validate({"algorithm": "conv_transpose2d", "memory_format": "nhwc",
@@ -114,8 +118,8 @@ def test_bench_records_the_torch_backends_config_apart_from_the_baseline(tmp_pat
     rows = results.read_file(results.device_file(tmp_path, cpu_device_id()))
     assert sorted(rows.status) == ["baseline", "baseline", "ok", "ok"]
     assert set(rows[rows.status == "baseline"].config) == {"{}"}
-    assert set(rows[rows.status == "ok"].config) == {'{"algorithm":"conv_transpose2d","memory_format":"contiguous",'
-                                                      '"mkldnn":"on"}', '{"algorithm":"sum"}'}
+    assert set(rows[rows.status == "ok"].config) == {'{"algorithm":"conv_transpose2d","bias_add":"fused",'
+                                                      '"memory_format":"contiguous","mkldnn":"on"}', '{"algorithm":"sum"}'}
     dispatch.clear_cache()
     for op in ("forward", "backward_bias"):
         (first, *_) = dispatch.choices(op, p, results_dirs=[tmp_path])
