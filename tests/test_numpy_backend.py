@@ -1,6 +1,7 @@
 """The numpy backend's own rules: its backward `phase` algorithm (gy in stride phases, each tap a shifted run) on
-random problems against the reference, over chunk boundaries; the `chunk` parameter's constraints and the value a
-config recorded before it existed gets; and which algorithm the defaults pick."""
+random problems against the reference, over chunk boundaries, with the runs copied or read in place by direct BLAS
+calls; the `chunk` and `runs` parameters' constraints and the values a config recorded before them gets; which
+algorithm the defaults pick; and `blas.gemm` itself against NumPy's matmul, with the operands it refuses."""
 
 from __future__ import annotations
 
@@ -14,25 +15,32 @@ from test_backends import problems
 from autotune.core import reference
 from autotune.core.problem import Problem
 from autotune.core.space import ConfigError
-from backends.numpy import CHUNKS, NumpyBackend, _phase_layout
+from backends.numpy import CHUNKS, NumpyBackend, _phase_layout, blas
 
 BACKEND = NumpyBackend()
 DEVICE = BACKEND.devices()[0]
 
 
-def _phase(op: str, p: Problem, batch_block: int = 0, chunk: int = CHUNKS[1]) -> dict:
+def _phase(op: str, p: Problem, batch_block: int = 0, chunk: int = CHUNKS[1], runs: str = "copied") -> dict:
     config = {"algorithm": "phase", "batch_block": batch_block}
-    return BACKEND.space(op, p, DEVICE).validate({**config, "chunk": chunk} if op == "backward_input" else config)
+    extra = {"chunk": chunk, "runs": runs} if op == "backward_input" else {}
+    return BACKEND.space(op, p, DEVICE).validate({**config, **extra})
+
+
+def _runs() -> list[str]:
+    return ["copied", "in_place"] if blas.reason() is None else ["copied"]
 
 
 @settings(max_examples=60, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
-@given(p=problems(), op=st.sampled_from(["backward_input", "backward_weight"]), batch_block=st.sampled_from([0, 1]))
-def test_phase_matches_reference_on_random_problems(p, op, batch_block):
+@given(p=problems(), op=st.sampled_from(["backward_input", "backward_weight"]), batch_block=st.sampled_from([0, 1]),
+       runs=st.sampled_from(["copied", "in_place"]))
+def test_phase_matches_reference_on_random_problems(p, op, batch_block, runs):
     if batch_block >= p.N:
         batch_block = 0
+    runs = runs if runs in _runs() else "copied"
     inputs = inputs_for(op, p, seed=5)
-    out = BACKEND.prepare(op, p, DEVICE, _phase(op, p, batch_block))(*inputs)
-    assert_close(out, reference.run(op, p, inputs), op, p, f"numpy phase {op} {p.key}")
+    out = BACKEND.prepare(op, p, DEVICE, _phase(op, p, batch_block, runs=runs))(*inputs)
+    assert_close(out, reference.run(op, p, inputs), op, p, f"numpy phase {op} {runs} {p.key}")
 
 
 @pytest.mark.parametrize("op", ["backward_input", "backward_weight"])
@@ -46,7 +54,8 @@ def test_phase_over_several_chunks(op):
     ref = reference.run(op, p, inputs)
     space = BACKEND.space(op, p, DEVICE)
     configs = [c for c in space.grid() if c["algorithm"] == "phase" and space.violation(c) is None]
-    assert len(configs) == (4 if op == "backward_input" else 3)  # chunk 4096 only for the whole batch (L = 1525)
+    # chunk 4096 only for the whole batch (L = 1525), each with the runs copied or in place
+    assert len(configs) == (4 * len(_runs()) if op == "backward_input" else 3)
     for config in configs:
         assert_close(BACKEND.prepare(op, p, DEVICE, config)(*inputs), ref, op, p, f"{config}")
 
@@ -55,9 +64,13 @@ def test_chunk_constraints():
     p = Problem.make(N=1, C_in=8, H=16, W=16, C_out=8, kH=4, kW=4, stride=2, padding=1)  # L = 17*17 < 1024
     space = BACKEND.space("backward_input", p, DEVICE)
     assert "chunk" in space.params and "chunk" not in BACKEND.space("backward_weight", p, DEVICE).params
-    # a config recorded before `chunk` existed ran another algorithm: it reads as chunk 0
+    # a config recorded before `chunk` existed ran another algorithm: it reads as chunk 0; one recorded before
+    # `runs` existed copied its runs
     assert space.validate({"algorithm": "im2col", "batch_block": 0}) == {"algorithm": "im2col", "batch_block": 0,
-                                                                          "chunk": 0}
+                                                                          "chunk": 0, "runs": "copied"}
+    assert space.validate({"algorithm": "phase", "batch_block": 0, "chunk": 1024})["runs"] == "copied"
+    with pytest.raises(ConfigError, match="runs applies to the phase algorithm alone"):
+        space.validate({"algorithm": "im2col", "batch_block": 0, "chunk": 0, "runs": "in_place"})
     with pytest.raises(ConfigError, match="phase algorithm alone"):
         space.validate({"algorithm": "phase", "batch_block": 0})
     with pytest.raises(ConfigError, match="phase algorithm alone"):
@@ -65,6 +78,70 @@ def test_chunk_constraints():
     with pytest.raises(ConfigError, match="repeats chunk=1024"):
         space.validate({"algorithm": "phase", "batch_block": 0, "chunk": 4096})
     assert space.validate({"algorithm": "phase", "batch_block": 0, "chunk": 1024})["chunk"] == 1024
+
+
+def test_runs_in_place_needs_the_blas(monkeypatch):
+    """Without NumPy's BLAS at hand, in_place is pruned with the reason and the default copies its runs."""
+    p = Problem.make(N=1, C_in=64, H=128, W=128, C_out=64, kH=4, kW=4, stride=2, padding=1)
+    if blas.reason() is None:
+        assert BACKEND.default_config("backward_input", p, DEVICE) == {"algorithm": "phase", "batch_block": 0,
+                                                                        "chunk": 16384, "runs": "in_place"}
+    monkeypatch.setattr(blas, "_library", lambda: "no BLAS here")
+    space = BACKEND.space("backward_input", p, DEVICE)
+    assert "no BLAS here" in space.violation({"algorithm": "phase", "batch_block": 0, "chunk": 4096,
+                                              "runs": "in_place"})
+    assert BACKEND.default_config("backward_input", p, DEVICE) == {"algorithm": "phase", "batch_block": 0,
+                                                                    "chunk": 4096, "runs": "copied"}
+    with pytest.raises(RuntimeError, match="no BLAS here"):
+        blas.gemm(np.ones((2, 2), np.float32), np.ones((2, 2), np.float32), np.empty((2, 2), np.float32))
+
+
+def test_blas_is_found_beside_numpys_wheel():
+    """NumPy's PyPI wheels carry scipy-openblas: there the lookup must find its GEMMs (elsewhere it may not)."""
+    config = np.show_config(mode="dicts")["Build Dependencies"]["blas"]
+    if config.get("name") != "scipy-openblas":
+        pytest.skip(f"NumPy here uses {config.get('name')}, not the wheel's scipy-openblas")
+    assert blas.reason() is None and "openblas" in blas.describe()
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_blas_gemm_on_strided_views(dtype):
+    """Every layout: rows or columns contiguous, leading dimensions wider than the row, beta 0 and 1, K = 0."""
+    if blas.reason():
+        pytest.skip(blas.reason())
+    rng = np.random.default_rng(0)
+    big = rng.standard_normal((40, 50)).astype(dtype)
+    for a, b in [(big[:7, 3:12], big[20:29, 1:6]),  # both row-major, ld 50
+                 (big[3:12, :7].T, big[20:29, 1:6]),  # a transposed
+                 (big[:7, 3:12], big[1:6, 20:29].T),  # b transposed
+                 (big[3:12, :7].T, big[1:6, 20:29].T),  # both
+                 (big[:1, :9], big[10:19, :1]),  # a row and a column (strides of size-1 axes ignored)
+                 (big[:7, :0], big[:0, :5])]:  # K = 0
+        c0 = rng.standard_normal((a.shape[0], b.shape[1])).astype(dtype)
+        for beta in (0.0, 1.0):
+            frame = np.zeros((a.shape[0], b.shape[1] + 3), dtype)
+            c = frame[:, 1:1 + b.shape[1]]  # a strided output too
+            c[...] = c0
+            blas.gemm(a, b, c, beta=beta)
+            np.testing.assert_allclose(c, a @ b + beta * c0, rtol=1e-5, atol=1e-5)
+            assert not frame[:, 0].any() and not frame[:, -2:].any()  # nothing written beside the view
+
+
+def test_blas_gemm_refuses_what_blas_cannot_take():
+    if blas.reason():
+        pytest.skip(blas.reason())
+    a = np.ones((4, 4), np.float32)
+    out = np.zeros((4, 4), np.float32)
+    for args, match in [((a[::2, ::2], a[:2, :4], out[:2]), "unit-stride"),
+                        ((a, a, out[:, ::2][:, :2]), "do not match"),
+                        ((a, a.astype(np.float64), out), "one dtype"),
+                        ((a.astype(np.int32), a.astype(np.int32), out.astype(np.int32)), "one dtype"),
+                        ((a, a, a), "apart from the operands"),
+                        ((a, a, out.T), "rows must be contiguous"),
+                        ((a[0], a, out), "2-D"),
+                        ((np.lib.stride_tricks.as_strided(a, (4, 4), (8, 4)), a, out), "unit-stride")]:
+        with pytest.raises(ValueError, match=match):
+            blas.gemm(*args)
 
 
 @pytest.mark.parametrize("shape,expected", [

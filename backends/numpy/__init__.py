@@ -11,9 +11,12 @@ Algorithms (the `algorithm` parameter):
 - backward_input / backward_weight `phase`: gy is split once into its stride phases (stride_h * stride_w strided
   copies, each pixel read once), each phase image padded to a common row width; then every tap's window is a
   contiguous run of one phase image, shifted by the tap's offset (the extra columns of the padded rows are computed
-  and dropped). backward_weight feeds each run to its GEMM as it lies (no copy); backward_input copies the runs of
-  `chunk` GEMM columns at a time (cache-sized, plain memcpy) and does one stacked GEMM per chunk. The other
-  algorithms gather every tap's window with stride-s reads.
+  and dropped). backward_weight feeds each run to its GEMM as it lies (no copy). backward_input works through
+  `chunk` GEMM columns at a time, with `runs`: `copied` stacks every tap's run (plain memcpy) for one GEMM per
+  chunk; `in_place` hands each tap's run to BLAS where it lies and accumulates the taps into the output (BLAS's
+  beta = 1, `blas.py`: NumPy's own BLAS through ctypes, where it can be found): no copy of the runs, the taps' data
+  read once from cache instead of written and read as a taps-times larger operand. The other algorithms gather
+  every tap's window with stride-s reads.
 - every op `blocks`, where each canvas pixel has at most one tap (`dilation*(k-1) < stride` on both axes, e.g.
   U-Net's k2 s2): the canvas, cut into stride x stride blocks, is a plain reshape of one GEMM's output (forward)
   or input (backward): the forward writes each block once (no scatter-adds, no zero canvas when the blocks tile
@@ -33,11 +36,15 @@ from autotune.core.devices import cpu_device_id, cpu_device_name, cpu_features
 from autotune.core.geometry import canvas_size, output_window, problem_phases, tap_window
 from autotune.core.problem import Problem
 from backends.base import Backend, Config, Device, Kernel, Space
+from backends.numpy import blas
 
 BATCH_BLOCKS = (0, 1, 2, 4, 8, 16)
 # backward_input `phase`: GEMM columns per chunk (0: not the phase algorithm, which alone reads it)
-CHUNKS = (0, 1024, 4096, 16384)
-DEFAULT_CHUNK = 4096
+CHUNKS = (0, 1024, 4096, 16384, 65536)
+# the defaults: copied runs in cache-sized stacks; runs read in place in long passes (fewer BLAS calls; the output
+# pass, Cig x chunk, still fits the last-level cache)
+DEFAULT_CHUNK = {"copied": 4096, "in_place": 16384}
+RUNS = ("copied", "in_place")
 # Temporaries above this are pruned as "out of resources" before anything runs.
 WORKSPACE_LIMIT_BYTES = 2 << 30
 # Default configs keep temporaries about this small: beyond it, batch blocks ran faster on the suite (cache).
@@ -65,7 +72,7 @@ class NumpyBackend(Backend):
                        info={"numpy": np.__version__})]
 
     def version(self) -> str:
-        return f"numpy {np.__version__}"
+        return f"numpy {np.__version__}, direct BLAS: {blas.describe()}"
 
     def supports(self, problem: Problem, device: Device) -> str | None:
         if problem.dtype not in _SUPPORTED:
@@ -98,14 +105,19 @@ class NumpyBackend(Backend):
         def chunk_applies(c: Config) -> str | None:
             if (c["algorithm"] == "phase") != (c["chunk"] != 0):
                 return "chunk applies to the phase algorithm alone (0 elsewhere, a column count there)"
+            if c["algorithm"] != "phase" and c["runs"] != "copied":
+                return "runs applies to the phase algorithm alone (copied elsewhere)"
+            if c["runs"] == "in_place" and blas.reason():
+                return f"runs=in_place calls NumPy's BLAS directly, not found here: {blas.reason()}"
             smaller = [k for k in CHUNKS if 0 < k < c["chunk"]]
             if smaller and smaller[-1] >= _phase_layout(problem, _block_size(problem, c)).L:
                 return f"chunk={c['chunk']} repeats chunk={smaller[-1]}: the GEMM has fewer columns"
             return None
 
-        # `chunk` came with the phase algorithm: a recorded config without it ran another algorithm (chunk 0)
-        return Space({"algorithm": algorithms, "batch_block": BATCH_BLOCKS, "chunk": CHUNKS},
-                     [batch_block_useful, chunk_applies, fits], added={"chunk": 0})
+        # `chunk` came with the phase algorithm: a recorded config without it ran another algorithm (chunk 0);
+        # `runs` came later: a phase config without it copied its runs
+        return Space({"algorithm": algorithms, "batch_block": BATCH_BLOCKS, "chunk": CHUNKS, "runs": RUNS},
+                     [batch_block_useful, chunk_applies, fits], added={"chunk": 0, "runs": "copied"})
 
     def default_config(self, op: str, problem: Problem, device: Device) -> Config:
         if op == "backward_bias":
@@ -144,10 +156,12 @@ class NumpyBackend(Backend):
 
 
 def _point(space: Space, algorithm: str, batch_block: int) -> Config:
-    """A config of `space` with these values, and backward_input phase's default chunk where the space has one."""
+    """A config of `space` with these values, and backward_input phase's default runs and chunk where the space
+    has them (runs read in place where NumPy's BLAS can be called)."""
     c: Config = {"algorithm": algorithm, "batch_block": batch_block}
     if "chunk" in space.params:
-        c["chunk"] = DEFAULT_CHUNK if algorithm == "phase" else 0
+        runs = "in_place" if algorithm == "phase" and blas.reason() is None else "copied"
+        c.update(chunk=DEFAULT_CHUNK[runs] if algorithm == "phase" else 0, runs=runs)
     return c
 
 
@@ -180,7 +194,8 @@ def _workspace_elements(op: str, p: Problem, c: Config) -> int:
         image = n * layout.Hp * layout.Wp
         phases = p.C_out * len(layout.phases) * image
         padded = p.C_in * image  # gx's padded rows (input) or x in padded rows (weight)
-        cols = p.C_out * taps * min(c.get("chunk", 0), layout.L) if op == "backward_input" else 0
+        copied = op == "backward_input" and c.get("runs") == "copied"
+        cols = p.C_out * taps * min(c.get("chunk", 0), layout.L) if copied else 0
         return phases + padded + cols
     if c["algorithm"] == "blocks":
         Hb, Wb = _block_rows(p)
@@ -235,7 +250,8 @@ def _prepare(op: str, p: Problem, config_items: tuple) -> Kernel:
         ("backward_weight", "im2col"): _backward_weight, ("backward_weight", "per_tap"): _backward_weight,
         ("forward", "blocks"): _forward_blocks, ("backward_input", "blocks"): _backward_input_blocks,
         ("backward_weight", "blocks"): _backward_weight_blocks,
-        ("backward_input", "phase"): functools.partial(_backward_input_phase, chunk=c.get("chunk", 0)),
+        ("backward_input", "phase"): functools.partial(_backward_input_phase, chunk=c.get("chunk", 0),
+                                                       in_place=c.get("runs") == "in_place"),
         ("backward_weight", "phase"): _backward_weight_phase}
     body = bodies[(op, c["algorithm"])]
     stacked = c["algorithm"] == "im2col"
@@ -409,44 +425,78 @@ def _phase_layout(p: Problem, n: int) -> _PhaseLayout:
     return _PhaseLayout(taps, phases, Hp, Wp, (n - 1) * Hp * Wp + p.H * Wp)
 
 
+# gy is split into its phases one cache-sized block of planes at a time, so that the block is read from memory once
+# and from cache by the other phases' strided copies (superres_x2's 16 MB gy: 8.6 -> 4 ms on the EPYC).
+SPLIT_BLOCK_BYTES = 256 << 10
+
+
 def _gy_phases(p: Problem, gy: np.ndarray, layout: _PhaseLayout) -> np.ndarray:
     """gy split into the stride phases the taps read, zero-padded: (G, Cog, phases, n*Hp*Wp); phase (a, b) holds
     canvas pixels (i*sh + a, j*sw + b) at (i, j). Canvas pixels no tap reaches (beyond Hp, Wp) are left out."""
     G, n = p.groups, gy.shape[0]
-    Cog = p.C_out // G
+    C = p.C_out
     sh, sw = p.stride
     Ho, Wo = p.output_size
     Hp, Wp = layout.Hp, layout.Wp
     rows, cols = output_window(p)
-    out = np.zeros((G, Cog, len(layout.phases), n, Hp, Wp), gy.dtype)
-    g = gy.reshape(n, G, Cog, Ho, Wo).transpose(1, 2, 0, 3, 4)
+    out = np.empty((C, len(layout.phases), n, Hp, Wp), gy.dtype)
+    copies = []  # (phase index, first output row and column, rows and columns, where they land)
     for index, (a, b) in enumerate(layout.phases):
         oh, ow = (a - rows.start) % sh, (b - cols.start) % sw  # the first output row and column in the phase
         i0, j0 = (oh + rows.start) // sh, (ow + cols.start) // sw
         hh = max(0, min(len(range(oh, Ho, sh)), Hp - i0))
         ww = max(0, min(len(range(ow, Wo, sw)), Wp - j0))
-        if hh and ww:
-            out[:, :, index, :, i0:i0 + hh, j0:j0 + ww] = g[..., oh::sh, ow::sw][..., :hh, :ww]
-    return out.reshape(G, Cog, len(layout.phases), n * Hp * Wp)
+        phase = out[:, index]
+        if not (hh and ww):
+            phase[...] = 0
+            continue
+        # zeros only around what the copy writes
+        phase[..., :i0, :] = 0
+        phase[..., i0 + hh:, :] = 0
+        phase[..., i0:i0 + hh, :j0] = 0
+        phase[..., i0:i0 + hh, j0 + ww:] = 0
+        copies.append((index, oh, ow, hh, ww, i0, j0))
+    g = gy.reshape(n, C, Ho, Wo)
+    plane = Ho * Wo * gy.itemsize
+    per_image = max(1, SPLIT_BLOCK_BYTES // (C * plane))  # whole images per block, or channels of one image
+    channels = C if per_image > 1 or C * plane <= SPLIT_BLOCK_BYTES else max(1, SPLIT_BLOCK_BYTES // plane)
+    for n0 in range(0, n, per_image):
+        n1 = min(n0 + per_image, n)
+        for c0 in range(0, C, channels):
+            src = g[n0:n1, c0:c0 + channels].transpose(1, 0, 2, 3)
+            dst = out[c0:c0 + channels, :, n0:n1]
+            for index, oh, ow, hh, ww, i0, j0 in copies:
+                dst[:, index, :, i0:i0 + hh, j0:j0 + ww] = src[..., oh::sh, ow::sw][..., :hh, :ww]
+    return out.reshape(G, C // G, len(layout.phases), n * Hp * Wp)
 
 
 def _backward_input_phase(p: Problem, gy: np.ndarray, w: np.ndarray, gx: np.ndarray, stacked: bool,
-                          chunk: int) -> None:
+                          chunk: int, in_place: bool) -> None:
     G, n = p.groups, gy.shape[0]
     Cig, Cog = p.C_in // G, p.C_out // G
     layout = _phase_layout(p, n)
     taps, Hp, Wp, L = layout.taps, layout.Hp, layout.Wp, layout.L
     phases = _gy_phases(p, gy, layout)
-    wk = np.ascontiguousarray(w.reshape(G, Cig, Cog, len(taps)).transpose(0, 1, 3, 2)).reshape(G, Cig, -1)
     res = np.empty((G, Cig, n * Hp * Wp), gy.dtype)
-    cols = np.empty((G, len(taps), Cog, min(chunk, L)), gy.dtype)
-    for c0 in range(0, L, chunk):
-        m = min(chunk, L - c0)
-        block = cols[..., :m]
-        for t, (phase, di, dj) in enumerate(taps):
-            start = di * Wp + dj + c0
-            block[:, t] = phases[:, :, phase, start:start + m]
-        np.matmul(wk, block.reshape(G, -1, m), out=res[..., c0:c0 + m])
+    if in_place:
+        wt = np.ascontiguousarray(w.reshape(G, Cig, Cog, len(taps)).transpose(0, 3, 1, 2))  # (G, taps, Cig, Cog)
+        for g in range(G):
+            for c0 in range(0, L, chunk):
+                m = min(chunk, L - c0)
+                out = res[g, :, c0:c0 + m]
+                for t, (phase, di, dj) in enumerate(taps):
+                    start = di * Wp + dj + c0
+                    blas.gemm(wt[g, t], phases[g, :, phase, start:start + m], out, beta=1.0 if t else 0.0)
+    else:
+        wk = np.ascontiguousarray(w.reshape(G, Cig, Cog, len(taps)).transpose(0, 1, 3, 2)).reshape(G, Cig, -1)
+        cols = np.empty((G, len(taps), Cog, min(chunk, L)), gy.dtype)
+        for c0 in range(0, L, chunk):
+            m = min(chunk, L - c0)
+            block = cols[..., :m]
+            for t, (phase, di, dj) in enumerate(taps):
+                start = di * Wp + dj + c0
+                block[:, t] = phases[:, :, phase, start:start + m]
+            np.matmul(wk, block.reshape(G, -1, m), out=res[..., c0:c0 + m])
     gx.reshape(n, G, Cig, p.H, p.W)[...] = res.reshape(G, Cig, n, Hp, Wp)[..., :p.H, :p.W].transpose(2, 0, 1, 3, 4)
 
 
