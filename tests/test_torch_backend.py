@@ -118,8 +118,9 @@ def test_bench_records_the_torch_backends_config_apart_from_the_baseline(tmp_pat
     rows = results.read_file(results.device_file(tmp_path, cpu_device_id()))
     assert sorted(rows.status) == ["baseline", "baseline", "ok", "ok"]
     assert set(rows[rows.status == "baseline"].config) == {"{}"}
-    assert set(rows[rows.status == "ok"].config) == {'{"algorithm":"conv_transpose2d","bias_add":"fused",'
-                                                      '"memory_format":"contiguous","mkldnn":"on"}', '{"algorithm":"sum"}'}
+    assert set(rows[rows.status == "ok"].config) == {
+        '{"algorithm":"conv_transpose2d","bias_add":"fused","memory_format":"contiguous","mkldnn":"on"}',
+        '{"algorithm":"sum"}'}
     dispatch.clear_cache()
     for op in ("forward", "backward_bias"):
         (first, *_) = dispatch.choices(op, p, results_dirs=[tmp_path])

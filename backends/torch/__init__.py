@@ -11,7 +11,7 @@ Tunable space, per op:
 | `mkldnn` | `on`, `off` (`torch.backends.mkldnn.flags`: oneDNN or ATen's native kernel) | CPU |
 | `cudnn_benchmark` | `on`, `off` (cuDNN's own algorithm search) | CUDA |
 | `precision` | `ieee`, `tf32` (float32 only; `tf32` wins only where the correctness check passes) | CUDA |
-| `bias_add` | `fused` (the bias passed to torch's call), `separate` (the call without it, then one in-place add) | forward with a bias |
+| `bias_add` | `fused` (the bias in torch's call), `separate` (the call without it, then an add) | forward, bias |
 
 `algorithm`: forward `conv_transpose2d`; backward_input `convolution_backward` (what autograd calls) or `conv2d`
 (the input gradient of a transposed convolution is an ordinary convolution of gy with the same weight);
