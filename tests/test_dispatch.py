@@ -27,8 +27,10 @@ from backends.numpy import NumpyBackend
 
 DEV = cpu_device_id()
 P = Problem.make(2, 8, 8, 8, 8, 4, 4, stride=2, padding=1)
-PHASE = {"algorithm": "phase", "batch_block": 0}
-COL2IM = {"algorithm": "col2im", "batch_block": 0}
+# the numpy forward configs as validated (a recorded config without chunk and runs reads so)
+COPIED = {"chunk": 0, "runs": "copied"}
+PHASE = {"algorithm": "phase", "batch_block": 0, **COPIED}
+COL2IM = {"algorithm": "col2im", "batch_block": 0, **COPIED}
 
 
 class FakeBackend(NumpyBackend):
@@ -135,7 +137,7 @@ def test_exact_fastest_ok_row_wins(dirs, monkeypatch):
     monkeypatch.setattr(dispatch, "_torch_loaded", lambda: False)  # the chain of a NumPy-only process
     user, _ = dirs
     write(user, [row(P, "numpy", PHASE, 2e-3), row(P, "numpy", COL2IM, 1e-3),
-                 row(P, "numpy", {"algorithm": "phase", "batch_block": 1}, 1e-4, status="wrong_answer")])
+                 row(P, "numpy", {"algorithm": "phase", "batch_block": 1, **COPIED}, 1e-4, status="wrong_answer")])
     w = autotune.which(P)
     assert (w.backend, w.config, w.reason, w.time_s) == ("numpy", COL2IM, "exact", 1e-3)
     assert str(results.device_file(user, DEV)) in w.source
@@ -203,7 +205,7 @@ def test_nearest_skips_configs_invalid_for_the_new_problem(dirs):
     further = Problem.make(1, 8, 64, 8, 8, 4, 4, stride=2, padding=1)  # distance 3
     assert (dispatch.distance(p1, closest), dispatch.distance(p1, further)) == (2, 3)
     # batch_block=2 is valid for N=4 but not for N=1: the closest problem's only config cannot be borrowed
-    write(user, [row(closest, "numpy", {"algorithm": "col2im", "batch_block": 2}, 1e-3)])
+    write(user, [row(closest, "numpy", {"algorithm": "col2im", "batch_block": 2, **COPIED}, 1e-3)])
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # an invalid borrowed config is skipped quietly: that is normal
         assert autotune.which(p1).reason == "default"
@@ -544,7 +546,7 @@ def test_the_time_that_matches_the_call_ranks(dirs, fake, monkeypatch):
         row(P, "fakegpu", COL2IM, 2e-3, device=GPU, device_time_s=1e-3),
         row(P, "fakegpu", {"algorithm": "col2im", "batch_block": 1}, 1.2e-3, device=GPU)])  # no device time: time_s
     assert autotune.which(P).config == PHASE  # this CPU: host arrays
-    assert autotune.which(P, device=GPU).config == {"algorithm": "col2im", "batch_block": 1}  # staged: time_s
+    assert autotune.which(P, device=GPU).config == {"algorithm": "col2im", "batch_block": 1, **COPIED}  # staged: time_s
     monkeypatch.setattr(FakeGpuBackend, "takes_device_arrays", lambda self, device: device.kind == "gpu")
     dispatch.clear_cache()
     w = autotune.which(P, device=GPU)

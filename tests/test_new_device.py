@@ -104,7 +104,9 @@ def _append(directory, device: str, rows: list[dict]) -> None:
 
 
 Q = Problem.make(2, 8, 8, 8, 8, 4, 4, stride=2, padding=1)
-COL2IM = {"algorithm": "col2im", "batch_block": 0}
+# the numpy forward configs as validated (a recorded config without chunk and runs reads so)
+COPIED = {"chunk": 0, "runs": "copied"}
+COL2IM = {"algorithm": "col2im", "batch_block": 0, **COPIED}
 
 
 def test_transfer_uses_the_most_similar_devices_rows(dirs) -> None:
@@ -112,7 +114,7 @@ def test_transfer_uses_the_most_similar_devices_rows(dirs) -> None:
     from autotune.core.devices import cpu_device_id
     _, shipped = dirs
     _append(shipped, OTHER, _rows(OTHER, Q, "numpy", COL2IM, 1e-3))
-    _append(shipped, NEAR, _rows(NEAR, Q, "numpy", {"algorithm": "phase", "batch_block": 1}, 1e-3))
+    _append(shipped, NEAR, _rows(NEAR, Q, "numpy", {"algorithm": "phase", "batch_block": 1, **COPIED}, 1e-3))
     w = autotune.which(Q)
     assert w.device == cpu_device_id() and w.reason == "transfer"
     # both are equally unlike this CPU in vendor and model; NEAR's 4 cores are further from this CPU's count
@@ -143,8 +145,8 @@ def test_transfer_not_used_when_the_device_has_its_own_rows(dirs) -> None:
     from autotune.core.devices import cpu_device_id
     user, shipped = dirs
     _append(shipped, OTHER, _rows(OTHER, Q, "numpy", COL2IM, 1e-3))
-    _append(user, cpu_device_id(), _rows(cpu_device_id(), Q, "numpy", {"algorithm": "phase", "batch_block": 0},
-                                         2e-3))
+    phase = {"algorithm": "phase", "batch_block": 0, **COPIED}
+    _append(user, cpu_device_id(), _rows(cpu_device_id(), Q, "numpy", phase, 2e-3))
     assert autotune.which(Q).reason == "exact"
 
 
@@ -153,7 +155,7 @@ def test_which_cli_names_the_device(dirs, capsys) -> None:
     from autotune.problems import load_problems
     _, shipped = dirs
     rgb = next(n.problem for n in load_problems() if n.name == "dcgan_rgb")
-    _append(shipped, OTHER, _rows(OTHER, rgb, "numpy", {"algorithm": "phase", "batch_block": 0}, 1e-3))
+    _append(shipped, OTHER, _rows(OTHER, rgb, "numpy", {"algorithm": "phase", "batch_block": 0, **COPIED}, 1e-3))
     assert cli.main(["which", "--problem", "dcgan_rgb", "--op", "forward"]) == 0
     assert f"from {OTHER}" in capsys.readouterr().out
 
@@ -327,7 +329,7 @@ def test_first_call_respects_its_budget(slow, monkeypatch) -> None:
     user, shipped = slow
     # three slow candidates of 200 ms each: with a 0.1 s budget at most the first starts
     _append(shipped, OTHER, _rows(OTHER, Q, "slow", {"delay": 200}, 1e-3)
-            + _rows(OTHER, Q, "numpy", {"algorithm": "col2im", "batch_block": 0}, 2e-3))
+            + _rows(OTHER, Q, "numpy", {"algorithm": "col2im", "batch_block": 0, **COPIED}, 2e-3))
     monkeypatch.setenv("AUTOTUNE_BENCHMARK", "1")
     monkeypatch.setenv("AUTOTUNE_BENCHMARK_BUDGET_S", "0.1")
     start = time.perf_counter()
@@ -381,13 +383,13 @@ def test_seeded_study_starts_with_the_seeds(dirs) -> None:
     dev = numpy.devices()[0]
     here = cpu_device_id()
     near = Problem.make(4, 8, 8, 8, 8, 4, 4, stride=2, padding=1)  # another problem tuned on this device
-    _append(user, here, _rows(here, near, "numpy", {"algorithm": "col2im", "batch_block": 2}, 1e-3))
-    _append(shipped, OTHER, _rows(OTHER, Q, "numpy", {"algorithm": "col2im", "batch_block": 1}, 1e-3))
+    _append(user, here, _rows(here, near, "numpy", {"algorithm": "col2im", "batch_block": 2, **COPIED}, 1e-3))
+    _append(shipped, OTHER, _rows(OTHER, Q, "numpy", {"algorithm": "col2im", "batch_block": 1, **COPIED}, 1e-3))
     plan = StudyPlan("q", Q, "forward", numpy, dev, numpy.space("forward", Q, dev),
                      numpy.default_config("forward", Q, dev), name="seed-test")
     found = seeds(plan, [user, shipped])
     # batch_block 2 >= N=2 is not valid for Q: the nearest problem's winner is re-validated away
-    assert found == [{"algorithm": "col2im", "batch_block": 1}]
+    assert found == [{"algorithm": "col2im", "batch_block": 1, **COPIED}]
     study = open_study(plan, optuna.storages.InMemoryStorage(), "tpe", 0, [user, shipped])
     first = []
     for _ in range(2):
@@ -404,7 +406,8 @@ def test_seeds_start_with_the_config_that_is_near_best_on_several_problems(dirs)
     numpy = backends.get("numpy")
     dev = numpy.devices()[0]
     here = cpu_device_id()
-    phase, col0, col1 = ({"algorithm": "phase", "batch_block": 0}, COL2IM, {"algorithm": "col2im", "batch_block": 1})
+    phase, col0 = {"algorithm": "phase", "batch_block": 0, **COPIED}, COL2IM
+    col1 = {"algorithm": "col2im", "batch_block": 1, **COPIED}
     a = Problem.make(4, 8, 8, 8, 8, 4, 4, stride=2, padding=1)
     b = Problem.make(4, 16, 8, 8, 16, 4, 4, stride=2, padding=1)
     # col2im with batch_block 1 never wins, but is within 5% on both; phase (Q's default) wins b
@@ -424,7 +427,7 @@ def test_backend_seed_configs_join_the_seeds_when_valid(dirs, monkeypatch) -> No
     numpy = backends.get("numpy")
     dev = numpy.devices()[0]
     invalid = {"algorithm": "blocks", "batch_block": 0}  # Q has more than one tap per pixel: not in its space
-    valid = {"algorithm": "col2im", "batch_block": 1}
+    valid = {"algorithm": "col2im", "batch_block": 1, **COPIED}
     monkeypatch.setattr(type(numpy), "seed_configs", lambda self, op, p, d: [invalid, valid])
     plan = StudyPlan("q", Q, "forward", numpy, dev, numpy.space("forward", Q, dev),
                      numpy.default_config("forward", Q, dev), name="backend-seed-test")
@@ -439,7 +442,7 @@ def test_seeds_start_with_this_problems_winners_in_results_the_study_does_not_wr
     numpy = backends.get("numpy")
     dev = numpy.devices()[0]
     here = cpu_device_id()
-    best, second = {"algorithm": "col2im", "batch_block": 1}, COL2IM
+    best, second = {"algorithm": "col2im", "batch_block": 1, **COPIED}, COL2IM
     _append(shipped, here, _rows(here, Q, "numpy", second, 2e-3) + _rows(here, Q, "numpy", best, 1e-3))
     plan = StudyPlan("q", Q, "forward", numpy, dev, numpy.space("forward", Q, dev),
                      numpy.default_config("forward", Q, dev), name="same-problem-seed-test")

@@ -1,7 +1,8 @@
-"""The numpy backend's own rules: its backward `phase` algorithm (gy in stride phases, each tap a shifted run) on
-random problems against the reference, over chunk boundaries, with the runs copied or read in place by direct BLAS
-calls; the `chunk` and `runs` parameters' constraints and the values a config recorded before them gets; which
-algorithm the defaults pick; and `blas.gemm` itself against NumPy's matmul, with the operands it refuses."""
+"""The numpy backend's own rules: its `phase` algorithms (backward: gy in stride phases; forward: x padded; each
+tap a shifted run) on random problems against the reference, over chunk boundaries, with the runs copied or read in
+place by direct BLAS calls; the `chunk` and `runs` parameters' constraints and the values a config recorded before
+them gets; which algorithm the defaults pick; and `blas.gemm` itself against NumPy's matmul, with the operands it
+refuses."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from test_backends import problems
 from autotune.core import reference
 from autotune.core.problem import Problem
 from autotune.core.space import ConfigError
-from backends.numpy import CHUNKS, NumpyBackend, _phase_layout, blas
+from backends.numpy import CHUNKS, NumpyBackend, _forward_layout, _phase_layout, blas
 
 BACKEND = NumpyBackend()
 DEVICE = BACKEND.devices()[0]
@@ -23,8 +24,9 @@ DEVICE = BACKEND.devices()[0]
 
 def _phase(op: str, p: Problem, batch_block: int = 0, chunk: int = CHUNKS[1], runs: str = "copied") -> dict:
     config = {"algorithm": "phase", "batch_block": batch_block}
-    extra = {"chunk": chunk, "runs": runs} if op == "backward_input" else {}
-    return BACKEND.space(op, p, DEVICE).validate({**config, **extra})
+    if op == "backward_input" or (op == "forward" and runs == "in_place"):
+        config.update(chunk=chunk, runs=runs)
+    return BACKEND.space(op, p, DEVICE).validate(config)
 
 
 def _runs() -> list[str]:
@@ -32,8 +34,8 @@ def _runs() -> list[str]:
 
 
 @settings(max_examples=60, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
-@given(p=problems(), op=st.sampled_from(["backward_input", "backward_weight"]), batch_block=st.sampled_from([0, 1]),
-       runs=st.sampled_from(["copied", "in_place"]))
+@given(p=problems(), op=st.sampled_from(["forward", "backward_input", "backward_weight"]),
+       batch_block=st.sampled_from([0, 1]), runs=st.sampled_from(["copied", "in_place"]))
 def test_phase_matches_reference_on_random_problems(p, op, batch_block, runs):
     if batch_block >= p.N:
         batch_block = 0
@@ -43,7 +45,7 @@ def test_phase_matches_reference_on_random_problems(p, op, batch_block, runs):
     assert_close(out, reference.run(op, p, inputs), op, p, f"numpy phase {op} {runs} {p.key}")
 
 
-@pytest.mark.parametrize("op", ["backward_input", "backward_weight"])
+@pytest.mark.parametrize("op", ["forward", "backward_input", "backward_weight"])
 def test_phase_over_several_chunks(op):
     """Runs of GEMM columns cut across image and row boundaries: each chunk size in the space, and more chunks than
     one (L = GEMM columns > the smallest chunk), with groups, dilation, asymmetric padding and output_padding."""
@@ -54,8 +56,10 @@ def test_phase_over_several_chunks(op):
     ref = reference.run(op, p, inputs)
     space = BACKEND.space(op, p, DEVICE)
     configs = [c for c in space.grid() if c["algorithm"] == "phase" and space.violation(c) is None]
-    # chunk 4096 only for the whole batch (L = 1525), each with the runs copied or in place
-    assert len(configs) == (4 * len(_runs()) if op == "backward_input" else 3)
+    # backward_input: chunk 4096 only for the whole batch (L = 1525), each with the runs copied or in place;
+    # forward: the im2col, or runs in place in chunks of 1024 or (the whole batch, L = 1534) 4096
+    expected = {"forward": 3 + 4 * (len(_runs()) - 1), "backward_input": 4 * len(_runs()), "backward_weight": 3}
+    assert len(configs) == expected[op]
     for config in configs:
         assert_close(BACKEND.prepare(op, p, DEVICE, config)(*inputs), ref, op, p, f"{config}")
 
@@ -71,6 +75,14 @@ def test_chunk_constraints():
     assert space.validate({"algorithm": "phase", "batch_block": 0, "chunk": 1024})["runs"] == "copied"
     with pytest.raises(ConfigError, match="runs applies to the phase algorithm alone"):
         space.validate({"algorithm": "im2col", "batch_block": 0, "chunk": 0, "runs": "in_place"})
+    # forward: the chunk goes with the runs read in place; a phase config recorded before builds its im2col
+    forward = BACKEND.space("forward", p, DEVICE)
+    assert forward.validate({"algorithm": "phase", "batch_block": 0}) == {"algorithm": "phase", "batch_block": 0,
+                                                                          "chunk": 0, "runs": "copied"}
+    with pytest.raises(ConfigError, match="with runs=in_place alone"):
+        forward.validate({"algorithm": "phase", "batch_block": 0, "chunk": 1024})
+    with pytest.raises(ConfigError, match="with runs=in_place alone"):
+        forward.validate({"algorithm": "phase", "batch_block": 0, "chunk": 0, "runs": "in_place"})
     with pytest.raises(ConfigError, match="phase algorithm alone"):
         space.validate({"algorithm": "phase", "batch_block": 0})
     with pytest.raises(ConfigError, match="phase algorithm alone"):
@@ -84,14 +96,19 @@ def test_runs_in_place_needs_the_blas(monkeypatch):
     """Without NumPy's BLAS at hand, in_place is pruned with the reason and the default copies its runs."""
     p = Problem.make(N=1, C_in=64, H=128, W=128, C_out=64, kH=4, kW=4, stride=2, padding=1)
     if blas.reason() is None:
-        assert BACKEND.default_config("backward_input", p, DEVICE) == {"algorithm": "phase", "batch_block": 0,
-                                                                        "chunk": 16384, "runs": "in_place"}
+        # superres_x2: 16512 GEMM columns (backward_input), 16770 (forward): one pass
+        for op in ("forward", "backward_input"):
+            assert BACKEND.default_config(op, p, DEVICE) == {"algorithm": "phase", "batch_block": 0,
+                                                             "chunk": 65536, "runs": "in_place"}
     monkeypatch.setattr(blas, "_library", lambda: "no BLAS here")
-    space = BACKEND.space("backward_input", p, DEVICE)
-    assert "no BLAS here" in space.violation({"algorithm": "phase", "batch_block": 0, "chunk": 4096,
-                                              "runs": "in_place"})
+    for op in ("forward", "backward_input"):
+        space = BACKEND.space(op, p, DEVICE)
+        assert "no BLAS here" in space.violation({"algorithm": "phase", "batch_block": 0, "chunk": 4096,
+                                                  "runs": "in_place"})
     assert BACKEND.default_config("backward_input", p, DEVICE) == {"algorithm": "phase", "batch_block": 0,
                                                                     "chunk": 4096, "runs": "copied"}
+    assert BACKEND.default_config("forward", p, DEVICE) == {"algorithm": "phase", "batch_block": 0, "chunk": 0,
+                                                             "runs": "copied"}
     with pytest.raises(RuntimeError, match="no BLAS here"):
         blas.gemm(np.ones((2, 2), np.float32), np.ones((2, 2), np.float32), np.empty((2, 2), np.float32))
 
@@ -160,6 +177,25 @@ def test_default_algorithm(shape, expected):
         assert np.isfinite(out).all()
 
 
+@pytest.mark.parametrize("shape,expected", [
+    (dict(N=1, C_in=64, H=128, W=128, C_out=64, kH=4, kW=4, stride=2, padding=1), "phase"),  # superres_x2
+    (dict(N=64, C_in=128, H=16, W=16, C_out=64, kH=4, kW=4, stride=2, padding=1), "phase"),  # dcgan_g3
+    (dict(N=64, C_in=512, H=4, W=4, C_out=256, kH=4, kW=4, stride=2, padding=1), "col2im"),  # 4x4 images
+    (dict(N=64, C_in=64, H=32, W=32, C_out=3, kH=4, kW=4, stride=2, padding=1), "col2im"),  # 3 output channels
+    (dict(N=4, C_in=64, H=32, W=32, C_out=32, kH=2, kW=2, stride=2), "phase"),  # one tap per pixel: runs too
+    (dict(N=4, C_in=8, H=32, W=32, C_out=8, kH=2, kW=2, stride=2), "blocks"),  # ... but not with 8 channels
+])
+def test_default_forward_algorithm(shape, expected):
+    p = Problem.make(**shape)
+    config = BACKEND.default_config("forward", p, DEVICE)
+    assert BACKEND.space("forward", p, DEVICE).validate(config) == config
+    assert config["algorithm"] == expected
+    assert config["runs"] == ("in_place" if expected == "phase" and blas.reason() is None else "copied")
+    inputs = inputs_for("forward", p, seed=1)
+    assert_close(BACKEND.prepare("forward", p, DEVICE, config)(*inputs), reference.run("forward", p, inputs),
+                 "forward", p, f"{config}")
+
+
 def test_phases_no_tap_reads_are_left_out():
     """Stride > kernel: of the 3x4 stride phases, only those the 2x2 taps land in are built (and the answer holds)."""
     p = Problem.make(N=2, C_in=3, H=5, W=4, C_out=2, kH=2, kW=2, stride=(3, 4), output_padding=(2, 1))
@@ -168,3 +204,10 @@ def test_phases_no_tap_reads_are_left_out():
         inputs = inputs_for(op, p, seed=2)
         out = BACKEND.prepare(op, p, DEVICE, _phase(op, p))(*inputs)
         assert_close(out, reference.run(op, p, inputs), op, p, f"numpy phase {op}")
+    # the forward's runs: output phases no tap writes are zeros
+    layout = _forward_layout(p)
+    assert len(layout.phases) == 4 and len(layout.empty) == 3 * 4 - 4
+    inputs = inputs_for("forward", p, seed=2)
+    for runs in _runs():
+        out = BACKEND.prepare("forward", p, DEVICE, _phase("forward", p, runs=runs))(*inputs)
+        assert_close(out, reference.run("forward", p, inputs), "forward", p, f"numpy phase forward {runs}")

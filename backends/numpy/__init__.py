@@ -41,9 +41,9 @@ from backends.numpy import blas
 BATCH_BLOCKS = (0, 1, 2, 4, 8, 16)
 # backward_input `phase`: GEMM columns per chunk (0: not the phase algorithm, which alone reads it)
 CHUNKS = (0, 1024, 4096, 16384, 65536)
-# the defaults: copied runs in cache-sized stacks; runs read in place in long passes (fewer BLAS calls; the output
-# pass, Cig x chunk, still fits the last-level cache)
-DEFAULT_CHUNK = {"copied": 4096, "in_place": 16384}
+# the defaults: copied runs in cache-sized stacks; runs read in place in long passes (fewer BLAS calls; 65536 beat
+# 16384 by 1-10% on the suite's phase layers, EPYC)
+DEFAULT_CHUNK = {"copied": 4096, "in_place": 65536}
 RUNS = ("copied", "in_place")
 # Temporaries above this are pruned as "out of resources" before anything runs.
 WORKSPACE_LIMIT_BYTES = 2 << 30
@@ -99,25 +99,26 @@ class NumpyBackend(Backend):
                 return f"out of resources: workspace {need / 2**30:.1f} GiB > {WORKSPACE_LIMIT_BYTES / 2**30:.0f} GiB"
             return None
 
-        if op != "backward_input":
+        if op == "backward_weight":
             return Space({"algorithm": algorithms, "batch_block": BATCH_BLOCKS}, [batch_block_useful, fits])
 
-        def chunk_applies(c: Config) -> str | None:
-            if (c["algorithm"] == "phase") != (c["chunk"] != 0):
-                return "chunk applies to the phase algorithm alone (0 elsewhere, a column count there)"
+        def runs_and_chunk(c: Config) -> str | None:
             if c["algorithm"] != "phase" and c["runs"] != "copied":
                 return "runs applies to the phase algorithm alone (copied elsewhere)"
             if c["runs"] == "in_place" and blas.reason():
                 return f"runs=in_place calls NumPy's BLAS directly, not found here: {blas.reason()}"
+            if _uses_chunk(op, c) != (c["chunk"] != 0):
+                where = "the phase algorithm" if op == "backward_input" else "the phase algorithm with runs=in_place"
+                return f"chunk applies to {where} alone (0 elsewhere, a column count there)"
             smaller = [k for k in CHUNKS if 0 < k < c["chunk"]]
-            if smaller and smaller[-1] >= _phase_layout(problem, _block_size(problem, c)).L:
+            if smaller and smaller[-1] >= _gemm_columns(op, problem, _block_size(problem, c)):
                 return f"chunk={c['chunk']} repeats chunk={smaller[-1]}: the GEMM has fewer columns"
             return None
 
-        # `chunk` came with the phase algorithm: a recorded config without it ran another algorithm (chunk 0);
-        # `runs` came later: a phase config without it copied its runs
+        # A config recorded before `chunk` and `runs` existed copied its runs (or ran another algorithm: chunk 0);
+        # a forward phase config recorded before them built its im2col (runs=copied, chunk 0).
         return Space({"algorithm": algorithms, "batch_block": BATCH_BLOCKS, "chunk": CHUNKS, "runs": RUNS},
-                     [batch_block_useful, chunk_applies, fits], added={"chunk": 0, "runs": "copied"})
+                     [batch_block_useful, runs_and_chunk, fits], added={"chunk": 0, "runs": "copied"})
 
     def default_config(self, op: str, problem: Problem, device: Device) -> Config:
         if op == "backward_bias":
@@ -129,7 +130,16 @@ class NumpyBackend(Backend):
         # phase runs on images of 32x32 and more with 16+ output channels per group (1.1-1.6x the stacked GEMM on
         # superres_x2, decoder_s1_3x3, fullconv_3x7, fcn_score_up8); the stacked GEMM over batch blocks on small
         # images (dcgan_g1-g3: 1.2-1.4x the phase) and few channels (dcgan_rgb's 3: the phase GEMMs are 3 wide).
-        if one_tap_per_pixel(problem):
+        # Runs read in place (direct BLAS), EPYC 2026-11: the forward phase 1.2-2.2x the best copying algorithm
+        # wherever 16+ channels per group meet 8x8+ images (dcgan_g2, dcgan_g3, superres_x2, decoder_s1_3x3,
+        # fullconv_3x5/3x7, dilated_up, fcn_score_up8, unet_up_deep: 1.2x the blocks); the backward_input phase
+        # 1.1-1.4x its copied runs; no gain with 3 channels (dcgan_rgb), depthwise, or 4x4 images (dcgan_g1).
+        Cig, Cog = problem.C_in // problem.groups, problem.C_out // problem.groups
+        in_place = blas.reason() is None and (op == "backward_input" or (
+            min(Cig, Cog) >= 16 and problem.H * problem.W >= 64))
+        if op == "forward" and in_place:
+            first = "phase"
+        elif one_tap_per_pixel(problem):
             first = "blocks"
         elif op == "forward":
             first = "col2im" if problem.C_in > problem.C_out else "phase"
@@ -141,28 +151,44 @@ class NumpyBackend(Backend):
         # The largest batch block whose temporaries stay within this CPU's budget (whole batch first).
         budget = default_workspace_bytes()
         for algorithm in (first, *space.params["algorithm"]):
-            fitting = [c for c in (_point(space, algorithm, b) for b in (0, 16, 8, 4, 2, 1))
+            fitting = [c for c in (_point(op, problem, space, algorithm, b, in_place) for b in (0, 16, 8, 4, 2, 1))
                        if space.violation(c) is None]
             for c in fitting:
                 if _workspace_elements(op, problem, c) * itemsize <= budget:
                     return c
             if fitting:
                 return fitting[-1]
-        return _point(space, first, 1)
+        return _point(op, problem, space, first, 1, in_place)
 
     # ---- kernels --------------------------------------------------------------------------------------------------
     def prepare(self, op: str, problem: Problem, device: Device, config: Config) -> Kernel:
         return _prepare(op, problem, tuple(sorted(config.items())))
 
 
-def _point(space: Space, algorithm: str, batch_block: int) -> Config:
-    """A config of `space` with these values, and backward_input phase's default runs and chunk where the space
-    has them (runs read in place where NumPy's BLAS can be called)."""
+def _point(op: str, p: Problem, space: Space, algorithm: str, batch_block: int, in_place: bool) -> Config:
+    """A config of `space` with these values, the phase's runs read in place if asked, and its default chunk where
+    it has one (no larger than the GEMM's columns need)."""
     c: Config = {"algorithm": algorithm, "batch_block": batch_block}
     if "chunk" in space.params:
-        runs = "in_place" if algorithm == "phase" and blas.reason() is None else "copied"
-        c.update(chunk=DEFAULT_CHUNK[runs] if algorithm == "phase" else 0, runs=runs)
+        c.update(runs="in_place" if in_place and algorithm == "phase" else "copied", chunk=0)
+        if _uses_chunk(op, c):
+            columns = _gemm_columns(op, p, _block_size(p, c))
+            c["chunk"] = min([DEFAULT_CHUNK[c["runs"]]] + [k for k in CHUNKS if k >= columns])
     return c
+
+
+def _uses_chunk(op: str, c: Config) -> bool:
+    """Whether (op, config) does its GEMMs in passes of `chunk` columns."""
+    return c["algorithm"] == "phase" and (op == "backward_input" or c["runs"] == "in_place")
+
+
+def _gemm_columns(op: str, p: Problem, n: int) -> int:
+    """GEMM columns of the phase algorithm's passes over a batch block of n images (the longest run)."""
+    if op == "forward":
+        layout = _forward_layout(p)
+        rows = max([phase.rows[1] for phase in layout.phases], default=0)
+        return (n - 1) * layout.Hx * layout.Wx + rows * layout.Wx
+    return _phase_layout(p, n).L
 
 
 def one_tap_per_pixel(p: Problem) -> bool:
@@ -197,6 +223,9 @@ def _workspace_elements(op: str, p: Problem, c: Config) -> int:
         copied = op == "backward_input" and c.get("runs") == "copied"
         cols = p.C_out * taps * min(c.get("chunk", 0), layout.L) if copied else 0
         return phases + padded + cols
+    if op == "forward" and c["algorithm"] == "phase" and c.get("runs") == "in_place":
+        runs = _forward_layout(p)
+        return n * runs.Hx * runs.Wx * (p.C_in + p.C_out * len(runs.phases))  # x padded, every phase's output
     if c["algorithm"] == "blocks":
         Hb, Wb = _block_rows(p)
         canvas = 0 if _blocks_tile_output(p) else n * p.C_out * Hb * p.stride[0] * Wb * p.stride[1]
@@ -245,7 +274,9 @@ def _prepare(op: str, p: Problem, config_items: tuple) -> Kernel:
         return lambda gy: np.asarray(gy, dtype=dt).sum(axis=(0, 2, 3), dtype=dt)
     blocks = _batch_blocks(p.N, c["batch_block"])
     bodies: dict[tuple[str, str], Callable[..., None]] = {
-        ("forward", "phase"): _forward_phase, ("forward", "col2im"): _forward_col2im,
+        ("forward", "phase"): (functools.partial(_forward_runs, chunk=c.get("chunk", 0))
+                               if c.get("runs") == "in_place" else _forward_phase),
+        ("forward", "col2im"): _forward_col2im,
         ("backward_input", "im2col"): _backward_input, ("backward_input", "per_tap"): _backward_input,
         ("backward_weight", "im2col"): _backward_weight, ("backward_weight", "per_tap"): _backward_weight,
         ("forward", "blocks"): _forward_blocks, ("backward_input", "blocks"): _backward_input_blocks,
@@ -399,6 +430,82 @@ def _backward_weight(p: Problem, gy: np.ndarray, x: np.ndarray, gw: np.ndarray, 
             tap = np.ascontiguousarray(canvas[..., rows, cs]).reshape(G, Cog, -1)
             gw[..., kh, kw] += xc @ tap.transpose(0, 2, 1)
 
+
+
+# ---- forward `phase` with runs in place: x padded once, each tap of an output phase a shifted run of it -------------
+_Lines = tuple[int, int, int]  # the output rows (or columns) of a phase: first, count, step
+
+
+class _ForwardPhase(NamedTuple):
+    rows: _Lines
+    cols: _Lines
+    taps: tuple[tuple[int, int, int], ...]  # (kh, kw, where the tap's run starts in a padded image)
+
+
+class _ForwardLayout(NamedTuple):
+    phases: tuple[_ForwardPhase, ...]  # output phases some tap writes
+    empty: tuple[tuple[_Lines, _Lines], ...]  # output phases no tap writes (zeros: stride > kernel)
+    top: int  # zero rows above and columns left of x in its padded image
+    left: int
+    Hx: int  # rows and columns of a padded image
+    Wx: int
+
+
+@functools.lru_cache(maxsize=256)
+def _forward_layout(p: Problem) -> _ForwardLayout:
+    """Output phase row q reads input row q - offset(tap): x is padded with zeros so that every row and column any
+    tap reads exists, then a tap's reads for the whole phase are one run of the padded images, starting at the
+    phase's first row and column shifted by the tap's offsets (GEMM columns past the phase's width are computed and
+    dropped; the run ends inside the buffer thanks to one spare row)."""
+    phases_h, phases_w = problem_phases(p)
+    live_h = [ph for ph in phases_h if ph.taps and ph.count]
+    live_w = [pw for pw in phases_w if pw.taps and pw.count]
+    top = max([0] + [ph.input_offset(t) - ph.q0 for ph in live_h for t in ph.taps])
+    left = max([0] + [pw.input_offset(t) - pw.q0 for pw in live_w for t in pw.taps])
+    Hx = max([p.H + top] + [ph.q0 + ph.count - ph.input_offset(ph.taps[0]) + top for ph in live_h]) + 1
+    Wx = max([p.W + left] + [pw.q0 + pw.count - pw.input_offset(pw.taps[0]) + left for pw in live_w])
+    phases: list[_ForwardPhase] = []
+    empty: list[tuple[_Lines, _Lines]] = []
+    for ph in phases_h:
+        for pw in phases_w:
+            if not (ph.count and pw.count):
+                continue
+            rows: _Lines = (ph.first_output, ph.count, ph.stride)
+            cols: _Lines = (pw.first_output, pw.count, pw.stride)
+            if not (ph.taps and pw.taps):
+                empty.append((rows, cols))
+                continue
+            taps = tuple((th, tw, (ph.q0 - ph.input_offset(th) + top) * Wx + pw.q0 - pw.input_offset(tw) + left)
+                         for th in ph.taps for tw in pw.taps)
+            phases.append(_ForwardPhase(rows, cols, taps))
+    return _ForwardLayout(tuple(phases), tuple(empty), top, left, Hx, Wx)
+
+
+def _forward_runs(p: Problem, x: np.ndarray, w: np.ndarray, y: np.ndarray, chunk: int) -> None:
+    G, n = p.groups, x.shape[0]
+    Cig, Cog = p.C_in // G, p.C_out // G
+    lay = _forward_layout(p)
+    Hx, Wx = lay.Hx, lay.Wx
+    xp = np.zeros((G, Cig, n, Hx, Wx), x.dtype)
+    xp[..., lay.top:lay.top + p.H, lay.left:lay.left + p.W] = x.reshape(n, G, Cig, p.H, p.W).transpose(1, 2, 0, 3, 4)
+    xp = xp.reshape(G, Cig, n * Hx * Wx)
+    wt = np.ascontiguousarray(w.reshape(G, Cig, Cog, p.kH, p.kW).transpose(0, 3, 4, 2, 1))  # (G, kH, kW, Cog, Cig)
+    res = np.empty((len(lay.phases), G, Cog, n * Hx * Wx), x.dtype)
+    for index, phase in enumerate(lay.phases):
+        L = (n - 1) * Hx * Wx + phase.rows[1] * Wx
+        for g in range(G):
+            for c0 in range(0, L, chunk):
+                m = min(chunk, L - c0)
+                out = res[index, g, :, c0:c0 + m]
+                for t, (th, tw, start) in enumerate(phase.taps):
+                    blas.gemm(wt[g, th, tw], xp[g, :, start + c0:start + c0 + m], out, beta=1.0 if t else 0.0)
+    yv = y.reshape(n, G, Cog, *p.output_size)
+    for (r0, rc, rs), (c0, cc, cs) in lay.empty:
+        yv[..., r0::rs, c0::cs][..., :rc, :cc] = 0
+    r = res.reshape(len(lay.phases), G, Cog, n, Hx, Wx)
+    for index, phase in enumerate(lay.phases):
+        (r0, rc, rs), (c0, cc, cs) = phase.rows, phase.cols
+        yv[..., r0::rs, c0::cs][..., :rc, :cc] = r[index, ..., :rc, :cc].transpose(2, 0, 1, 3, 4)
 
 
 # ---- backward `phase`: gy in stride phases, each tap's window a shifted contiguous run --------------------------
