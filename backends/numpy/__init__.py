@@ -519,6 +519,9 @@ class _PhaseLayout(NamedTuple):
     Hp: int  # rows and columns of a padded phase image
     Wp: int
     L: int  # GEMM columns covering the batch block: n*Hp*Wp less the last image's spare rows
+    # per shift (run offset, its tap in each phase, in phase order) where every phase has one tap at every shift
+    # (k a multiple of s: k4 s2, k16 s8): the phases' runs at one shift are then one operand of phases*Cog rows
+    shifts: tuple[tuple[int, tuple[int, ...]], ...]
 
 
 @functools.lru_cache(maxsize=256)
@@ -533,7 +536,14 @@ def _phase_layout(p: Problem, n: int) -> _PhaseLayout:
     di, dj = max(t[1] for t in taps), max(t[2] for t in taps)
     # one spare row when the runs shift right: the last run then ends dj columns into the row below
     Hp, Wp = p.H + di + (1 if dj else 0), p.W + dj
-    return _PhaseLayout(taps, phases, Hp, Wp, (n - 1) * Hp * Wp + p.H * Wp)
+    by_shift: dict[tuple[int, int], list[tuple[int, int]]] = {}
+    for t, (phase, a, b) in enumerate(taps):
+        by_shift.setdefault((a, b), []).append((phase, t))
+    shifts: tuple[tuple[int, tuple[int, ...]], ...] = ()
+    if len(phases) > 1 and all(sorted(ph for ph, _ in group) == list(range(len(phases)))
+                               for group in by_shift.values()):
+        shifts = tuple((a * Wp + b, tuple(t for _, t in sorted(group))) for (a, b), group in sorted(by_shift.items()))
+    return _PhaseLayout(taps, phases, Hp, Wp, (n - 1) * Hp * Wp + p.H * Wp, shifts)
 
 
 # gy is split into its phases (and the forward's phases merged into y) one cache-sized block of planes at a time, so
@@ -553,22 +563,22 @@ def _plane_blocks(n: int, C: int, plane_bytes: int) -> list[tuple[int, int, int,
 
 
 def _gy_phases(p: Problem, gy: np.ndarray, layout: _PhaseLayout) -> np.ndarray:
-    """gy split into the stride phases the taps read, zero-padded: (G, Cog, phases, n*Hp*Wp); phase (a, b) holds
+    """gy split into the stride phases the taps read, zero-padded: (G, phases, Cog, n*Hp*Wp); phase (a, b) holds
     canvas pixels (i*sh + a, j*sw + b) at (i, j). Canvas pixels no tap reaches (beyond Hp, Wp) are left out."""
     G, n = p.groups, gy.shape[0]
-    C = p.C_out
+    Cog = p.C_out // G
     sh, sw = p.stride
     Ho, Wo = p.output_size
     Hp, Wp = layout.Hp, layout.Wp
     rows, cols = output_window(p)
-    out = np.empty((C, len(layout.phases), n, Hp, Wp), gy.dtype)
+    out = np.empty((G, len(layout.phases), Cog, n, Hp, Wp), gy.dtype)
     copies = []  # (phase index, first output row and column, rows and columns, where they land)
     for index, (a, b) in enumerate(layout.phases):
         oh, ow = (a - rows.start) % sh, (b - cols.start) % sw  # the first output row and column in the phase
         i0, j0 = (oh + rows.start) // sh, (ow + cols.start) // sw
         hh = max(0, min(len(range(oh, Ho, sh)), Hp - i0))
         ww = max(0, min(len(range(ow, Wo, sw)), Wp - j0))
-        phase = out[:, index]
+        phase = out[:, index]  # (G, Cog, n, Hp, Wp)
         if not (hh and ww):
             phase[...] = 0
             continue
@@ -578,13 +588,14 @@ def _gy_phases(p: Problem, gy: np.ndarray, layout: _PhaseLayout) -> np.ndarray:
         phase[..., i0:i0 + hh, :j0] = 0
         phase[..., i0:i0 + hh, j0 + ww:] = 0
         copies.append((index, oh, ow, hh, ww, i0, j0))
-    g = gy.reshape(n, C, Ho, Wo)
-    for n0, n1, c0, c1 in _plane_blocks(n, C, Ho * Wo * gy.itemsize):
-        src = g[n0:n1, c0:c1].transpose(1, 0, 2, 3)
-        dst = out[c0:c1, :, n0:n1]
-        for index, oh, ow, hh, ww, i0, j0 in copies:
-            dst[:, index, :, i0:i0 + hh, j0:j0 + ww] = src[..., oh::sh, ow::sw][..., :hh, :ww]
-    return out.reshape(G, C // G, len(layout.phases), n * Hp * Wp)
+    g = gy.reshape(n, G, Cog, Ho, Wo)
+    for group in range(G):
+        for n0, n1, c0, c1 in _plane_blocks(n, Cog, Ho * Wo * gy.itemsize):
+            src = g[n0:n1, group, c0:c1].transpose(1, 0, 2, 3)
+            dst = out[group, :, c0:c1, n0:n1]
+            for index, oh, ow, hh, ww, i0, j0 in copies:
+                dst[index, ..., i0:i0 + hh, j0:j0 + ww] = src[..., oh::sh, ow::sw][..., :hh, :ww]
+    return out.reshape(G, len(layout.phases), Cog, n * Hp * Wp)
 
 
 def _backward_input_phase(p: Problem, gy: np.ndarray, w: np.ndarray, gx: np.ndarray, stacked: bool,
@@ -596,14 +607,21 @@ def _backward_input_phase(p: Problem, gy: np.ndarray, w: np.ndarray, gx: np.ndar
     phases = _gy_phases(p, gy, layout)
     res = np.empty((G, Cig, n * Hp * Wp), gy.dtype)
     if in_place:
-        wt = np.ascontiguousarray(w.reshape(G, Cig, Cog, len(taps)).transpose(0, 3, 1, 2))  # (G, taps, Cig, Cog)
+        # one GEMM per shift over every phase's run (phases*Cog deep) where the layout allows, else one per tap
+        runs = [(offset, list(group)) for offset, group in layout.shifts] or \
+            [(di * Wp + dj, [t]) for t, (_, di, dj) in enumerate(taps)]
+        # (G, runs, Cig, taps of the run * Cog): the run's taps in phase order, as its operand stacks them
+        wt = np.ascontiguousarray(w.reshape(G, Cig, Cog, len(taps))[..., [group for _, group in runs]].transpose(
+            0, 3, 1, 4, 2)).reshape(G, len(runs), Cig, -1)
         for g in range(G):
             for c0 in range(0, L, chunk):
                 m = min(chunk, L - c0)
                 out = res[g, :, c0:c0 + m]
-                for t, (phase, di, dj) in enumerate(taps):
-                    start = di * Wp + dj + c0
-                    blas.gemm(wt[g, t], phases[g, :, phase, start:start + m], out, beta=1.0 if t else 0.0)
+                for r, (offset, group) in enumerate(runs):
+                    start = offset + c0
+                    operand = phases[g, ..., start:start + m].reshape(-1, m) if layout.shifts else \
+                        phases[g, taps[group[0]][0], :, start:start + m]
+                    blas.gemm(wt[g, r], operand, out, beta=1.0 if r else 0.0)
     else:
         wk = np.ascontiguousarray(w.reshape(G, Cig, Cog, len(taps)).transpose(0, 1, 3, 2)).reshape(G, Cig, -1)
         cols = np.empty((G, len(taps), Cog, min(chunk, L)), gy.dtype)
@@ -612,7 +630,7 @@ def _backward_input_phase(p: Problem, gy: np.ndarray, w: np.ndarray, gx: np.ndar
             block = cols[..., :m]
             for t, (phase, di, dj) in enumerate(taps):
                 start = di * Wp + dj + c0
-                block[:, t] = phases[:, :, phase, start:start + m]
+                block[:, t] = phases[:, phase, :, start:start + m]
             np.matmul(wk, block.reshape(G, -1, m), out=res[..., c0:c0 + m])
     gx.reshape(n, G, Cig, p.H, p.W)[...] = res.reshape(G, Cig, n, Hp, Wp)[..., :p.H, :p.W].transpose(2, 0, 1, 3, 4)
 
@@ -627,10 +645,17 @@ def _backward_weight_phase(p: Problem, gy: np.ndarray, x: np.ndarray, gw: np.nda
     xp[..., :p.H, :p.W] = x.reshape(n, G, Cig, p.H, p.W).transpose(1, 2, 0, 3, 4)
     xp = xp.reshape(G, Cig, -1)[..., :L]
     g = gw.reshape(G, Cig, -1, len(taps))
+    Cog = g.shape[2]
+    # The runs as they lie (rows a phase image apart, columns contiguous): BLAS reads them without a copy; where
+    # the layout allows, one GEMM per shift gives every phase's tap at that shift (phases*Cog wide), else one per tap.
+    for offset, group in layout.shifts:
+        res = xp @ phases[..., offset:offset + L].reshape(G, -1, L).transpose(0, 2, 1)  # (G, Cig, phases*Cog)
+        g[..., list(group)] += res.reshape(G, Cig, len(group), Cog).transpose(0, 1, 3, 2)
+    if layout.shifts:
+        return
     for t, (phase, di, dj) in enumerate(taps):
         start = di * Wp + dj
-        # the run as it lies (rows a phase image apart, columns contiguous): BLAS reads it without a copy
-        g[..., t] += xp @ phases[:, :, phase, start:start + L].transpose(0, 2, 1)
+        g[..., t] += xp @ phases[:, phase, :, start:start + L].transpose(0, 2, 1)
 
 
 # ---- one tap per canvas pixel: the canvas in stride blocks is one GEMM's operand ---------------------------------
