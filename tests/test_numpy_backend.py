@@ -57,8 +57,8 @@ def test_phase_over_several_chunks(op):
     space = BACKEND.space(op, p, DEVICE)
     configs = [c for c in space.grid() if c["algorithm"] == "phase" and space.violation(c) is None]
     # backward_input: chunk 4096 only for the whole batch (L = 1525), each with the runs copied or in place;
-    # forward: the im2col, or runs in place in chunks of 1024 or (the whole batch, L = 1534) 4096
-    expected = {"forward": 3 + 4 * (len(_runs()) - 1), "backward_input": 4 * len(_runs()), "backward_weight": 3}
+    # forward: the im2col, or runs in place in chunks of 1024 or (blocks of 2 and 3 images, L = 1040 and 1586) 4096
+    expected = {"forward": 3 + 5 * (len(_runs()) - 1), "backward_input": 4 * len(_runs()), "backward_weight": 3}
     assert len(configs) == expected[op]
     for config in configs:
         assert_close(BACKEND.prepare(op, p, DEVICE, config)(*inputs), ref, op, p, f"{config}")
@@ -194,6 +194,26 @@ def test_default_forward_algorithm(shape, expected):
     inputs = inputs_for("forward", p, seed=1)
     assert_close(BACKEND.prepare("forward", p, DEVICE, config)(*inputs), reference.run("forward", p, inputs),
                  "forward", p, f"{config}")
+
+
+@pytest.mark.parametrize("shape,shifts", [
+    (dict(N=2, C_in=3, H=6, W=5, C_out=4, kH=4, kW=4, stride=2, padding=1), 4),  # k4 s2: 4 phases x 4 shifts
+    (dict(N=1, C_in=2, H=3, W=4, C_out=3, kH=6, kW=3, stride=(3, 1), padding=(2, 1), groups=1), 6),  # 3x1 phases
+    (dict(N=2, C_in=4, H=5, W=5, C_out=4, kH=4, kW=4, stride=2, padding=1, groups=2), 4),  # per group
+    (dict(N=1, C_in=3, H=6, W=6, C_out=2, kH=3, kW=3, stride=2, padding=1), 0),  # k3 s2: phases of 1 and 2 taps
+    (dict(N=1, C_in=3, H=6, W=6, C_out=2, kH=3, kW=3, stride=1, padding=1), 0),  # one phase: nothing to stack
+])
+def test_phases_stack_by_shift_where_every_phase_has_every_shift(shape, shifts):
+    """Where every phase has one tap at every shift, the phases' runs at one shift are one GEMM operand (backward)
+    or one GEMM result (forward): the layouts say so, and the answers hold."""
+    p = Problem.make(**shape)
+    assert len(_forward_layout(p).shifts) == shifts and len(_phase_layout(p, p.N).shifts) == shifts
+    for op in ("forward", "backward_input", "backward_weight"):
+        inputs = inputs_for(op, p, seed=4)
+        ref = reference.run(op, p, inputs)
+        for runs in _runs():
+            out = BACKEND.prepare(op, p, DEVICE, _phase(op, p, runs=runs))(*inputs)
+            assert_close(out, ref, op, p, f"numpy phase {op} {runs}")
 
 
 def test_phases_no_tap_reads_are_left_out():

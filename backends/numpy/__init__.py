@@ -188,8 +188,7 @@ def _gemm_columns(op: str, p: Problem, n: int) -> int:
     """GEMM columns of the phase algorithm's passes over a batch block of n images (the longest run)."""
     if op == "forward":
         layout = _forward_layout(p)
-        rows = max([phase.rows[1] for phase in layout.phases], default=0)
-        return (n - 1) * layout.Hx * layout.Wx + rows * layout.Wx
+        return (n - 1) * layout.Hx * layout.Wx + layout.rows * layout.Wx
     return _phase_layout(p, n).L
 
 
@@ -441,6 +440,7 @@ _Lines = tuple[int, int, int]  # the output rows (or columns) of a phase: first,
 class _ForwardPhase(NamedTuple):
     rows: _Lines
     cols: _Lines
+    skip: tuple[int, int]  # rows and columns computed for other phases before this phase's first output
     taps: tuple[tuple[int, int, int], ...]  # (kh, kw, where the tap's run starts in a padded image)
 
 
@@ -451,21 +451,42 @@ class _ForwardLayout(NamedTuple):
     left: int
     Hx: int  # rows and columns of a padded image
     Wx: int
+    rows: int  # rows of every phase's result: the union of the phases' row ranges
+    # per shift (run start, each phase's tap (kh, kw) there, in phase order) where every phase has one tap at every
+    # shift (k a multiple of s): the phases' results at one shift are then one GEMM of phases*Cog rows
+    shifts: tuple[tuple[int, tuple[tuple[int, int], ...]], ...]
+
+
+def _axis_offsets(live: list) -> tuple[int, ...] | None:
+    """The input offsets every live phase of an axis has, one tap each; None where the phases differ."""
+    offsets = [tuple(sorted(ph.input_offset(t) for t in ph.taps)) for ph in live]
+    same = offsets and all(o == offsets[0] for o in offsets) and len(set(offsets[0])) == len(offsets[0])
+    return offsets[0] if same else None
 
 
 @functools.lru_cache(maxsize=256)
 def _forward_layout(p: Problem) -> _ForwardLayout:
     """Output phase row q reads input row q - offset(tap): x is padded with zeros so that every row and column any
-    tap reads exists, then a tap's reads for the whole phase are one run of the padded images, starting at the
-    phase's first row and column shifted by the tap's offsets (GEMM columns past the phase's width are computed and
-    dropped; the run ends inside the buffer thanks to one spare row)."""
+    tap reads exists, and every phase computes the same range of q (the union of theirs; the extra rows are
+    dropped), so a tap's reads are one run of the padded images starting at that range's first row and column
+    shifted by the tap's offsets; taps of different phases with equal offsets read the same run (GEMM columns past
+    a row's width are computed and dropped; the runs end inside the buffer thanks to one spare row)."""
     phases_h, phases_w = problem_phases(p)
     live_h = [ph for ph in phases_h if ph.taps and ph.count]
     live_w = [pw for pw in phases_w if pw.taps and pw.count]
-    top = max([0] + [ph.input_offset(t) - ph.q0 for ph in live_h for t in ph.taps])
-    left = max([0] + [pw.input_offset(t) - pw.q0 for pw in live_w for t in pw.taps])
-    Hx = max([p.H + top] + [ph.q0 + ph.count - ph.input_offset(ph.taps[0]) + top for ph in live_h]) + 1
-    Wx = max([p.W + left] + [pw.q0 + pw.count - pw.input_offset(pw.taps[0]) + left for pw in live_w])
+    if not (live_h and live_w):  # no tap lands in the output: all zeros
+        live_h = live_w = []
+    q0h, q1h = min([ph.q0 for ph in live_h], default=0), max([ph.q0 + ph.count for ph in live_h], default=0)
+    q0w, q1w = min([pw.q0 for pw in live_w], default=0), max([pw.q0 + pw.count for pw in live_w], default=0)
+    offsets_h = [ph.input_offset(t) for ph in live_h for t in ph.taps]
+    offsets_w = [pw.input_offset(t) for pw in live_w for t in pw.taps]
+    top, left = max([0] + [o - q0h for o in offsets_h]), max([0] + [o - q0w for o in offsets_w])
+    Hx = max(p.H + top, q1h - min(offsets_h, default=0) + top) + 1
+    Wx = max(p.W + left, q1w - min(offsets_w, default=0) + left)
+
+    def start(offset_h: int, offset_w: int) -> int:
+        return (q0h - offset_h + top) * Wx + q0w - offset_w + left
+
     phases: list[_ForwardPhase] = []
     empty: list[tuple[_Lines, _Lines]] = []
     for ph in phases_h:
@@ -474,42 +495,62 @@ def _forward_layout(p: Problem) -> _ForwardLayout:
                 continue
             rows: _Lines = (ph.first_output, ph.count, ph.stride)
             cols: _Lines = (pw.first_output, pw.count, pw.stride)
-            if not (ph.taps and pw.taps):
+            if ph not in live_h or pw not in live_w:
                 empty.append((rows, cols))
                 continue
-            taps = tuple((th, tw, (ph.q0 - ph.input_offset(th) + top) * Wx + pw.q0 - pw.input_offset(tw) + left)
-                         for th in ph.taps for tw in pw.taps)
-            phases.append(_ForwardPhase(rows, cols, taps))
-    return _ForwardLayout(tuple(phases), tuple(empty), top, left, Hx, Wx)
+            taps = tuple((th, tw, start(ph.input_offset(th), pw.input_offset(tw))) for th in ph.taps for tw in pw.taps)
+            phases.append(_ForwardPhase(rows, cols, (ph.q0 - q0h, pw.q0 - q0w), taps))
+    shifts: tuple[tuple[int, tuple[tuple[int, int], ...]], ...] = ()
+    common_h, common_w = _axis_offsets(live_h), _axis_offsets(live_w)
+    if len(phases) > 1 and common_h is not None and common_w is not None:
+        tap_h = [{ph.input_offset(t): t for t in ph.taps} for ph in live_h]
+        tap_w = [{pw.input_offset(t): t for t in pw.taps} for pw in live_w]
+        shifts = tuple((start(oh, ow), tuple((th[oh], tw[ow]) for th in tap_h for tw in tap_w))
+                       for oh in common_h for ow in common_w)
+    return _ForwardLayout(tuple(phases), tuple(empty), top, left, Hx, Wx, q1h - q0h, shifts)
 
 
 def _forward_runs(p: Problem, x: np.ndarray, w: np.ndarray, y: np.ndarray, chunk: int) -> None:
     G, n = p.groups, x.shape[0]
     Cig, Cog = p.C_in // G, p.C_out // G
     lay = _forward_layout(p)
-    Hx, Wx = lay.Hx, lay.Wx
+    Hx, Wx, P = lay.Hx, lay.Wx, len(lay.phases)
+    if not P:  # no tap lands in the output
+        y[...] = 0
+        return
     xp = np.zeros((G, Cig, n, Hx, Wx), x.dtype)
     xp[..., lay.top:lay.top + p.H, lay.left:lay.left + p.W] = x.reshape(n, G, Cig, p.H, p.W).transpose(1, 2, 0, 3, 4)
     xp = xp.reshape(G, Cig, n * Hx * Wx)
-    wt = np.ascontiguousarray(w.reshape(G, Cig, Cog, p.kH, p.kW).transpose(0, 3, 4, 2, 1))  # (G, kH, kW, Cog, Cig)
-    res = np.empty((len(lay.phases), G, Cog, n * Hx * Wx), x.dtype)
-    for index, phase in enumerate(lay.phases):
-        L = (n - 1) * Hx * Wx + phase.rows[1] * Wx
-        for g in range(G):
-            for c0 in range(0, L, chunk):
-                m = min(chunk, L - c0)
-                out = res[index, g, :, c0:c0 + m]
-                for t, (th, tw, start) in enumerate(phase.taps):
-                    blas.gemm(wt[g, th, tw], xp[g, :, start + c0:start + c0 + m], out, beta=1.0 if t else 0.0)
-    yv = y.reshape(n, p.C_out, *p.output_size)
-    r = res.reshape(len(lay.phases), p.C_out, n, Hx, Wx)
-    for n0, n1, c0, c1 in _plane_blocks(n, p.C_out, y[0, 0].nbytes):
-        block = yv[n0:n1, c0:c1]
-        for (h0, hc, hs), (w0, wc, ws) in lay.empty:
-            block[..., h0::hs, w0::ws][..., :hc, :wc] = 0
-        for index, phase in enumerate(lay.phases):
-            (h0, hc, hs), (w0, wc, ws) = phase.rows, phase.cols
-            block[..., h0::hs, w0::ws][..., :hc, :wc] = r[index, c0:c1, n0:n1, :hc, :wc].transpose(1, 0, 2, 3)
+    wt = w.reshape(G, Cig, Cog, p.kH, p.kW).transpose(0, 3, 4, 2, 1)  # (G, kH, kW, Cog, Cig)
+    res = np.empty((G, P * Cog, n * Hx * Wx), x.dtype)  # phase-major rows: the phases of a shift stack
+    L = (n - 1) * Hx * Wx + lay.rows * Wx
+    if lay.shifts:
+        kh = [[t[0] for t in taps] for _, taps in lay.shifts]
+        kw = [[t[1] for t in taps] for _, taps in lay.shifts]
+        ws = wt[:, kh, kw].reshape(G, len(lay.shifts), P * Cog, Cig)  # (G, shifts, phases*Cog, Cig), a copy
+        gemms = [[(ws[g, i], start, res[g], float(i > 0)) for i, (start, _) in enumerate(lay.shifts)]
+                 for g in range(G)]
+    else:
+        wt = np.ascontiguousarray(wt)
+        rows = res.reshape(G, P, Cog, -1)
+        gemms = [[(wt[g, th, tw], start, rows[g, index], float(t > 0)) for index, phase in enumerate(lay.phases)
+                  for t, (th, tw, start) in enumerate(phase.taps)] for g in range(G)]
+    for g in range(G):
+        for c0 in range(0, L, chunk):
+            m = min(chunk, L - c0)
+            for weights, start, out, beta in gemms[g]:  # beta 0: the first GEMM into its output
+                blas.gemm(weights, xp[g, :, start + c0:start + c0 + m], out[:, c0:c0 + m], beta=beta)
+    yv = y.reshape(n, G, Cog, *p.output_size)
+    r = res.reshape(G, P, Cog, n, Hx, Wx)
+    for g in range(G):
+        for n0, n1, c0, c1 in _plane_blocks(n, Cog, y[0, 0].nbytes):
+            block = yv[n0:n1, g, c0:c1]
+            for (h0, hc, hs), (w0, wc, ws_) in lay.empty:
+                block[..., h0::hs, w0::ws_][..., :hc, :wc] = 0
+            for index, phase in enumerate(lay.phases):
+                (h0, hc, hs), (w0, wc, ws_), (i0, j0) = phase.rows, phase.cols, phase.skip
+                block[..., h0::hs, w0::ws_][..., :hc, :wc] = \
+                    r[g, index, c0:c1, n0:n1, i0:i0 + hc, j0:j0 + wc].transpose(1, 0, 2, 3)
 
 
 # ---- backward `phase`: gy in stride phases, each tap's window a shifted contiguous run --------------------------
