@@ -216,6 +216,18 @@ def test_phases_stack_by_shift_where_every_phase_has_every_shift(shape, shifts):
             assert_close(out, ref, op, p, f"numpy phase {op} {runs}")
 
 
+def test_col2im_with_the_batch_innermost():
+    """Many images narrower than a quarter of the batch: col2im adds its taps along the batch (and not for a batch
+    block of 2); groups, dilation, asymmetric padding and output_padding included."""
+    p = Problem.make(N=9, C_in=4, H=3, W=2, C_out=6, kH=3, kW=4, stride=(2, 3), padding=((1, 2), (0, 1)),
+                     output_padding=(1, 0), dilation=(1, 2), groups=2, bias=True)
+    inputs = inputs_for("forward", p, seed=6)
+    ref = reference.run("forward", p, inputs)
+    for batch_block in (0, 2):
+        config = BACKEND.space("forward", p, DEVICE).validate({"algorithm": "col2im", "batch_block": batch_block})
+        assert_close(BACKEND.prepare("forward", p, DEVICE, config)(*inputs), ref, "forward", p, f"{config}")
+
+
 def test_phases_no_tap_reads_are_left_out():
     """Stride > kernel: of the 3x4 stride phases, only those the 2x2 taps land in are built (and the answer holds)."""
     p = Problem.make(N=2, C_in=3, H=5, W=4, C_out=2, kH=2, kW=2, stride=(3, 4), output_padding=(2, 1))

@@ -4,8 +4,11 @@ Algorithms (the `algorithm` parameter):
 - forward `col2im`: one GEMM `w^T @ x` gives every tap's contribution (Caffe's way), then each tap's slab is added
   onto a strided window of the output (the adds are memory-bound, the GEMM wastes no multiply);
 - forward `phase`: sub-pixel decomposition: output pixels of one stride phase (oh % s, ow % s) are fed by a fixed
-  subset of taps, so each phase is one dense GEMM of an im2col of the input against those taps' weights, written
-  once into a strided view of the output: no scatter-adds, no zero multiplies;
+  subset of taps, so each phase is a dense GEMM against those taps' weights, written once into a strided view of
+  the output: no scatter-adds, no zero multiplies. `runs=copied`: one GEMM per phase of an im2col of the input;
+  `runs=in_place`: x is padded once so that each tap's input for a whole phase is a contiguous run of it, read by
+  BLAS where it lies and accumulated into the phase's result (BLAS's beta = 1, `blas.py`: NumPy's own BLAS through
+  ctypes, where it can be found), `chunk` GEMM columns at a time;
 - backward_input / backward_weight `im2col`: one GEMM against all taps stacked; `per_tap`: one GEMM per tap,
   accumulated (less memory);
 - backward_input / backward_weight `phase`: gy is split once into its stride phases (stride_h * stride_w strided
@@ -13,10 +16,12 @@ Algorithms (the `algorithm` parameter):
   contiguous run of one phase image, shifted by the tap's offset (the extra columns of the padded rows are computed
   and dropped). backward_weight feeds each run to its GEMM as it lies (no copy). backward_input works through
   `chunk` GEMM columns at a time, with `runs`: `copied` stacks every tap's run (plain memcpy) for one GEMM per
-  chunk; `in_place` hands each tap's run to BLAS where it lies and accumulates the taps into the output (BLAS's
-  beta = 1, `blas.py`: NumPy's own BLAS through ctypes, where it can be found): no copy of the runs, the taps' data
-  read once from cache instead of written and read as a taps-times larger operand. The other algorithms gather
-  every tap's window with stride-s reads.
+  chunk; `in_place` hands each run to BLAS where it lies and accumulates the taps into the output: no copy of the
+  runs, the taps' data read from cache instead of written and read as a taps-times larger operand. The other
+  algorithms gather every tap's window with stride-s reads.
+- the runs read in place are stacked by shift where every phase has one tap at every shift (the kernel a multiple
+  of the stride: k4 s2, k16 s8): the phases' runs at one shift are one strided operand (backward, phases*Cog deep)
+  or one strided result (forward, phases*Cog rows), so one GEMM per shift replaces one per tap;
 - every op `blocks`, where each canvas pixel has at most one tap (`dilation*(k-1) < stride` on both axes, e.g.
   U-Net's k2 s2): the canvas, cut into stride x stride blocks, is a plain reshape of one GEMM's output (forward)
   or input (backward): the forward writes each block once (no scatter-adds, no zero canvas when the blocks tile
@@ -366,15 +371,29 @@ def _forward_phase(p: Problem, x: np.ndarray, w: np.ndarray, y: np.ndarray) -> N
 def _forward_col2im(p: Problem, x: np.ndarray, w: np.ndarray, y: np.ndarray) -> None:
     G, n = p.groups, x.shape[0]
     Cig, Cog = p.C_in // G, p.C_out // G
+    wt = w.reshape(G, Cig, Cog * p.kH * p.kW).transpose(0, 2, 1)  # BLAS reads the transpose where it lies
+    Hc, Wc = canvas_size(p)
+    rows, cs = output_window(p)
+    # The tap adds are strided by s along the canvas rows; with many small images (dcgan_g1's 64 of 4x4) they run
+    # along the batch instead, its images innermost: dcgan_g1 92 -> 125, dcgan_g2 88 -> 100 GFLOP/s (EPYC); with
+    # rows no shorter than a quarter of the batch (dcgan_g3's 16 for 64) the row-major adds were as fast or faster.
+    if n > 4 * p.W:
+        xb = np.ascontiguousarray(x.reshape(n, G, Cig, p.H * p.W).transpose(1, 2, 3, 0)).reshape(G, Cig, -1)
+        cols = (wt @ xb).reshape(G, Cog, p.kH, p.kW, p.H, p.W, n)
+        canvas = np.zeros((G, Cog, Hc, Wc, n), x.dtype)
+        for kh in range(p.kH):
+            for kw in range(p.kW):
+                tap_rows, tap_cols = tap_window(p, kh, kw)
+                canvas[:, :, tap_rows, tap_cols] += cols[:, :, kh, kw]
+        y.reshape(n, G, Cog, *p.output_size)[...] = canvas[:, :, rows, cs].transpose(4, 0, 1, 2, 3)
+        return
     xc = _channels_first(x, G).reshape(G, Cig, -1)  # (G, Cig, n*H*W)
-    wt = np.ascontiguousarray(w.reshape(G, Cig, Cog * p.kH * p.kW).transpose(0, 2, 1))
     cols = (wt @ xc).reshape(G, Cog, p.kH, p.kW, n, p.H, p.W)
-    canvas = np.zeros((G, Cog, n, *canvas_size(p)), x.dtype)
+    canvas = np.zeros((G, Cog, n, Hc, Wc), x.dtype)
     for kh in range(p.kH):
         for kw in range(p.kW):
-            rows, cs = tap_window(p, kh, kw)
-            canvas[..., rows, cs] += cols[:, :, kh, kw]
-    rows, cs = output_window(p)
+            tap_rows, tap_cols = tap_window(p, kh, kw)
+            canvas[..., tap_rows, tap_cols] += cols[:, :, kh, kw]
     y.reshape(n, G, Cog, *p.output_size)[...] = canvas[..., rows, cs].transpose(2, 0, 1, 3, 4)
 
 
@@ -705,7 +724,7 @@ def _forward_blocks(p: Problem, x: np.ndarray, w: np.ndarray, y: np.ndarray) -> 
     Cig, Cog = p.C_in // G, p.C_out // G
     (sh, sw), (dh, dw) = p.stride, p.dilation
     xc = _channels_first(x, G).reshape(G, Cig, -1)  # (G, Cig, n*H*W)
-    wt = np.ascontiguousarray(w.reshape(G, Cig, Cog * p.kH * p.kW).transpose(0, 2, 1))
+    wt = w.reshape(G, Cig, Cog * p.kH * p.kW).transpose(0, 2, 1)  # BLAS reads the transpose where it lies
     res = (wt @ xc).reshape(G, Cog, p.kH, p.kW, n, p.H, p.W)
     if _blocks_tile_output(p):  # the output is the blocks: one transposing copy
         y.reshape(n, G, Cog, p.H, p.kH, p.W, p.kW)[...] = res.transpose(4, 0, 1, 5, 2, 6, 3)
