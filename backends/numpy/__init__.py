@@ -368,33 +368,37 @@ def _forward_phase(p: Problem, x: np.ndarray, w: np.ndarray, y: np.ndarray) -> N
             out[...] = res.reshape(G, Cog, n, Qh, Qw).transpose(2, 0, 1, 3, 4)
 
 
+def _batch_last(p: Problem, n: int) -> bool:
+    """Whether col2im lays a batch block out with its images innermost: where the images are narrower than a
+    quarter of the block (dcgan_g1's 64 of 4x4), the taps' strided adds then run along the batch, not along rows of
+    a few pixels (EPYC: dcgan_g1 92 -> 125, dcgan_g2 88 -> 100 GFLOP/s; with rows of 16 for 64 images, dcgan_g3,
+    the row-major layout was as fast or faster; the backward im2col's gathers gained nothing from it)."""
+    return n > 4 * p.W
+
+
+def _columns_view(a: np.ndarray, G: int, batch_last: bool) -> np.ndarray:
+    """(n, G*C, h, w) as (G, C, A, h, w, B), a view: A = n, B = 1 (row-major) or A = 1, B = n (batch innermost),
+    the GEMMs' column order either way."""
+    n, C, h, w = a.shape
+    v = a.reshape(n, G, C // G, h, w)
+    return v.transpose(1, 2, 3, 4, 0)[:, :, None] if batch_last else v.transpose(1, 2, 0, 3, 4)[..., None]
+
+
 def _forward_col2im(p: Problem, x: np.ndarray, w: np.ndarray, y: np.ndarray) -> None:
     G, n = p.groups, x.shape[0]
     Cig, Cog = p.C_in // G, p.C_out // G
+    last = _batch_last(p, n)
+    A, B = (1, n) if last else (n, 1)
+    xc = np.ascontiguousarray(_columns_view(x, G, last)).reshape(G, Cig, -1)
     wt = w.reshape(G, Cig, Cog * p.kH * p.kW).transpose(0, 2, 1)  # BLAS reads the transpose where it lies
-    Hc, Wc = canvas_size(p)
-    rows, cs = output_window(p)
-    # The tap adds are strided by s along the canvas rows; with many small images (dcgan_g1's 64 of 4x4) they run
-    # along the batch instead, its images innermost: dcgan_g1 92 -> 125, dcgan_g2 88 -> 100 GFLOP/s (EPYC); with
-    # rows no shorter than a quarter of the batch (dcgan_g3's 16 for 64) the row-major adds were as fast or faster.
-    if n > 4 * p.W:
-        xb = np.ascontiguousarray(x.reshape(n, G, Cig, p.H * p.W).transpose(1, 2, 3, 0)).reshape(G, Cig, -1)
-        cols = (wt @ xb).reshape(G, Cog, p.kH, p.kW, p.H, p.W, n)
-        canvas = np.zeros((G, Cog, Hc, Wc, n), x.dtype)
-        for kh in range(p.kH):
-            for kw in range(p.kW):
-                tap_rows, tap_cols = tap_window(p, kh, kw)
-                canvas[:, :, tap_rows, tap_cols] += cols[:, :, kh, kw]
-        y.reshape(n, G, Cog, *p.output_size)[...] = canvas[:, :, rows, cs].transpose(4, 0, 1, 2, 3)
-        return
-    xc = _channels_first(x, G).reshape(G, Cig, -1)  # (G, Cig, n*H*W)
-    cols = (wt @ xc).reshape(G, Cog, p.kH, p.kW, n, p.H, p.W)
-    canvas = np.zeros((G, Cog, n, Hc, Wc), x.dtype)
+    cols = (wt @ xc).reshape(G, Cog, p.kH, p.kW, A, p.H, p.W, B)
+    canvas = np.zeros((G, Cog, A, *canvas_size(p), B), x.dtype)
     for kh in range(p.kH):
         for kw in range(p.kW):
-            tap_rows, tap_cols = tap_window(p, kh, kw)
-            canvas[..., tap_rows, tap_cols] += cols[:, :, kh, kw]
-    y.reshape(n, G, Cog, *p.output_size)[...] = canvas[..., rows, cs].transpose(2, 0, 1, 3, 4)
+            rows, cs = tap_window(p, kh, kw)
+            canvas[:, :, :, rows, cs] += cols[:, :, kh, kw]
+    rows, cs = output_window(p)
+    _columns_view(y, G, last)[...] = canvas[:, :, :, rows, cs]
 
 
 def _gy_canvas(p: Problem, gy: np.ndarray) -> np.ndarray:
