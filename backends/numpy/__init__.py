@@ -135,10 +135,11 @@ class NumpyBackend(Backend):
         # phase runs on images of 32x32 and more with 16+ output channels per group (1.1-1.6x the stacked GEMM on
         # superres_x2, decoder_s1_3x3, fullconv_3x7, fcn_score_up8); the stacked GEMM over batch blocks on small
         # images (dcgan_g1-g3: 1.2-1.4x the phase) and few channels (dcgan_rgb's 3: the phase GEMMs are 3 wide).
-        # Runs read in place (direct BLAS), EPYC 2026-11: the forward phase 1.2-2.2x the best copying algorithm
-        # wherever 16+ channels per group meet 8x8+ images (dcgan_g2, dcgan_g3, superres_x2, decoder_s1_3x3,
-        # fullconv_3x5/3x7, dilated_up, fcn_score_up8, unet_up_deep: 1.2x the blocks); the backward_input phase
-        # 1.1-1.4x its copied runs; no gain with 3 channels (dcgan_rgb), depthwise, or 4x4 images (dcgan_g1).
+        # Runs read in place (direct BLAS), EPYC 2026-11: the forward phase 1.2-2.2x the copying algorithms of
+        # the time wherever 16+ channels per group meet 8x8+ images (dcgan_g3, superres_x2, decoder_s1_3x3,
+        # fullconv_3x5/3x7, dilated_up, fcn_score_up8, unet_up_deep: 1.2x the blocks; dcgan_g2 since went to
+        # col2im with the batch innermost, 1.1x, after tuning); the backward_input phase 1.1-1.4x its copied runs;
+        # no gain with 3 channels (dcgan_rgb), depthwise, or 4x4 images (dcgan_g1).
         Cig, Cog = problem.C_in // problem.groups, problem.C_out // problem.groups
         in_place = blas.reason() is None and (op == "backward_input" or (
             min(Cig, Cog) >= 16 and problem.H * problem.W >= 64))
