@@ -364,7 +364,8 @@ def _forward_phase(p: Problem, x: np.ndarray, w: np.ndarray, y: np.ndarray) -> N
                     cols[:, i, j, :, :, ih0 + oh - q0h:ih1 + oh - q0h, iw0 + ow - q0w:iw1 + ow - q0w] = \
                         xc[:, :, :, ih0:ih1, iw0:iw1]
             wk = wg[:, :, :, taps_h][..., taps_w]  # (G, Cig, Cog, th, tw)
-            wk = np.ascontiguousarray(wk.transpose(0, 2, 3, 4, 1)).reshape(G, Cog, -1)
+            # (G, th, tw, Cig, Cog), handed to BLAS transposed: a copy with Cig innermost is a slow transpose
+            wk = np.ascontiguousarray(wk.transpose(0, 3, 4, 1, 2)).reshape(G, -1, Cog).transpose(0, 2, 1)
             res = wk @ cols.reshape(G, -1, n * Qh * Qw)  # (G, Cog, n*Qh*Qw)
             out[...] = res.reshape(G, Cog, n, Qh, Qw).transpose(2, 0, 1, 3, 4)
 
