@@ -576,11 +576,11 @@ def _forward_runs(p: Problem, x: np.ndarray, w: np.ndarray, y: np.ndarray, chunk
     for g in range(G):
         for n0, n1, c0, c1 in _plane_blocks(n, Cog, y[0, 0].nbytes):
             block = yv[n0:n1, g, c0:c1]
-            for (h0, hc, hs), (w0, wc, ws_) in lay.empty:
-                block[..., h0::hs, w0::ws_][..., :hc, :wc] = 0
+            for (h0, hc, hstep), (w0, wc, wstep) in lay.empty:
+                block[..., h0::hstep, w0::wstep][..., :hc, :wc] = 0
             for index, phase in enumerate(lay.phases):
-                (h0, hc, hs), (w0, wc, ws_), (i0, j0) = phase.rows, phase.cols, phase.skip
-                block[..., h0::hs, w0::ws_][..., :hc, :wc] = \
+                (h0, hc, hstep), (w0, wc, wstep), (i0, j0) = phase.rows, phase.cols, phase.skip
+                block[..., h0::hstep, w0::wstep][..., :hc, :wc] = \
                     r[g, c0:c1, index, n0:n1, i0:i0 + hc, j0:j0 + wc].transpose(1, 0, 2, 3)
 
 
