@@ -109,6 +109,15 @@ COPIED = {"chunk": 0, "runs": "copied"}
 COL2IM = {"algorithm": "col2im", "batch_block": 0, **COPIED}
 
 
+def _numpy_forward_plan(name: str):
+    """The numpy backend's forward study plan for Q on this CPU, with its space and default."""
+    from autotune.tuner.plan import StudyPlan
+    numpy = backends.get("numpy")
+    dev = numpy.devices()[0]
+    return StudyPlan("q", Q, "forward", numpy, dev, numpy.space("forward", Q, dev),
+                     numpy.default_config("forward", Q, dev), name=name)
+
+
 def test_transfer_uses_the_most_similar_devices_rows(dirs) -> None:
     import autotune
     from autotune.core.devices import cpu_device_id
@@ -376,17 +385,13 @@ def test_seeded_study_starts_with_the_seeds(dirs) -> None:
     import optuna
 
     from autotune.core.devices import cpu_device_id
-    from autotune.tuner.plan import StudyPlan
     from autotune.tuner.study import open_study, seeds
     user, shipped = dirs
-    numpy = backends.get("numpy")
-    dev = numpy.devices()[0]
     here = cpu_device_id()
     near = Problem.make(4, 8, 8, 8, 8, 4, 4, stride=2, padding=1)  # another problem tuned on this device
     _append(user, here, _rows(here, near, "numpy", {"algorithm": "col2im", "batch_block": 2, **COPIED}, 1e-3))
     _append(shipped, OTHER, _rows(OTHER, Q, "numpy", {"algorithm": "col2im", "batch_block": 1, **COPIED}, 1e-3))
-    plan = StudyPlan("q", Q, "forward", numpy, dev, numpy.space("forward", Q, dev),
-                     numpy.default_config("forward", Q, dev), name="seed-test")
+    plan = _numpy_forward_plan("seed-test")
     found = seeds(plan, [user, shipped])
     # batch_block 2 >= N=2 is not valid for Q: the nearest problem's winner is re-validated away
     assert found == [{"algorithm": "col2im", "batch_block": 1, **COPIED}]
@@ -400,11 +405,8 @@ def test_seeded_study_starts_with_the_seeds(dirs) -> None:
 
 def test_seeds_start_with_the_config_that_is_near_best_on_several_problems(dirs) -> None:
     from autotune.core.devices import cpu_device_id
-    from autotune.tuner.plan import StudyPlan
     from autotune.tuner.study import seeds
     user, shipped = dirs
-    numpy = backends.get("numpy")
-    dev = numpy.devices()[0]
     here = cpu_device_id()
     phase, col0 = {"algorithm": "phase", "batch_block": 0, **COPIED}, COL2IM
     col1 = {"algorithm": "col2im", "batch_block": 1, **COPIED}
@@ -414,38 +416,30 @@ def test_seeds_start_with_the_config_that_is_near_best_on_several_problems(dirs)
     _append(user, here, _rows(here, a, "numpy", col0, 1.0e-3) + _rows(here, a, "numpy", col1, 1.05e-3)
             + _rows(here, b, "numpy", phase, 1.0e-3) + _rows(here, b, "numpy", col1, 1.02e-3)
             + _rows(here, b, "numpy", col0, 3.0e-3))
-    plan = StudyPlan("q", Q, "forward", numpy, dev, numpy.space("forward", Q, dev),
-                     numpy.default_config("forward", Q, dev), name="portable-test")
+    plan = _numpy_forward_plan("portable-test")
     assert plan.default == phase
     # the portable config (measured on both, best mean speed) first, then the nearest problems' winners
     assert seeds(plan, [user, shipped]) == [col1, col0]
 
 
 def test_backend_seed_configs_join_the_seeds_when_valid(dirs, monkeypatch) -> None:
-    from autotune.tuner.plan import StudyPlan
     from autotune.tuner.study import seeds
     numpy = backends.get("numpy")
-    dev = numpy.devices()[0]
     invalid = {"algorithm": "blocks", "batch_block": 0}  # Q has more than one tap per pixel: not in its space
     valid = {"algorithm": "col2im", "batch_block": 1, **COPIED}
     monkeypatch.setattr(type(numpy), "seed_configs", lambda self, op, p, d: [invalid, valid])
-    plan = StudyPlan("q", Q, "forward", numpy, dev, numpy.space("forward", Q, dev),
-                     numpy.default_config("forward", Q, dev), name="backend-seed-test")
+    plan = _numpy_forward_plan("backend-seed-test")
     assert seeds(plan, list(dirs)) == [valid]
 
 
 def test_seeds_start_with_this_problems_winners_in_results_the_study_does_not_write(dirs) -> None:
     from autotune.core.devices import cpu_device_id
-    from autotune.tuner.plan import StudyPlan
     from autotune.tuner.study import seeds
     user, shipped = dirs
-    numpy = backends.get("numpy")
-    dev = numpy.devices()[0]
     here = cpu_device_id()
     best, second = {"algorithm": "col2im", "batch_block": 1, **COPIED}, COL2IM
     _append(shipped, here, _rows(here, Q, "numpy", second, 2e-3) + _rows(here, Q, "numpy", best, 1e-3))
-    plan = StudyPlan("q", Q, "forward", numpy, dev, numpy.space("forward", Q, dev),
-                     numpy.default_config("forward", Q, dev), name="same-problem-seed-test")
+    plan = _numpy_forward_plan("same-problem-seed-test")
     # tuning into the user's directory: the shipped measurements of this very problem here come first, fastest first
     assert seeds(plan, [user, shipped]) == [best, second]
     # tuning into the shipped directory itself: those rows are the study's own trials, not priors
