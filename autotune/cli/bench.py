@@ -36,9 +36,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-dispatch", action="store_true",
                    help="do not time the `dispatch` column (what a plain call runs, tuned results in place)")
     p.add_argument("--csv", metavar="FILE", help="also save the long table (one row per problem, op, backend)")
-    p.add_argument("--system-malloc", action="store_true",
-                   help="time with the C library's malloc as the process has it (default: freed memory kept, "
-                        "autotune.keep_freed_memory(), so that times do not depend on what the process freed before)")
+    p.add_argument("--system-malloc", action="store_true", help=allocator.SYSTEM_MALLOC_HELP)
     p.add_argument("--record", action="store_true",
                    help="append every measurement (PyTorch's as status 'baseline') to the device's results file "
                         "in the results directory, for reports and dispatch")

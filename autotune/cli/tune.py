@@ -62,10 +62,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="defaults for options not given: quick = a few suite layers in a few minutes; "
                         "suite = the whole suite")
     parser.add_argument("--quiet", action="store_true", help="no progress output")
-    parser.add_argument("--system-malloc", action="store_true",
-                        help="time with the C library's malloc as the process has it (default: freed memory kept, "
-                             "autotune.keep_freed_memory(), so that times do not depend on what the process freed "
-                             "before)")
+    parser.add_argument("--system-malloc", action="store_true", help=allocator.SYSTEM_MALLOC_HELP)
 
 
 def options_from_args(args: argparse.Namespace) -> TuneOptions:

@@ -60,6 +60,11 @@ def keep_freed_memory() -> str | None:
     return "glibc malloc keeps freed memory (" + " ".join(f"{k}={v}" for k, v in ENVIRONMENT.items()) + ")"
 
 
+# the `--system-malloc` flag of the verbs that time kernels (tune, bench)
+SYSTEM_MALLOC_HELP = ("time with the C library's malloc as the process has it (default: freed memory kept, "
+                      "autotune.keep_freed_memory(), so that times do not depend on what the process freed before)")
+
+
 def timing_malloc(system: bool) -> str:
     """For a process about to time kernels: `keep_freed_memory()` unless `system` (the `--system-malloc` flags), and
     a line saying which malloc the times are taken with."""
