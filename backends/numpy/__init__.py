@@ -591,9 +591,10 @@ class _PhaseLayout(NamedTuple):
     Hp: int  # rows and columns of a padded phase image
     Wp: int
     L: int  # GEMM columns covering the batch block: n*Hp*Wp less the last image's spare rows
-    # per shift (run offset, its tap in each phase, in phase order) where every phase has one tap at every shift
-    # (k a multiple of s: k4 s2, k16 s8): the phases' runs at one shift are then one operand of phases*Cog rows
-    shifts: tuple[tuple[int, tuple[int, ...]], ...]
+    # the GEMM operands: (run offset, first and stop phase, the taps, in phase order). Where every phase has one
+    # tap at every shift (k a multiple of s: k4 s2, k16 s8), one run per shift over all phases (phases*Cog rows,
+    # stacked phase-major); else one run per tap, in its phase.
+    runs: tuple[tuple[int, int, int, tuple[int, ...]], ...]
 
 
 @functools.lru_cache(maxsize=256)
@@ -611,11 +612,13 @@ def _phase_layout(p: Problem, n: int) -> _PhaseLayout:
     by_shift: dict[tuple[int, int], list[tuple[int, int]]] = {}
     for t, (phase, a, b) in enumerate(taps):
         by_shift.setdefault((a, b), []).append((phase, t))
-    shifts: tuple[tuple[int, tuple[int, ...]], ...] = ()
-    if len(phases) > 1 and all(sorted(ph for ph, _ in group) == list(range(len(phases)))
-                               for group in by_shift.values()):
-        shifts = tuple((a * Wp + b, tuple(t for _, t in sorted(group))) for (a, b), group in sorted(by_shift.items()))
-    return _PhaseLayout(taps, phases, Hp, Wp, (n - 1) * Hp * Wp + p.H * Wp, shifts)
+    P = len(phases)
+    if P > 1 and all(sorted(ph for ph, _ in group) == list(range(P)) for group in by_shift.values()):
+        runs = tuple((a * Wp + b, 0, P, tuple(t for _, t in sorted(group)))
+                     for (a, b), group in sorted(by_shift.items()))
+    else:
+        runs = tuple((a * Wp + b, phase, phase + 1, (t,)) for t, (phase, a, b) in enumerate(taps))
+    return _PhaseLayout(taps, phases, Hp, Wp, (n - 1) * Hp * Wp + p.H * Wp, runs)
 
 
 # gy is split into its phases (and the forward's phases merged into y) one cache-sized block of planes at a time, so
@@ -679,20 +682,16 @@ def _backward_input_phase(p: Problem, gy: np.ndarray, w: np.ndarray, gx: np.ndar
     phases = _gy_phases(p, gy, layout)
     res = np.empty((G, Cig, n * Hp * Wp), gy.dtype)
     if in_place:
-        # one GEMM per shift over every phase's run (phases*Cog deep) where the layout allows, else one per tap
-        runs = [(offset, list(group)) for offset, group in layout.shifts] or \
-            [(di * Wp + dj, [t]) for t, (_, di, dj) in enumerate(taps)]
+        runs = layout.runs
         # (G, runs, Cig, taps of the run * Cog): the run's taps in phase order, as its operand stacks them
-        wt = np.ascontiguousarray(w.reshape(G, Cig, Cog, len(taps))[..., [group for _, group in runs]].transpose(
+        wt = np.ascontiguousarray(w.reshape(G, Cig, Cog, len(taps))[..., [list(r[3]) for r in runs]].transpose(
             0, 3, 1, 4, 2)).reshape(G, len(runs), Cig, -1)
         for g in range(G):
             for c0 in range(0, L, chunk):
                 m = min(chunk, L - c0)
                 out = res[g, :, c0:c0 + m]
-                for r, (offset, group) in enumerate(runs):
-                    start = offset + c0
-                    operand = phases[g, ..., start:start + m].reshape(-1, m) if layout.shifts else \
-                        phases[g, taps[group[0]][0], :, start:start + m]
+                for r, (offset, first, stop, _) in enumerate(runs):
+                    operand = phases[g, first:stop, :, offset + c0:offset + c0 + m].reshape(-1, m)
                     blas.gemm(wt[g, r], operand, out, beta=1.0 if r else 0.0)
     else:
         wk = np.ascontiguousarray(w.reshape(G, Cig, Cog, len(taps)).transpose(0, 1, 3, 2)).reshape(G, Cig, -1)
@@ -718,16 +717,11 @@ def _backward_weight_phase(p: Problem, gy: np.ndarray, x: np.ndarray, gw: np.nda
     xp = xp.reshape(G, Cig, -1)[..., :L]
     g = gw.reshape(G, Cig, -1, len(taps))
     Cog = g.shape[2]
-    # The runs as they lie (rows a phase image apart, columns contiguous): BLAS reads them without a copy; where
-    # the layout allows, one GEMM per shift gives every phase's tap at that shift (phases*Cog wide), else one per tap.
-    for offset, group in layout.shifts:
-        res = xp @ phases[..., offset:offset + L].reshape(G, -1, L).transpose(0, 2, 1)  # (G, Cig, phases*Cog)
+    # The runs as they lie (rows a phase image apart, columns contiguous): BLAS reads them without a copy, one GEMM
+    # per run gives its taps (phases*Cog wide where the layout stacks the phases of a shift).
+    for offset, first, stop, group in layout.runs:
+        res = xp @ phases[:, first:stop, :, offset:offset + L].reshape(G, -1, L).transpose(0, 2, 1)
         g[..., list(group)] += res.reshape(G, Cig, len(group), Cog).transpose(0, 1, 3, 2)
-    if layout.shifts:
-        return
-    for t, (phase, di, dj) in enumerate(taps):
-        start = di * Wp + dj
-        g[..., t] += xp @ phases[:, phase, :, start:start + L].transpose(0, 2, 1)
 
 
 # ---- one tap per canvas pixel: the canvas in stride blocks is one GEMM's operand ---------------------------------
