@@ -334,6 +334,15 @@ def _run(problems: list[NamedProblem], ops: Sequence[str], chosen: list[Target],
                                   device_time_s=dev_s))
 
 
+def _torch_backend_version(torch_version: str | None) -> str:
+    """The torch backend's version() where it can say (its default config *is* PyTorch's default call, so the
+    baseline is a measurement of it), else torch's own."""
+    try:
+        return backends.get("torch").version()
+    except Exception:  # the backend not registered or torch half-broken: the baseline still names torch
+        return f"torch {torch_version}"
+
+
 class _Recording(list):
     """The bench's table, appending each timed row to its device's results file as it is added."""
 
@@ -355,13 +364,15 @@ def record(df: pd.DataFrame, problems: list[NamedProblem], chosen: list[Target],
     """Append the timed rows to each device's results file (failed ones are the tuner's business)."""
     by_name = {n.name: n.problem for n in problems}
     by_name["sgemm"] = peak_problem()
-    devices = {t.device.id: (t.backend.version(), t.device.name) for t in chosen}
+    # per (backend, device): the backends of one CPU share its device id, and each row carries its own backend's
+    # version (dispatch ranks a backend's configs measured with its current version first)
+    targets = {(t.backend.name, t.device.id): (t.backend.version(), t.device.name) for t in chosen}
+    names = {device_id: name for (_, device_id), (_, name) in targets.items()}
     per_file: dict[Path, list[dict[str, Any]]] = {}
     for r in df[df.status.isin(["ok", "baseline"]) & (df.backend != DISPATCH)].itertuples():
-        # PyTorch's baseline ran on this CPU.
-        version, device_name = devices.get(r.device, (None, cpu_device_name()))
-        if r.backend == "torch":
-            version = f"torch {torch_version}"
+        version, device_name = targets.get((r.backend, r.device), (None, names.get(r.device, cpu_device_name())))
+        if r.status == "baseline" and r.backend == "torch":  # PyTorch's default call, on this CPU
+            version = _torch_backend_version(torch_version)
         elif r.backend == PEAK_BACKEND:
             version = f"numpy {np.__version__}"
         row = results.make_row(device_id=r.device, device_name=device_name, backend=r.backend, op=r.op,

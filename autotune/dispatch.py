@@ -32,7 +32,11 @@ are validated against the backend's space before anything is prepared (an invali
 run). For the same (backend, op, problem, config), the rows of the **first** directory that has one decide (so a
 user's measurements replace the shipped ones): a config whose **latest** row there failed (a failed correctness
 check) is not used; otherwise it is ranked by `rank_time`, the median of the medians of its `ok` rows there (tune,
-bench and first-call alike), so one noisy re-measure cannot demote a tuned winner. The time is the one that matches
+bench and first-call alike), so one noisy re-measure cannot demote a tuned winner. Within one backend, the configs
+with a row measured under its version as it is now (`Backend.version()`, recorded as `backend_version`) go before
+those measured only under another (a library upgrade or a changed kernel: those times no longer say how the code
+runs); each backend's pick is then ranked against the others' by its time, and a backend measured only under other
+versions keeps its order (`which` says "measured with ..., not ..."). The time is the one that matches
 the call (`call_time`): on a CPU (host arrays) `time_s`, the call with its staging; on a GPU, for a backend that
 takes the call's CUDA tensors as they are (`Backend.takes_device_arrays`), the kernel-only `device_time_s` where
 the row has one. Among the configs left the
@@ -101,6 +105,7 @@ class _Row(NamedTuple):
     config: Config
     problem: Problem
     source: str  # file and row identification, for `which`
+    current: bool = True  # measured with the backend's version as it is now (`Backend.version()`)
 
 
 @dataclass(eq=False)
@@ -262,6 +267,9 @@ class Table:
     # each
     devices: dict[str, Device | None] = field(default_factory=dict)
     decisions: dict[tuple, list[Choice]] = field(default_factory=dict)
+    # backend name -> its version() now, asked once each: a config measured only under other versions ranks after
+    # the configs measured under this one (`_from_rows`)
+    versions: dict[str, str] = field(default_factory=dict)
     # (id(problem), op, backend) -> (problem, decision): hashing a Problem costs microseconds, an id does not;
     # the entry holds the problem, so its id cannot be reused while the entry exists. api.py hands the same
     # Problem object to repeated identical calls.
@@ -311,7 +319,7 @@ def _summarize(problems: list[str], limit: int = 8) -> str:
 
 
 _COLUMNS = ("device", "backend", "op", "problem", "config", "status", "time_s", "device_time_s", "timestamp",
-            "study", "trial", "source", "schema", "file", "file_order")
+            "study", "trial", "source", "schema", "backend_version", "file", "file_order")
 # Rows of results schemas before this one timed a staging backend's kernel alone in `time_s`
 # (`Backend.stages_host_arrays`).
 CALL_TIME_SCHEMA = 3
@@ -445,6 +453,8 @@ def _read(table: Table, source: str | None = None) -> dict[str, dict[str, list[_
         timed = ok if resident else [r for r in ok if not _kernel_only(r, name)]
         time_s = rank_time([call_time(r, resident) for r in timed]) if timed else math.inf
         problem = Problem.from_key(key)  # validated by read_file
+        version = _version(table, name)
+        current = not version or any(getattr(r, "backend_version", None) == version for r in ok)
         where = str(latest.file)
         tuned = next((r for r in reversed(ok) if getattr(r, "study", "")), None)
         if tuned is not None:
@@ -457,7 +467,11 @@ def _read(table: Table, source: str | None = None) -> dict[str, dict[str, list[_
             where += f", median of {len(timed)} measurements"
         if latest.timestamp:
             where += f", latest at {latest.timestamp}"
-        usable[op].setdefault(key, []).append(_Row(time_s, name, config, problem, where))
+        if not current:
+            then = getattr(latest, "backend_version", None)
+            then = then if isinstance(then, str) and then else "an unrecorded version"
+            where += f" (measured with {then}, not {version}: ranked after {name}'s configs measured with it)"
+        usable[op].setdefault(key, []).append(_Row(time_s, name, config, problem, where, current))
     for rows in usable.values():
         for lst in rows.values():
             lst.sort(key=lambda r: (r.time_s, r.backend, config_json(r.config)))
@@ -561,6 +575,16 @@ def distance(a: Problem, b: Problem) -> float:
     return d
 
 
+def _version(table: Table, name: str) -> str:
+    """Backend `name`'s version() here, asked once per table ("" where it cannot say)."""
+    if name not in table.versions:
+        try:
+            table.versions[name] = str(backends.get(name).version())
+        except Exception:  # a backend that cannot say: none of its rows is current, so their order is kept
+            table.versions[name] = ""
+    return table.versions[name]
+
+
 def _timed_device(table: Table, name: str) -> Device | None:
     """`name`'s device of the table's id whose timings are speed, or None; asked of the registry once per
     table and backend (lazily: a plain CPU call never imports the GPU backends' libraries). For a device that is
@@ -632,10 +656,12 @@ def _valid_config(backend: Backend, op: str, problem: Problem, device: Device,
 
 def _from_rows(op: str, problem: Problem, rows: list[_Row], table: Table, reason: str, warn: bool,
                dist: float | None = None) -> list[Choice]:
-    """The fastest valid row per backend, fastest first."""
+    """The fastest valid row per backend, fastest first. A backend's configs measured with its current version
+    go before those measured only with another one (a library upgrade or a changed kernel: their times no longer
+    say how the code runs now); across backends each one's pick is ranked by its time."""
     out: list[Choice] = []
     seen: set[str] = set()
-    for r in rows:
+    for r in sorted(rows, key=lambda r: not r.current):  # stable: time order within each group
         if r.backend in seen:
             continue
         device = _timed_device(table, r.backend)
@@ -651,7 +677,7 @@ def _from_rows(op: str, problem: Problem, rows: list[_Row], table: Table, reason
         seen.add(r.backend)
         out.append(Choice(backend, device, clean, reason, op, problem, r.source, r.time_s, dist,
                           r.problem.key if reason == "nearest" else None))
-    return out
+    return sorted(out, key=lambda c: c.time_s if c.time_s is not None else math.inf)
 
 
 def _nearest(op: str, problem: Problem, table: Table) -> list[Choice]:

@@ -119,7 +119,10 @@ class Backend:
         return []
 
     def version(self) -> str:
-        """Version string of what computes (library and driver), recorded with every measurement."""
+        """Version string of what computes (library and driver), recorded with every measurement. Dispatch ranks a
+        backend's configs measured under its current version before those measured only under another, so a change
+        that alters how fast existing configs run (a kernel rewrite) should change this string too (say, a kernel
+        revision in it)."""
         return ""
 
     def compile_report(self, op: str, problem: Problem, device: Device, config: Config,

@@ -155,6 +155,31 @@ def test_exact_orders_backends_by_time(dirs, fake):
     assert chain[-1].backend.name == "numpy"
 
 
+def test_configs_measured_with_another_backend_version_rank_after_current_ones(dirs, fake, monkeypatch):
+    """Within a backend, configs measured with its version as it is now go first (an older measurement no longer
+    says how the code runs); across backends each one's pick is ranked by its time; a backend measured only with
+    another version keeps its order; `which` names the version."""
+    user, _ = dirs
+    now, before = "numpy 9.9", "numpy 9.8"
+    monkeypatch.setattr(NumpyBackend, "version", lambda self: now)
+    other = {"algorithm": "phase", "batch_block": 1, **COPIED}
+    write(user, [row(P, "numpy", COL2IM, 1e-3, backend_version=before),  # fastest, but measured before
+                 row(P, "numpy", PHASE, 3e-3, backend_version=now),
+                 row(P, "numpy", other, 4e-3, backend_version=before), row(P, "numpy", other, 4e-3,
+                                                                            backend_version=now),
+                 row(P, "fake", PHASE, 2e-3, backend_version="fake 1")])  # fake's version is numpy's too: old
+    chain = dispatch.choices("forward", P)
+    assert [(c.backend.name, c.config, c.time_s) for c in chain][:2] == [("fake", PHASE, 2e-3),
+                                                                         ("numpy", PHASE, 3e-3)]
+    assert "measured with fake 1, not numpy 9.9: ranked after fake's configs measured with it" in chain[0].source
+    assert "measured with" not in chain[1].source
+    # one current row makes a config current (the median of all its rows still ranks it)
+    write(user, [row(P, "numpy", COL2IM, 1e-3, backend_version=now)])
+    dispatch.clear_cache()
+    assert [(c.backend.name, c.config) for c in dispatch.choices("forward", P)][:2] == [("numpy", COL2IM),
+                                                                                         ("fake", PHASE)]
+
+
 def test_backward_ops_are_keyed_without_bias(dirs):
     user, _ = dirs
     pb = Problem.make(**{**P.as_args(), "bias": True})

@@ -113,9 +113,13 @@ def test_bench_records_the_torch_backends_config_apart_from_the_baseline(tmp_pat
     from autotune.problems import NamedProblem
     _cpu()
     p = PROBLEMS[0]
-    bench.bench([NamedProblem("tiny", p)], ["forward", "backward_bias"], ["torch"], budget_s=0.01, with_peak=False,
-                with_dispatch=False, record_to=tmp_path)
-    rows = results.read_file(results.device_file(tmp_path, cpu_device_id()))
+    bench.bench([NamedProblem("tiny", p)], ["forward", "backward_bias"], ["torch", "numpy"], budget_s=0.01,
+                with_peak=False, with_dispatch=False, record_to=tmp_path)
+    every = results.read_file(results.device_file(tmp_path, cpu_device_id()))
+    # each row carries its own backend's version (the backends of one CPU share its device id)
+    assert set(every[every.backend == "numpy"].backend_version) == {backends.get("numpy").version()}
+    assert set(every[every.backend == "torch"].backend_version) == {backends.get("torch").version()}
+    rows = every[every.backend == "torch"]
     assert sorted(rows.status) == ["baseline", "baseline", "ok", "ok"]
     assert set(rows[rows.status == "baseline"].config) == {"{}"}
     assert set(rows[rows.status == "ok"].config) == {
@@ -123,9 +127,24 @@ def test_bench_records_the_torch_backends_config_apart_from_the_baseline(tmp_pat
         '{"algorithm":"sum"}'}
     dispatch.clear_cache()
     for op in ("forward", "backward_bias"):
-        (first, *_) = dispatch.choices(op, p, results_dirs=[tmp_path])
-        assert (first.backend.name, first.reason) == ("torch", "exact")
+        exact = {c.backend.name for c in dispatch.choices(op, p, results_dirs=[tmp_path]) if c.reason == "exact"}
+        assert exact == {"torch", "numpy"}
     assert not [w for w in recwarn if "autotune" in str(w.message)]
+
+
+@pytest.mark.parametrize("kept_bytes", [0, 1 << 20])
+def test_gradients_with_and_without_a_kept_placeholder(monkeypatch, kept_bytes):
+    """convolution_backward's placeholder operand (read for its shape only) is kept with the kernel where small,
+    allocated per call where not: both give the exact gradients, call after call."""
+    import backends.torch as torch_backend
+    backend, device = _cpu()
+    monkeypatch.setattr(torch_backend, "KEPT_PLACEHOLDER_BYTES", kept_bytes)
+    for p in PROBLEMS:
+        for op in ("backward_input", "backward_weight"):
+            kernel = torch_backend._build(op, p, device, backend.default_config(op, p, device))
+            for seed in (0, 1):
+                args = inputs_for(op, p, seed=seed)
+                assert_close(kernel(*args), reference.run(op, p, args), op, p, f"{op} {p.key}")
 
 
 def test_switches_are_restored_after_each_call():

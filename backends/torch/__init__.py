@@ -48,6 +48,7 @@ INSTALL_HINT = "pip install 'convt-autotune[torch]'"
 CPU_DTYPES = ("float32", "float64")
 GPU_DTYPES = ("float32", "float64", "float16", "bfloat16")
 ON_OFF = ("on", "off")
+KEPT_PLACEHOLDER_BYTES = 1 << 20
 
 
 @functools.lru_cache(maxsize=1)
@@ -308,14 +309,17 @@ def _build(op: str, p: Problem, device: Device, config: Config) -> Kernel:
 
     mask = [op == "backward_input", op == "backward_weight", False]
     out_index = 0 if op == "backward_input" else 1
+    # convolution_backward reads only the shape of the operand whose gradient it computes; a placeholder kept
+    # with the kernel saves an allocation per call (11 of fcn_score_up2's 261 us), where it is small enough to keep
+    shape = p.input_shape if op == "backward_input" else p.weight_shape
+    kept = torch.empty(shape, dtype=dtype, device=target) if math.prod(shape) * dtype.itemsize <= KEPT_PLACEHOLDER_BYTES \
+        else None
 
     def grad(gy: Any, other: Any) -> Any:
         g = embed(stage(gy))
         o = stage(other)
-        if op == "backward_input":
-            x, w = torch.empty(p.input_shape, dtype=dtype, device=target), o
-        else:
-            x, w = o, torch.empty(p.weight_shape, dtype=dtype, device=target)
+        placeholder = kept if kept is not None else torch.empty(shape, dtype=dtype, device=target)
+        x, w = (placeholder, o) if op == "backward_input" else (o, placeholder)
         with _Switches(spec):
             res = torch.ops.aten.convolution_backward(g, x, w, None, list(p.stride), list(pad), list(p.dilation),
                                                       True, list(p.output_padding), p.groups, mask)
