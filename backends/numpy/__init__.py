@@ -41,7 +41,7 @@ from autotune.core.devices import cpu_device_id, cpu_device_name, cpu_features
 from autotune.core.geometry import canvas_size, output_window, problem_phases, tap_window
 from autotune.core.problem import Problem
 from backends.base import Backend, Config, Device, Kernel, Space
-from backends.numpy import blas
+from backends.numpy import blas, parallel
 
 BATCH_BLOCKS = (0, 1, 2, 4, 8, 16)
 # backward_input `phase`: GEMM columns per chunk (0: not the phase algorithm, which alone reads it)
@@ -326,7 +326,7 @@ def _prepare(op: str, p: Problem, config_items: tuple) -> Kernel:
 def _channels_first(a: np.ndarray, G: int) -> np.ndarray:
     """(n, G*C, h, w) -> (G, C, n, h, w), contiguous: puts channels on the GEMM's reduction axis."""
     n, C, h, w = a.shape
-    return np.ascontiguousarray(a.reshape(n, G, C // G, h, w).transpose(1, 2, 0, 3, 4))
+    return parallel.contiguous(a.reshape(n, G, C // G, h, w).transpose(1, 2, 0, 3, 4))
 
 
 def _forward_phase(p: Problem, x: np.ndarray, w: np.ndarray, y: np.ndarray) -> None:
@@ -351,6 +351,7 @@ def _forward_phase(p: Problem, x: np.ndarray, w: np.ndarray, y: np.ndarray) -> N
             Qh, Qw = q1h - q0h, q1w - q0w
             # im2col: tap (th, tw) reads input row q - th*dh//sh; rows outside the input read zeros.
             cols = np.zeros((G, len(taps_h), len(taps_w), Cig, n, Qh, Qw), x.dtype)
+            fills = []
             for i, th in enumerate(taps_h):
                 oh = ph.input_offset(th)
                 ih0, ih1 = max(q0h - oh, 0), min(q1h - oh, p.H)
@@ -361,13 +362,15 @@ def _forward_phase(p: Problem, x: np.ndarray, w: np.ndarray, y: np.ndarray) -> N
                     iw0, iw1 = max(q0w - ow, 0), min(q1w - ow, p.W)
                     if iw1 <= iw0:
                         continue
-                    cols[:, i, j, :, :, ih0 + oh - q0h:ih1 + oh - q0h, iw0 + ow - q0w:iw1 + ow - q0w] = \
-                        xc[:, :, :, ih0:ih1, iw0:iw1]
+                    fills.append(functools.partial(
+                        cols[:, i, j, :, :, ih0 + oh - q0h:ih1 + oh - q0h, iw0 + ow - q0w:iw1 + ow - q0w].__setitem__,
+                        Ellipsis, xc[:, :, :, ih0:ih1, iw0:iw1]))
+            parallel.run(fills, cols.nbytes)
             wk = wg[:, :, :, taps_h][..., taps_w]  # (G, Cig, Cog, th, tw)
             # (G, th, tw, Cig, Cog), handed to BLAS transposed: a copy with Cig innermost is a slow transpose
             wk = np.ascontiguousarray(wk.transpose(0, 3, 4, 1, 2)).reshape(G, -1, Cog).transpose(0, 2, 1)
             res = wk @ cols.reshape(G, -1, n * Qh * Qw)  # (G, Cog, n*Qh*Qw)
-            out[...] = res.reshape(G, Cog, n, Qh, Qw).transpose(2, 0, 1, 3, 4)
+            parallel.assign(out, res.reshape(G, Cog, n, Qh, Qw).transpose(2, 0, 1, 3, 4))
 
 
 def _batch_last(p: Problem, n: int) -> bool:
@@ -391,16 +394,19 @@ def _forward_col2im(p: Problem, x: np.ndarray, w: np.ndarray, y: np.ndarray) -> 
     Cig, Cog = p.C_in // G, p.C_out // G
     last = _batch_last(p, n)
     A, B = (1, n) if last else (n, 1)
-    xc = np.ascontiguousarray(_columns_view(x, G, last)).reshape(G, Cig, -1)
+    xc = parallel.contiguous(_columns_view(x, G, last)).reshape(G, Cig, -1)
     wt = w.reshape(G, Cig, Cog * p.kH * p.kW).transpose(0, 2, 1)  # BLAS reads the transpose where it lies
-    cols = (wt @ xc).reshape(G, Cog, p.kH, p.kW, A, p.H, p.W, B)
-    canvas = np.zeros((G, Cog, A, *canvas_size(p), B), x.dtype)
-    for kh in range(p.kH):
-        for kw in range(p.kW):
-            rows, cs = tap_window(p, kh, kw)
-            canvas[:, :, :, rows, cs] += cols[:, :, kh, kw]
+    cols = (wt @ xc).reshape(G * Cog, p.kH, p.kW, A, p.H, p.W, B)
+    canvas = np.zeros((G * Cog, A, *canvas_size(p), B), x.dtype)
+    windows = [tap_window(p, kh, kw) for kh in range(p.kH) for kw in range(p.kW)]
+
+    def add_taps(c0: int, c1: int) -> None:  # the taps overlap in the canvas: threads split the channels
+        for t, (rows, cs) in enumerate(windows):
+            canvas[c0:c1, :, rows, cs] += cols[c0:c1, t // p.kW, t % p.kW]
+    share = -(-G * Cog // parallel.threads())
+    parallel.run([functools.partial(add_taps, c0, c0 + share) for c0 in range(0, G * Cog, share)], cols.nbytes)
     rows, cs = output_window(p)
-    _columns_view(y, G, last)[...] = canvas[:, :, :, rows, cs]
+    parallel.assign(_columns_view(y, G, last), canvas.reshape(G, Cog, *canvas.shape[1:])[:, :, :, rows, cs])
 
 
 def _gy_canvas(p: Problem, gy: np.ndarray) -> np.ndarray:
@@ -408,7 +414,7 @@ def _gy_canvas(p: Problem, gy: np.ndarray) -> np.ndarray:
     G, n = p.groups, gy.shape[0]
     canvas = np.zeros((G, p.C_out // G, n, *canvas_size(p)), gy.dtype)
     rows, cols = output_window(p)
-    canvas[..., rows, cols] = gy.reshape(n, G, p.C_out // G, *p.output_size).transpose(1, 2, 0, 3, 4)
+    parallel.assign(canvas[..., rows, cols], gy.reshape(n, G, p.C_out // G, *p.output_size).transpose(1, 2, 0, 3, 4))
     return canvas
 
 
@@ -416,10 +422,9 @@ def _gy_columns(p: Problem, canvas: np.ndarray) -> np.ndarray:
     """Every tap's window of the gy canvas stacked: (G, kH*kW*Cog, n*H*W)."""
     G, Cog, n = canvas.shape[:3]
     cols = np.empty((G, p.kH, p.kW, Cog, n, p.H, p.W), canvas.dtype)
-    for kh in range(p.kH):
-        for kw in range(p.kW):
-            rows, cs = tap_window(p, kh, kw)
-            cols[:, kh, kw] = canvas[..., rows, cs]
+    windows = [(kh, kw, *tap_window(p, kh, kw)) for kh in range(p.kH) for kw in range(p.kW)]
+    parallel.run([functools.partial(cols[:, kh, kw].__setitem__, Ellipsis, canvas[..., rows, cs])
+                  for kh, kw, rows, cs in windows], cols.nbytes)
     return cols.reshape(G, -1, n * p.H * p.W)
 
 
@@ -437,7 +442,7 @@ def _backward_input(p: Problem, gy: np.ndarray, w: np.ndarray, gx: np.ndarray, s
             for kw in range(p.kW):
                 rows, cs = tap_window(p, kh, kw)
                 res += wg[..., kh, kw] @ np.ascontiguousarray(canvas[..., rows, cs]).reshape(G, Cog, -1)
-    gx.reshape(n, G, Cig, p.H, p.W)[...] = res.reshape(G, Cig, n, p.H, p.W).transpose(2, 0, 1, 3, 4)
+    parallel.assign(gx.reshape(n, G, Cig, p.H, p.W), res.reshape(G, Cig, n, p.H, p.W).transpose(2, 0, 1, 3, 4))
 
 
 def _backward_weight(p: Problem, gy: np.ndarray, x: np.ndarray, gw: np.ndarray, stacked: bool) -> None:
@@ -544,7 +549,8 @@ def _forward_runs(p: Problem, x: np.ndarray, w: np.ndarray, y: np.ndarray, chunk
         y[...] = 0
         return
     xp = np.zeros((G, Cig, n, Hx, Wx), x.dtype)
-    xp[..., lay.top:lay.top + p.H, lay.left:lay.left + p.W] = x.reshape(n, G, Cig, p.H, p.W).transpose(1, 2, 0, 3, 4)
+    parallel.assign(xp[..., lay.top:lay.top + p.H, lay.left:lay.left + p.W],
+                    x.reshape(n, G, Cig, p.H, p.W).transpose(1, 2, 0, 3, 4))
     xp = xp.reshape(G, Cig, n * Hx * Wx)
     w5 = w.reshape(G, Cig, Cog, p.kH, p.kW)
     res = np.empty((G, Cog * P, n * Hx * Wx), x.dtype)  # rows (output channel, phase): a shift's phases stack
@@ -573,15 +579,17 @@ def _forward_runs(p: Problem, x: np.ndarray, w: np.ndarray, y: np.ndarray, chunk
                 blas.gemm(weights, xp[g, :, start + c0:start + c0 + m], out[:, c0:c0 + m], beta=beta)
     yv = y.reshape(n, G, Cog, *p.output_size)
     r = res.reshape(G, Cog, P, n, Hx, Wx)
-    for g in range(G):
-        for n0, n1, c0, c1 in _plane_blocks(n, Cog, y[0, 0].nbytes):
-            block = yv[n0:n1, g, c0:c1]
-            for (h0, hc, hstep), (w0, wc, wstep) in lay.empty:
-                block[..., h0::hstep, w0::wstep][..., :hc, :wc] = 0
-            for index, phase in enumerate(lay.phases):
-                (h0, hc, hstep), (w0, wc, wstep), (i0, j0) = phase.rows, phase.cols, phase.skip
-                block[..., h0::hstep, w0::wstep][..., :hc, :wc] = \
-                    r[g, c0:c1, index, n0:n1, i0:i0 + hc, j0:j0 + wc].transpose(1, 0, 2, 3)
+
+    def merge(g: int, n0: int, n1: int, c0: int, c1: int) -> None:
+        block = yv[n0:n1, g, c0:c1]
+        for (h0, hc, hstep), (w0, wc, wstep) in lay.empty:
+            block[..., h0::hstep, w0::wstep][..., :hc, :wc] = 0
+        for index, phase in enumerate(lay.phases):
+            (h0, hc, hstep), (w0, wc, wstep), (i0, j0) = phase.rows, phase.cols, phase.skip
+            block[..., h0::hstep, w0::wstep][..., :hc, :wc] = \
+                r[g, c0:c1, index, n0:n1, i0:i0 + hc, j0:j0 + wc].transpose(1, 0, 2, 3)
+    parallel.run([functools.partial(merge, g, *block) for g in range(G)
+                  for block in _plane_blocks(n, Cog, y[0, 0].nbytes)], y.nbytes)
 
 
 # ---- backward `phase`: gy in stride phases, each tap's window a shifted contiguous run --------------------------
@@ -664,12 +672,14 @@ def _gy_phases(p: Problem, gy: np.ndarray, layout: _PhaseLayout) -> np.ndarray:
         phase[..., i0:i0 + hh, j0 + ww:] = 0
         copies.append((index, oh, ow, hh, ww, i0, j0))
     g = gy.reshape(n, G, Cog, Ho, Wo)
-    for group in range(G):
-        for n0, n1, c0, c1 in _plane_blocks(n, Cog, Ho * Wo * gy.itemsize):
-            src = g[n0:n1, group, c0:c1].transpose(1, 0, 2, 3)
-            dst = out[group, :, c0:c1, n0:n1]
-            for index, oh, ow, hh, ww, i0, j0 in copies:
-                dst[index, ..., i0:i0 + hh, j0:j0 + ww] = src[..., oh::sh, ow::sw][..., :hh, :ww]
+
+    def split(group: int, n0: int, n1: int, c0: int, c1: int) -> None:
+        src = g[n0:n1, group, c0:c1].transpose(1, 0, 2, 3)
+        dst = out[group, :, c0:c1, n0:n1]
+        for index, oh, ow, hh, ww, i0, j0 in copies:
+            dst[index, ..., i0:i0 + hh, j0:j0 + ww] = src[..., oh::sh, ow::sw][..., :hh, :ww]
+    parallel.run([functools.partial(split, group, *block) for group in range(G)
+                  for block in _plane_blocks(n, Cog, Ho * Wo * gy.itemsize)], gy.nbytes)
     return out.reshape(G, len(layout.phases), Cog, n * Hp * Wp)
 
 
@@ -699,11 +709,12 @@ def _backward_input_phase(p: Problem, gy: np.ndarray, w: np.ndarray, gx: np.ndar
         for c0 in range(0, L, chunk):
             m = min(chunk, L - c0)
             block = cols[..., :m]
-            for t, (phase, di, dj) in enumerate(taps):
-                start = di * Wp + dj + c0
-                block[:, t] = phases[:, phase, :, start:start + m]
+            parallel.run([functools.partial(block[:, t].__setitem__, Ellipsis,
+                                            phases[:, phase, :, di * Wp + dj + c0:di * Wp + dj + c0 + m])
+                          for t, (phase, di, dj) in enumerate(taps)], block.nbytes)
             np.matmul(wk, block.reshape(G, -1, m), out=res[..., c0:c0 + m])
-    gx.reshape(n, G, Cig, p.H, p.W)[...] = res.reshape(G, Cig, n, Hp, Wp)[..., :p.H, :p.W].transpose(2, 0, 1, 3, 4)
+    parallel.assign(gx.reshape(n, G, Cig, p.H, p.W),
+                    res.reshape(G, Cig, n, Hp, Wp)[..., :p.H, :p.W].transpose(2, 0, 1, 3, 4))
 
 
 def _backward_weight_phase(p: Problem, gy: np.ndarray, x: np.ndarray, gw: np.ndarray, stacked: bool) -> None:
@@ -713,7 +724,7 @@ def _backward_weight_phase(p: Problem, gy: np.ndarray, x: np.ndarray, gw: np.nda
     taps, Hp, Wp, L = layout.taps, layout.Hp, layout.Wp, layout.L
     phases = _gy_phases(p, gy, layout)
     xp = np.zeros((G, Cig, n, Hp, Wp), x.dtype)  # x in the padded rows; zeros where the runs overhang
-    xp[..., :p.H, :p.W] = x.reshape(n, G, Cig, p.H, p.W).transpose(1, 2, 0, 3, 4)
+    parallel.assign(xp[..., :p.H, :p.W], x.reshape(n, G, Cig, p.H, p.W).transpose(1, 2, 0, 3, 4))
     xp = xp.reshape(G, Cig, -1)[..., :L]
     g = gw.reshape(G, Cig, -1, len(taps))
     Cog = g.shape[2]
@@ -733,13 +744,13 @@ def _forward_blocks(p: Problem, x: np.ndarray, w: np.ndarray, y: np.ndarray) -> 
     wt = w.reshape(G, Cig, Cog * p.kH * p.kW).transpose(0, 2, 1)  # BLAS reads the transpose where it lies
     res = (wt @ xc).reshape(G, Cog, p.kH, p.kW, n, p.H, p.W)
     if _blocks_tile_output(p):  # the output is the blocks: one transposing copy
-        y.reshape(n, G, Cog, p.H, p.kH, p.W, p.kW)[...] = res.transpose(4, 0, 1, 5, 2, 6, 3)
+        parallel.assign(y.reshape(n, G, Cog, p.H, p.kH, p.W, p.kW), res.transpose(4, 0, 1, 5, 2, 6, 3))
         return
     Hb, Wb = _block_rows(p)
     canvas = np.zeros((n, G, Cog, Hb, sh, Wb, sw), x.dtype)
-    canvas[:, :, :, :p.H, 0:dh * p.kH:dh, :p.W, 0:dw * p.kW:dw] = res.transpose(4, 0, 1, 5, 2, 6, 3)
+    parallel.assign(canvas[:, :, :, :p.H, 0:dh * p.kH:dh, :p.W, 0:dw * p.kW:dw], res.transpose(4, 0, 1, 5, 2, 6, 3))
     rows, cols = output_window(p)
-    y.reshape(n, G, Cog, *p.output_size)[...] = canvas.reshape(n, G, Cog, Hb * sh, Wb * sw)[..., rows, cols]
+    parallel.assign(y.reshape(n, G, Cog, *p.output_size), canvas.reshape(n, G, Cog, Hb * sh, Wb * sw)[..., rows, cols])
 
 
 def _gy_blocks(p: Problem, gy: np.ndarray) -> np.ndarray:
@@ -753,17 +764,17 @@ def _gy_blocks(p: Problem, gy: np.ndarray) -> np.ndarray:
         Hb, Wb = _block_rows(p)
         canvas = np.zeros((n, G, Cog, Hb * sh, Wb * sw), gy.dtype)
         rows, cols = output_window(p)
-        canvas[..., rows, cols] = gy.reshape(n, G, Cog, *p.output_size)
+        parallel.assign(canvas[..., rows, cols], gy.reshape(n, G, Cog, *p.output_size))
         blocks = canvas.reshape(n, G, Cog, Hb, sh, Wb, sw)[:, :, :, :p.H, 0:dh * p.kH:dh, :p.W, 0:dw * p.kW:dw]
     # (n, G, Cog, H, kH, W, kW) -> (G, Cog, kH, kW, n, H, W)
-    return np.ascontiguousarray(blocks.transpose(1, 2, 4, 6, 0, 3, 5)).reshape(G, Cog * p.kH * p.kW, -1)
+    return parallel.contiguous(blocks.transpose(1, 2, 4, 6, 0, 3, 5)).reshape(G, Cog * p.kH * p.kW, -1)
 
 
 def _backward_input_blocks(p: Problem, gy: np.ndarray, w: np.ndarray, gx: np.ndarray, stacked: bool) -> None:
     G, n = p.groups, gy.shape[0]
     Cig = p.C_in // G
     res = w.reshape(G, Cig, -1) @ _gy_blocks(p, gy)  # (G, Cig, Cog*kH*kW) @ (G, Cog*kH*kW, nHW)
-    gx.reshape(n, G, Cig, p.H, p.W)[...] = res.reshape(G, Cig, n, p.H, p.W).transpose(2, 0, 1, 3, 4)
+    parallel.assign(gx.reshape(n, G, Cig, p.H, p.W), res.reshape(G, Cig, n, p.H, p.W).transpose(2, 0, 1, 3, 4))
 
 
 def _backward_weight_blocks(p: Problem, gy: np.ndarray, x: np.ndarray, gw: np.ndarray, stacked: bool) -> None:

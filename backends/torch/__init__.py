@@ -312,8 +312,8 @@ def _build(op: str, p: Problem, device: Device, config: Config) -> Kernel:
     # convolution_backward reads only the shape of the operand whose gradient it computes; a placeholder kept
     # with the kernel saves an allocation per call (11 of fcn_score_up2's 261 us), where it is small enough to keep
     shape = p.input_shape if op == "backward_input" else p.weight_shape
-    kept = torch.empty(shape, dtype=dtype, device=target) if math.prod(shape) * dtype.itemsize <= KEPT_PLACEHOLDER_BYTES \
-        else None
+    small = math.prod(shape) * dtype.itemsize <= KEPT_PLACEHOLDER_BYTES
+    kept = torch.empty(shape, dtype=dtype, device=target) if small else None
 
     def grad(gy: Any, other: Any) -> Any:
         g = embed(stage(gy))
