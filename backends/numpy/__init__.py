@@ -64,6 +64,9 @@ def default_workspace_bytes() -> int:
     llc = int(f["l3_bytes"]) or int(f["l2_bytes"]) * int(f["cores"])
     return min(max(llc // 4, 4 << 20), 32 << 20) if llc else DEFAULT_WORKSPACE_BYTES
 _SUPPORTED = ("float32", "float64")
+# Part of version(): raised when a change makes existing configs run at another speed, so that dispatch ranks the
+# configs measured since before those measured with the older kernels (2: copies shared among threads).
+KERNELS_REVISION = 2
 
 
 class NumpyBackend(Backend):
@@ -77,7 +80,7 @@ class NumpyBackend(Backend):
                        info={"numpy": np.__version__})]
 
     def version(self) -> str:
-        return f"numpy {np.__version__}, direct BLAS: {blas.describe()}"
+        return f"numpy {np.__version__}, kernels r{KERNELS_REVISION}, direct BLAS: {blas.describe()}"
 
     def supports(self, problem: Problem, device: Device) -> str | None:
         if problem.dtype not in _SUPPORTED:
