@@ -365,10 +365,9 @@ def _forward_phase(p: Problem, x: np.ndarray, w: np.ndarray, y: np.ndarray) -> N
                     iw0, iw1 = max(q0w - ow, 0), min(q1w - ow, p.W)
                     if iw1 <= iw0:
                         continue
-                    fills.append(functools.partial(
-                        cols[:, i, j, :, :, ih0 + oh - q0h:ih1 + oh - q0h, iw0 + ow - q0w:iw1 + ow - q0w].__setitem__,
-                        Ellipsis, xc[:, :, :, ih0:ih1, iw0:iw1]))
-            parallel.run(fills, cols.nbytes)
+                    fills.append((cols[:, i, j, :, :, ih0 + oh - q0h:ih1 + oh - q0h, iw0 + ow - q0w:iw1 + ow - q0w],
+                                  xc[:, :, :, ih0:ih1, iw0:iw1]))
+            parallel.copy(fills)
             wk = wg[:, :, :, taps_h][..., taps_w]  # (G, Cig, Cog, th, tw)
             # (G, th, tw, Cig, Cog), handed to BLAS transposed: a copy with Cig innermost is a slow transpose
             wk = np.ascontiguousarray(wk.transpose(0, 3, 4, 1, 2)).reshape(G, -1, Cog).transpose(0, 2, 1)
@@ -426,8 +425,7 @@ def _gy_columns(p: Problem, canvas: np.ndarray) -> np.ndarray:
     G, Cog, n = canvas.shape[:3]
     cols = np.empty((G, p.kH, p.kW, Cog, n, p.H, p.W), canvas.dtype)
     windows = [(kh, kw, *tap_window(p, kh, kw)) for kh in range(p.kH) for kw in range(p.kW)]
-    parallel.run([functools.partial(cols[:, kh, kw].__setitem__, Ellipsis, canvas[..., rows, cs])
-                  for kh, kw, rows, cs in windows], cols.nbytes)
+    parallel.copy([(cols[:, kh, kw], canvas[..., rows, cs]) for kh, kw, rows, cs in windows])
     return cols.reshape(G, -1, n * p.H * p.W)
 
 
@@ -712,9 +710,8 @@ def _backward_input_phase(p: Problem, gy: np.ndarray, w: np.ndarray, gx: np.ndar
         for c0 in range(0, L, chunk):
             m = min(chunk, L - c0)
             block = cols[..., :m]
-            parallel.run([functools.partial(block[:, t].__setitem__, Ellipsis,
-                                            phases[:, phase, :, di * Wp + dj + c0:di * Wp + dj + c0 + m])
-                          for t, (phase, di, dj) in enumerate(taps)], block.nbytes)
+            parallel.copy([(block[:, t], phases[:, phase, :, di * Wp + dj + c0:di * Wp + dj + c0 + m])
+                           for t, (phase, di, dj) in enumerate(taps)])
             np.matmul(wk, block.reshape(G, -1, m), out=res[..., c0:c0 + m])
     parallel.assign(gx.reshape(n, G, Cig, p.H, p.W),
                     res.reshape(G, Cig, n, Hp, Wp)[..., :p.H, :p.W].transpose(2, 0, 1, 3, 4))

@@ -73,6 +73,11 @@ def _split_axis(shape: tuple[int, ...], parts: int) -> int | None:
     return best if best is not None and shape[best] > 1 else None
 
 
+def copy(pairs: Sequence[tuple[np.ndarray, np.ndarray]]) -> None:
+    """dst[...] = src for each (dst, src) pair (no two dst overlapping), shared among the threads."""
+    run([functools.partial(np.copyto, dst, src) for dst, src in pairs], sum(dst.nbytes for dst, _ in pairs))
+
+
 def assign(dst: np.ndarray, src: np.ndarray | float) -> None:
     """dst[...] = src (src broadcast to dst's shape), split along one axis among the threads."""
     n = threads()
@@ -81,12 +86,9 @@ def assign(dst: np.ndarray, src: np.ndarray | float) -> None:
         dst[...] = src
         return
     source = np.broadcast_to(src, dst.shape)
-    length = dst.shape[axis]
-    bounds = [length * i // n for i in range(n + 1)]
-    index = (slice(None),) * axis
-    tasks = [lambda a=a, b=b: dst.__setitem__(index + (slice(a, b),), source[index + (slice(a, b),)])
-             for a, b in zip(bounds, bounds[1:]) if b > a]
-    run(tasks, dst.nbytes)
+    bounds = [dst.shape[axis] * i // n for i in range(n + 1)]
+    parts = [(slice(None),) * axis + (slice(a, b),) for a, b in zip(bounds, bounds[1:]) if b > a]
+    copy([(dst[part], source[part]) for part in parts])
 
 
 def contiguous(a: np.ndarray) -> np.ndarray:
