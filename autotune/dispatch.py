@@ -580,7 +580,7 @@ def _version(table: Table, name: str) -> str:
     if name not in table.versions:
         try:
             table.versions[name] = str(backends.get(name).version())
-        except Exception:  # a backend that cannot say: none of its rows is current, so their order is kept
+        except Exception:  # a backend that cannot say: every row of it counts as current (their order is kept)
             table.versions[name] = ""
     return table.versions[name]
 

@@ -36,6 +36,8 @@ def _pool(workers: int) -> ThreadPoolExecutor:
     with _lock:
         pool = _pools.get(pid)
         if pool is None or pool._max_workers < workers:  # noqa: SLF001 (grown when the thread count grows)
+            if pool is not None:
+                pool.shutdown(wait=False)  # its idle threads exit; work already handed to it still finishes
             pool = _pools[pid] = ThreadPoolExecutor(workers, thread_name_prefix="autotune-numpy")
         return pool
 
